@@ -1,0 +1,28 @@
+//! The local API: HTTP/1.1 + JSON over a Unix socket. The server turns requests into
+//! [`ApiRequest`]s for the daemon loop (the single owner of state) and waits for its answer.
+
+use crate::status::AgentStatus;
+use tokio::sync::oneshot;
+
+/// A request from the API to the daemon loop.
+#[derive(Debug)]
+pub enum ApiRequest {
+    /// `GET /v1/status`
+    Status(oneshot::Sender<AgentStatus>),
+    /// `GET /v1/config`: the rendered Flink config in force, secrets redacted.
+    Config(oneshot::Sender<serde_json::Value>),
+    /// `POST /v1/reload`: re-read and validate the config; Err carries every problem.
+    Reload(oneshot::Sender<Result<ReloadReport, String>>),
+    /// `POST /v1/processes/{name}/restart` (`name` = jobmanager, taskmanager or all).
+    Restart(crate::supervisor::Target, oneshot::Sender<Result<(), String>>),
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadReport {
+    pub revision: String,
+    /// Processes restarted because of the change, in the order they were restarted.
+    pub restarted: Vec<String>,
+    /// Whether Flink's rendered configuration changed on disk.
+    pub flink_config_changed: bool,
+}

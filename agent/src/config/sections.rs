@@ -1,0 +1,311 @@
+//! The typed agent configuration (`/etc/flink-agent/agent.toml`). Every field has a default
+//! that matches the product description, so a minimal file names only the node and Flink's home.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentConfig {
+    pub agent: AgentSection,
+    pub node: NodeSection,
+    pub cluster: ClusterSection,
+    pub flink: FlinkSection,
+    pub ports: PortsSection,
+    pub plan: PlanSection,
+    pub advanced: AdvancedSection,
+    pub supervisor: SupervisorSection,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            agent: AgentSection::default(),
+            node: NodeSection::default(),
+            cluster: ClusterSection::default(),
+            flink: FlinkSection::default(),
+            ports: PortsSection::default(),
+            plan: PlanSection::default(),
+            advanced: AdvancedSection::default(),
+            supervisor: SupervisorSection::default(),
+        }
+    }
+}
+
+/// The agent's own files: state, socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentSection {
+    /// Agent state (rendered Flink conf, job records, staging). Survives restarts.
+    pub state_dir: PathBuf,
+    /// Unix socket of the local API.
+    pub socket: PathBuf,
+    /// Group that owns the socket (mode 0660); members may use the CLI. None = agent's group.
+    pub socket_group: Option<String>,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/flink-agent"),
+            socket: PathBuf::from("/run/flink-agent/agent.sock"),
+            socket_group: None,
+        }
+    }
+}
+
+/// This node's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeSection {
+    /// Stable node id, unique in the cluster.
+    pub id: String,
+    /// Address the cluster peers and clients use to reach this node's Flink processes.
+    pub address: String,
+    /// Address Flink's sockets bind to.
+    pub bind_address: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            id: "node-1".into(),
+            address: "127.0.0.1".into(),
+            bind_address: "127.0.0.1".into(),
+        }
+    }
+}
+
+/// The cluster this node belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSection {
+    /// Cluster id; names the cluster's prefix in object storage.
+    pub id: String,
+    /// Addresses of every node of the cluster, this one included: one (single-node) or three.
+    pub nodes: Vec<String>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            id: "flink".into(),
+            nodes: vec!["127.0.0.1".into()],
+        }
+    }
+}
+
+/// Where Flink is and how it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FlinkSection {
+    /// Flink distribution: holds `bin/jobmanager.sh` and `lib/flink-dist-*.jar`.
+    pub home: PathBuf,
+    /// JAVA_HOME for Flink; must contain `bin/java`.
+    pub java_home: PathBuf,
+    /// Unix user the Flink processes run as. None = the agent's own user.
+    pub user: Option<String>,
+    /// Flink's working data: local checkpoints, temp dirs, blobs.
+    pub data_dir: PathBuf,
+    /// Flink's log files (the JVMs also log to the journal via the agent).
+    pub log_dir: PathBuf,
+}
+
+impl Default for FlinkSection {
+    fn default() -> Self {
+        Self {
+            home: PathBuf::from("/opt/flink"),
+            java_home: PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64"),
+            user: None,
+            data_dir: PathBuf::from("/var/lib/flink"),
+            log_dir: PathBuf::from("/var/log/flink"),
+        }
+    }
+}
+
+/// Flink's ports, pinned so the firewall can name them. Owned by the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PortsSection {
+    pub rest: u16,
+    pub jobmanager_rpc: u16,
+    pub blob: u16,
+    pub taskmanager_rpc: u16,
+    pub taskmanager_data: u16,
+}
+
+impl Default for PortsSection {
+    fn default() -> Self {
+        Self {
+            rest: 8081,
+            jobmanager_rpc: 6123,
+            blob: 6124,
+            taskmanager_rpc: 6122,
+            taskmanager_data: 6121,
+        }
+    }
+}
+
+impl PortsSection {
+    /// Every pinned port with its key name, for duplicate checks and the firewall.
+    pub fn named(&self) -> [(&'static str, u16); 5] {
+        [
+            ("rest", self.rest),
+            ("jobmanager_rpc", self.jobmanager_rpc),
+            ("blob", self.blob),
+            ("taskmanager_rpc", self.taskmanager_rpc),
+            ("taskmanager_data", self.taskmanager_data),
+        ]
+    }
+}
+
+/// The VM plan: Flink's memory is derived from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlanSection {
+    /// VM memory in MiB (plans: 4096 to 32768).
+    pub memory_mib: u32,
+    /// VM vCPUs (plans: 2 to 8).
+    pub vcpus: u32,
+}
+
+impl Default for PlanSection {
+    fn default() -> Self {
+        Self {
+            memory_mib: 4096,
+            vcpus: 2,
+        }
+    }
+}
+
+/// Operator-facing overrides ("Advanced configuration" in the console).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdvancedSection {
+    /// Task slots per TaskManager. Changing it restarts the TaskManager.
+    pub number_of_task_slots: u32,
+    /// Default parallelism of submitted jobs.
+    pub default_parallelism: u32,
+    /// Periodic checkpoint interval in milliseconds.
+    pub checkpoint_interval_ms: u64,
+    /// How Flink restarts failing jobs.
+    pub restart_strategy: RestartStrategy,
+    /// Other Flink keys passed through verbatim. Keys the agent owns are refused.
+    pub flink_config: BTreeMap<String, String>,
+}
+
+impl Default for AdvancedSection {
+    fn default() -> Self {
+        Self {
+            number_of_task_slots: 1,
+            default_parallelism: 1,
+            checkpoint_interval_ms: 10_000,
+            restart_strategy: RestartStrategy::default(),
+            flink_config: BTreeMap::new(),
+        }
+    }
+}
+
+/// Flink's job restart strategy (`restart-strategy.type` and its options).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RestartStrategy {
+    FailureRate {
+        #[serde(default = "default_max_failures")]
+        max_failures_per_interval: u32,
+        #[serde(default = "default_failure_interval")]
+        failure_rate_interval_secs: u64,
+        #[serde(default = "default_delay")]
+        delay_secs: u64,
+    },
+    FixedDelay {
+        #[serde(default = "default_max_failures")]
+        attempts: u32,
+        #[serde(default = "default_delay")]
+        delay_secs: u64,
+    },
+    ExponentialDelay {
+        #[serde(default = "default_initial_backoff")]
+        initial_backoff_ms: u64,
+        #[serde(default = "default_max_backoff")]
+        max_backoff_ms: u64,
+        #[serde(default = "default_multiplier")]
+        backoff_multiplier: f64,
+        #[serde(default = "default_reset_threshold")]
+        reset_backoff_threshold_ms: u64,
+        #[serde(default = "default_jitter")]
+        jitter_factor: f64,
+    },
+    None,
+}
+
+fn default_max_failures() -> u32 {
+    3
+}
+fn default_failure_interval() -> u64 {
+    60
+}
+fn default_delay() -> u64 {
+    10
+}
+fn default_initial_backoff() -> u64 {
+    1_000
+}
+fn default_max_backoff() -> u64 {
+    60_000
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_reset_threshold() -> u64 {
+    3_600_000
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+
+impl Default for RestartStrategy {
+    /// The seed: "The cluster's default restart strategy is configured to Failure Rate."
+    fn default() -> Self {
+        RestartStrategy::FailureRate {
+            max_failures_per_interval: default_max_failures(),
+            failure_rate_interval_secs: default_failure_interval(),
+            delay_secs: default_delay(),
+        }
+    }
+}
+
+/// How the agent supervises the Flink processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SupervisorSection {
+    /// How long a process may take to become healthy before it counts as failed.
+    pub start_timeout_secs: u64,
+    /// Health probe period.
+    pub health_interval_ms: u64,
+    /// First restart delay; doubles per consecutive failure up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Failure budget: more than `max_restarts` failures within `restart_window_secs` marks the
+    /// process `failed` and stops restarting it until an operator asks.
+    pub max_restarts: u32,
+    pub restart_window_secs: u64,
+    /// Grace period between SIGTERM and SIGKILL on stop.
+    pub stop_grace_secs: u64,
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        Self {
+            start_timeout_secs: 120,
+            health_interval_ms: 1_000,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 30_000,
+            max_restarts: 5,
+            restart_window_secs: 300,
+            stop_grace_secs: 30,
+        }
+    }
+}

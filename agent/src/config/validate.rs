@@ -1,0 +1,344 @@
+//! Semantic validation. Every rule appends to [`Errors`]; nothing stops at the first problem.
+
+use super::{AgentConfig, Errors, RestartStrategy};
+use std::net::IpAddr;
+use std::path::Path;
+
+/// Flink key prefixes the agent owns: ports, addresses, TLS, state backend, checkpoint paths,
+/// memory, HA, and the keys that have their own `advanced` field. Passing them through would let
+/// an override silently break the firewall, recovery or the plan's memory budget.
+pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
+    ("rest.port", "set ports.rest"),
+    ("rest.bind-port", "set ports.rest"),
+    ("rest.address", "set node.address"),
+    ("rest.bind-address", "set node.bind_address"),
+    ("jobmanager.rpc.", "set ports.jobmanager_rpc and node.address"),
+    ("jobmanager.bind-host", "set node.bind_address"),
+    ("taskmanager.bind-host", "set node.bind_address"),
+    ("taskmanager.host", "set node.address"),
+    ("blob.server.port", "set ports.blob"),
+    ("taskmanager.rpc.port", "set ports.taskmanager_rpc"),
+    ("taskmanager.data.port", "set ports.taskmanager_data"),
+    ("security.ssl.", "TLS is managed by the agent"),
+    ("state.backend", "the agent runs the HashMap state backend"),
+    ("state.checkpoints.", "checkpoint storage is managed by the agent"),
+    ("state.savepoints.", "savepoint storage is managed by the agent"),
+    ("execution.checkpointing.dir", "checkpoint storage is managed by the agent"),
+    ("execution.checkpointing.savepoint-dir", "savepoint storage is managed by the agent"),
+    ("execution.checkpointing.interval", "set advanced.checkpoint_interval_ms"),
+    ("execution.checkpointing.externalized-checkpoint-retention", "retention is managed by the agent"),
+    ("execution.checkpointing.incremental", "the agent needs self-contained checkpoints"),
+    ("jobmanager.memory.", "memory is derived from plan.memory_mib"),
+    ("taskmanager.memory.", "memory is derived from plan.memory_mib"),
+    ("high-availability", "HA is managed by the agent"),
+    ("taskmanager.numberOfTaskSlots", "set advanced.number_of_task_slots"),
+    ("parallelism.default", "set advanced.default_parallelism"),
+    ("restart-strategy", "set advanced.restart_strategy"),
+    ("env.java.opts.all", "the agent sets the JVM options Java 17 needs; use env.java.opts.jobmanager or env.java.opts.taskmanager"),
+    ("io.tmp.dirs", "set flink.data_dir"),
+    ("env.log.dir", "set flink.log_dir"),
+];
+
+/// Value checks that need no filesystem: ranges, cross-field rules, owned keys.
+pub fn validate_values(c: &AgentConfig, e: &mut Errors) {
+    validate_identity(c, e);
+    validate_ports(c, e);
+    e.range(
+        "plan.memory_mib",
+        c.plan.memory_mib,
+        4096,
+        32768,
+        "plans range from 4 GiB to 32 GiB",
+    );
+    e.range("plan.vcpus", c.plan.vcpus, 2, 8, "plans range from 2 to 8 vCPUs");
+    e.range(
+        "advanced.number_of_task_slots",
+        c.advanced.number_of_task_slots,
+        1,
+        256,
+        "one slot runs one pipeline; raise it for more concurrent jobs per TaskManager",
+    );
+    e.range(
+        "advanced.default_parallelism",
+        c.advanced.default_parallelism,
+        1,
+        1024,
+        "jobs may still set their own parallelism",
+    );
+    e.range(
+        "advanced.checkpoint_interval_ms",
+        c.advanced.checkpoint_interval_ms,
+        100,
+        86_400_000,
+        "use at least 100 ms and at most one day",
+    );
+    validate_restart_strategy(&c.advanced.restart_strategy, e);
+    validate_passthrough(c, e);
+    validate_supervisor(c, e);
+    for (path, p) in [
+        ("agent.state_dir", &c.agent.state_dir),
+        ("agent.socket", &c.agent.socket),
+        ("flink.home", &c.flink.home),
+        ("flink.java_home", &c.flink.java_home),
+        ("flink.data_dir", &c.flink.data_dir),
+        ("flink.log_dir", &c.flink.log_dir),
+    ] {
+        if !p.is_absolute() {
+            e.push(path, format!("must be an absolute path (got {:?})", p));
+        }
+    }
+}
+
+fn validate_identity(c: &AgentConfig, e: &mut Errors) {
+    for (path, v) in [("node.id", &c.node.id), ("cluster.id", &c.cluster.id)] {
+        let ok = !v.is_empty()
+            && v.len() <= 63
+            && v
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_');
+        if !ok {
+            e.push(
+                path,
+                format!("must be 1-63 characters of a-z, 0-9, '-' or '_' (got {v:?}); it names paths in object storage"),
+            );
+        }
+    }
+    for (path, v) in [
+        ("node.address", &c.node.address),
+        ("node.bind_address", &c.node.bind_address),
+    ] {
+        if !is_host(v) {
+            e.push(path, format!("must be an IP address or host name (got {v:?})"));
+        }
+    }
+    match c.cluster.nodes.len() {
+        1 | 3 => {}
+        n => e.push(
+            "cluster.nodes",
+            format!("must list 1 node (single-node) or 3 nodes (highly available), got {n}"),
+        ),
+    }
+    for (i, n) in c.cluster.nodes.iter().enumerate() {
+        if !is_host(n) {
+            e.push(
+                format!("cluster.nodes[{i}]"),
+                format!("must be an IP address or host name (got {n:?})"),
+            );
+        }
+    }
+    if !c.cluster.nodes.is_empty() && !c.cluster.nodes.contains(&c.node.address) {
+        e.push(
+            "cluster.nodes",
+            format!(
+                "must include this node's address node.address = {:?}",
+                c.node.address
+            ),
+        );
+    }
+}
+
+fn is_host(v: &str) -> bool {
+    v.parse::<IpAddr>().is_ok()
+        || (!v.is_empty()
+            && v.len() <= 253
+            && v.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+            }))
+}
+
+fn validate_ports(c: &AgentConfig, e: &mut Errors) {
+    let named = c.ports.named();
+    for (i, (name, port)) in named.iter().enumerate() {
+        if *port == 0 {
+            e.push(
+                format!("ports.{name}"),
+                "must be a fixed port from 1 to 65535; 0 (random) would defeat the firewall",
+            );
+        }
+        if let Some((other, _)) = named[..i].iter().find(|(_, p)| p == port) {
+            e.push(
+                format!("ports.{name}"),
+                format!("port {port} is already used by ports.{other}; every port must differ"),
+            );
+        }
+    }
+}
+
+fn validate_restart_strategy(s: &RestartStrategy, e: &mut Errors) {
+    let p = "advanced.restart_strategy";
+    match s {
+        RestartStrategy::FailureRate {
+            max_failures_per_interval,
+            failure_rate_interval_secs,
+            delay_secs,
+        } => {
+            e.range(
+                &format!("{p}.max_failures_per_interval"),
+                *max_failures_per_interval,
+                1,
+                10_000,
+                "it is how many job failures within the interval are tolerated",
+            );
+            e.range(
+                &format!("{p}.failure_rate_interval_secs"),
+                *failure_rate_interval_secs,
+                1,
+                86_400,
+                "use at least one second",
+            );
+            e.range(&format!("{p}.delay_secs"), *delay_secs, 0, 3_600, "use at most one hour");
+        }
+        RestartStrategy::FixedDelay {
+            attempts,
+            delay_secs,
+        } => {
+            e.range(&format!("{p}.attempts"), *attempts, 1, 1_000_000, "use at least 1");
+            e.range(&format!("{p}.delay_secs"), *delay_secs, 0, 3_600, "use at most one hour");
+        }
+        RestartStrategy::ExponentialDelay {
+            initial_backoff_ms,
+            max_backoff_ms,
+            backoff_multiplier,
+            reset_backoff_threshold_ms,
+            jitter_factor,
+        } => {
+            e.range(
+                &format!("{p}.initial_backoff_ms"),
+                *initial_backoff_ms,
+                1,
+                3_600_000,
+                "use at least 1 ms",
+            );
+            if max_backoff_ms < initial_backoff_ms {
+                e.push(
+                    format!("{p}.max_backoff_ms"),
+                    format!("must be at least initial_backoff_ms ({initial_backoff_ms})"),
+                );
+            }
+            if !(*backoff_multiplier >= 1.0 && *backoff_multiplier <= 100.0) {
+                e.push(
+                    format!("{p}.backoff_multiplier"),
+                    format!("must be between 1.0 and 100.0 (got {backoff_multiplier})"),
+                );
+            }
+            e.range(
+                &format!("{p}.reset_backoff_threshold_ms"),
+                *reset_backoff_threshold_ms,
+                1,
+                u64::MAX,
+                "use at least 1 ms",
+            );
+            if !(0.0..=1.0).contains(jitter_factor) {
+                e.push(
+                    format!("{p}.jitter_factor"),
+                    format!("must be between 0.0 and 1.0 (got {jitter_factor})"),
+                );
+            }
+        }
+        RestartStrategy::None => {}
+    }
+}
+
+fn validate_passthrough(c: &AgentConfig, e: &mut Errors) {
+    for (key, value) in &c.advanced.flink_config {
+        let path = format!("advanced.flink_config.\"{key}\"");
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_'))
+        {
+            e.push(
+                &path,
+                "is not a Flink option name (letters, digits, '.', '-', '_')",
+            );
+            continue;
+        }
+        if let Some((prefix, fix)) = OWNED_KEY_PREFIXES
+            .iter()
+            .find(|(prefix, _)| key.starts_with(prefix))
+        {
+            e.push(
+                &path,
+                format!("the agent owns Flink keys starting with {prefix:?} and cannot pass them through; {fix}"),
+            );
+        }
+        if value.contains('\n') {
+            e.push(&path, "must be a single line");
+        }
+    }
+}
+
+fn validate_supervisor(c: &AgentConfig, e: &mut Errors) {
+    let s = &c.supervisor;
+    let p = "supervisor";
+    e.range(&format!("{p}.start_timeout_secs"), s.start_timeout_secs, 5, 3_600, "Flink needs a few seconds to start");
+    e.range(&format!("{p}.health_interval_ms"), s.health_interval_ms, 100, 60_000, "probe at least once a minute");
+    e.range(&format!("{p}.backoff_initial_ms"), s.backoff_initial_ms, 10, 600_000, "use 10 ms to 10 minutes");
+    if s.backoff_max_ms < s.backoff_initial_ms {
+        e.push(
+            format!("{p}.backoff_max_ms"),
+            format!("must be at least backoff_initial_ms ({})", s.backoff_initial_ms),
+        );
+    }
+    e.range(&format!("{p}.max_restarts"), s.max_restarts, 1, 1_000, "use at least 1");
+    e.range(&format!("{p}.restart_window_secs"), s.restart_window_secs, 1, 86_400, "use at least one second");
+    e.range(&format!("{p}.stop_grace_secs"), s.stop_grace_secs, 1, 600, "use 1 to 600 seconds");
+}
+
+/// Checks against the machine: Flink and Java installed, the run-as user exists.
+pub fn check_environment(c: &AgentConfig, e: &mut Errors) {
+    let home = &c.flink.home;
+    if !home.join("bin/jobmanager.sh").is_file() || !home.join("bin/taskmanager.sh").is_file() {
+        e.push(
+            "flink.home",
+            format!(
+                "{} does not hold a Flink distribution (bin/jobmanager.sh and bin/taskmanager.sh are missing); point it at the unpacked Flink directory",
+                home.display()
+            ),
+        );
+    } else if crate::flinkconf::detect_version(home).is_err() {
+        e.push(
+            "flink.home",
+            format!(
+                "{} has no lib/flink-dist-*.jar, so the Flink version cannot be told; is the distribution complete?",
+                home.display()
+            ),
+        );
+    }
+    if !is_executable(&c.flink.java_home.join("bin/java")) {
+        e.push(
+            "flink.java_home",
+            format!(
+                "{}/bin/java is missing or not executable; install openjdk-17-jre-headless or point it at a Java 17 home",
+                c.flink.java_home.display()
+            ),
+        );
+    }
+    if let Some(user) = &c.flink.user {
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(_)) => {}
+            _ => e.push(
+                "flink.user",
+                format!("user {user:?} does not exist; create it or leave flink.user unset to run Flink as the agent's user"),
+            ),
+        }
+    }
+    if let Some(group) = &c.agent.socket_group {
+        match nix::unistd::Group::from_name(group) {
+            Ok(Some(_)) => {}
+            _ => e.push(
+                "agent.socket_group",
+                format!("group {group:?} does not exist; create it or leave agent.socket_group unset"),
+            ),
+        }
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}

@@ -1,0 +1,11 @@
+//! flink-agent: the node agent of a managed Apache Flink service.
+//!
+//! Each concern is one module with its own reconcile loop (desired state from the config →
+//! observe → act); planning is pure and unit-tested, side effects stay at the edges.
+
+pub mod config;
+pub mod flinkconf;
+pub mod fsutil;
+pub mod api;
+pub mod status;
+pub mod supervisor;
