@@ -9,10 +9,15 @@
 
 mod error;
 mod sections;
+mod storage;
 mod validate;
 
 pub use error::{ConfigError, Errors, FieldError};
 pub use sections::*;
+pub use storage::{
+    credentials_file_problem, parse_store_url, redact_userinfo, CheckpointsSection,
+    ObjectStoreSection, StoreUrl,
+};
 pub use validate::{check_environment, validate_values, OWNED_KEY_PREFIXES};
 
 use serde::de::DeserializeOwned;
@@ -28,15 +33,18 @@ pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
     let config = parse(&text, &shown)?;
     let mut errors = Errors::default();
     check_environment(&config, &mut errors);
+    storage::check_credentials_file(&config.object_store, &mut errors);
     into_result(config, errors, shown)
 }
 
 /// Parses and validates values (no filesystem checks). `origin` names the source in errors.
 pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-        path: origin.to_string(),
-        message: e.to_string().trim().to_string(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: origin.to_string(),
+            message: e.to_string().trim().to_string(),
+        })?;
     let mut errors = Errors::default();
     let mut config = AgentConfig::default();
     for (key, value) in &table {
@@ -50,6 +58,8 @@ pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
             "plan" => section(key, value, &mut config.plan, &mut errors),
             "advanced" => section(key, value, &mut config.advanced, &mut errors),
             "supervisor" => section(key, value, &mut config.supervisor, &mut errors),
+            "object_store" => section(key, value, &mut config.object_store, &mut errors),
+            "checkpoints" => section(key, value, &mut config.checkpoints, &mut errors),
             other => errors.push(
                 other,
                 format!(
@@ -60,6 +70,7 @@ pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
         }
     }
     validate_values(&config, &mut errors);
+    storage::validate_storage(&config.object_store, &config.checkpoints, &mut errors);
     into_result(config, errors, origin.to_string())
 }
 
@@ -73,6 +84,8 @@ const SECTIONS: &[&str] = &[
     "plan",
     "advanced",
     "supervisor",
+    "object_store",
+    "checkpoints",
 ];
 
 fn into_result(

@@ -17,6 +17,8 @@ pub struct AgentConfig {
     pub plan: PlanSection,
     pub advanced: AdvancedSection,
     pub supervisor: SupervisorSection,
+    pub object_store: super::ObjectStoreSection,
+    pub checkpoints: super::CheckpointsSection,
 }
 
 impl Default for AgentConfig {
@@ -30,6 +32,8 @@ impl Default for AgentConfig {
             plan: PlanSection::default(),
             advanced: AdvancedSection::default(),
             supervisor: SupervisorSection::default(),
+            object_store: Default::default(),
+            checkpoints: Default::default(),
         }
     }
 }
