@@ -6,7 +6,11 @@
 pub mod api;
 pub mod checkpoints;
 pub mod config;
+pub mod daemon;
 pub mod flinkconf;
+pub mod flinkrest;
 pub mod fsutil;
+pub mod logging;
+pub mod sdnotify;
 pub mod status;
 pub mod supervisor;

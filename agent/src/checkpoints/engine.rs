@@ -7,7 +7,7 @@ use super::layout::{group_checkpoints, job_prefix};
 use super::local::{list_staged, scan_complete, stage, StageError, Staged};
 use super::plan::{plan_retention, plan_uploads, Key};
 use super::remote::Remote;
-use super::status::{JobSync, PendingUpload, SyncStatus};
+use super::status::{PendingUpload, SyncStatus};
 use super::upload::{publish, Origin, UploadError, UploadSettings};
 use futures::TryStreamExt;
 use std::collections::{BTreeMap, BTreeSet};
