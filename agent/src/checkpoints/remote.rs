@@ -10,10 +10,11 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Why the object store could not be set up or reached.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +100,10 @@ impl Remote {
                 (s3.clone(), Some(s3))
             }
             "gs" => {
-                let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&url.bucket);
+                let mut b = GoogleCloudStorageBuilder::from_env()
+                        .with_retry(retry())
+                        .with_client_options(client_options())
+                        .with_bucket_name(&url.bucket);
                 if let Some(path) = &section.credentials_file {
                     check_credentials_file(path)?;
                     b = b.with_service_account_path(path.display().to_string());
@@ -161,6 +165,28 @@ impl Remote {
             }
         })
     }
+}
+
+/// Short request-level retries: the sync engine retries failed uploads forever with its own
+/// back-off and alerting, so a request should fail within seconds instead of the client's
+/// default of minutes, or an outage would stay invisible in `status`.
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(15),
+    }
+}
+
+/// A stalled connection is noticed in seconds; a slow part upload (8 MiB) still has minutes.
+fn client_options() -> ClientOptions {
+    ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(120))
 }
 
 fn local_store(url: &StoreUrl) -> Result<LocalFileSystem, RemoteError> {
