@@ -101,9 +101,9 @@ impl Remote {
             }
             "gs" => {
                 let mut b = GoogleCloudStorageBuilder::from_env()
-                        .with_retry(retry())
-                        .with_client_options(client_options())
-                        .with_bucket_name(&url.bucket);
+                    .with_retry(retry())
+                    .with_client_options(client_options())
+                    .with_bucket_name(&url.bucket);
                 if let Some(path) = &section.credentials_file {
                     check_credentials_file(path)?;
                     b = b.with_service_account_path(path.display().to_string());

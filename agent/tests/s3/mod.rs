@@ -15,19 +15,30 @@ use std::time::{Duration, Instant};
 /// Path of `moto_server`, installing it into the cache on first use.
 fn moto_server_path() -> PathBuf {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/setup/moto.sh");
-    let out = Command::new("bash").arg(script).stderr(Stdio::inherit()).output().unwrap();
+    let out = Command::new("bash")
+        .arg(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "tests/setup/moto.sh failed");
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_listening(port: u16, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on 127.0.0.1:{port} after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port} after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -67,7 +78,11 @@ impl Moto {
     pub fn open_multipart_uploads(&self, bucket: &str) -> Vec<String> {
         let (status, body) = raw_http(self.port, "GET", &format!("/{bucket}?uploads"));
         assert_eq!(status, 200, "{body}");
-        body.split("<Key>").skip(1).filter_map(|s| s.split("</Key>").next()).map(str::to_string).collect()
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -81,18 +96,36 @@ impl Drop for Moto {
 fn raw_http(port: u16, method: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
 }
 
 /// `[object_store]` for `s3://bucket/prefix` at `endpoint`, with throw-away credentials.
-pub fn s3_section(endpoint: &str, bucket: &str, prefix: &str, creds_dir: &std::path::Path) -> ObjectStoreSection {
+pub fn s3_section(
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+    creds_dir: &std::path::Path,
+) -> ObjectStoreSection {
     use std::os::unix::fs::PermissionsExt;
     let creds = creds_dir.join("s3-credentials.toml");
-    std::fs::write(&creds, "aws_access_key_id = \"testing\"\naws_secret_access_key = \"testing\"\n").unwrap();
+    std::fs::write(
+        &creds,
+        "aws_access_key_id = \"testing\"\naws_secret_access_key = \"testing\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
     ObjectStoreSection {
         url: format!("s3://{bucket}/{prefix}"),
@@ -132,13 +165,17 @@ impl Proxy {
     }
 
     pub async fn up(&self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
         let upstream = self.upstream;
         let tasks = self.tasks.clone();
         self.tasks.lock().unwrap().spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 tasks.lock().unwrap().spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });
