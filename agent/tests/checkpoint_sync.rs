@@ -15,7 +15,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::PutPayload;
 use s3::{s3_remote, Moto, Proxy};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const JOB_ID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
@@ -505,4 +505,111 @@ async fn s3_outage_raises_an_alert_then_every_checkpoint_that_matters_arrives() 
     .await;
     assert!(moto.open_multipart_uploads("outage").is_empty());
     running.stop().await;
+}
+
+/// The sync engine in a separate process, so the test can `kill -9` it. It is this test
+/// binary re-executed with `--ignored --exact child_sync_engine` and its settings in the
+/// environment; killed by PID on drop.
+struct ChildEngine(std::process::Child);
+
+impl ChildEngine {
+    fn start(dir: &Path, endpoint: &str, bucket: &str) -> Self {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "child_sync_engine", "--nocapture"])
+            .env("CHILD_SYNC_DIR", dir)
+            .env("CHILD_SYNC_ENDPOINT", endpoint)
+            .env("CHILD_SYNC_BUCKET", bucket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        ChildEngine(child)
+    }
+
+    fn kill9(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for ChildEngine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Not a test on its own: the body of [`ChildEngine`]. Does nothing without its environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process for agent_killed_mid_upload_resumes_and_publishes_once"]
+async fn child_sync_engine() {
+    let Some(dir) = std::env::var_os("CHILD_SYNC_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let endpoint = std::env::var("CHILD_SYNC_ENDPOINT").unwrap();
+    let bucket = std::env::var("CHILD_SYNC_BUCKET").unwrap();
+    let running = Running::start(s3_remote(&endpoint, &bucket, &dir), sync_config(&dir, 3));
+    running.task.await.unwrap();
+}
+
+/// Issue test 5: `kill -9` during a large multipart upload; the restarted engine aborts the
+/// interrupted upload, finishes from staging, and writes the manifest exactly once (counted
+/// with bucket versioning).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_mid_upload_resumes_and_publishes_once() {
+    let moto = Moto::start();
+    moto.create_bucket("resume");
+    moto.enable_versioning("resume");
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = s3_remote(&moto.endpoint(), "resume", tmp.path());
+    let cfg = sync_config(tmp.path(), 3);
+    let files = write_checkpoint(
+        &cfg,
+        1,
+        &[("big", bytes(7, 100 << 20)), ("small", bytes(8, 100))],
+    );
+
+    let mut child = ChildEngine::start(tmp.path(), &moto.endpoint(), "resume");
+    let journal = cfg.staging_root.join(JOB).join("chk-1").join("multipart");
+    wait_until(
+        "a multipart upload in progress",
+        Duration::from_secs(60),
+        || async {
+            let journaled = std::fs::read_dir(&journal)
+                .map(|d| d.count() > 0)
+                .unwrap_or(false);
+            (journaled && !moto.open_multipart_uploads("resume").is_empty()).then_some(())
+        },
+    )
+    .await;
+    child.kill9();
+    assert!(
+        manifest(&remote, JOB, 1).await.is_none(),
+        "published partial"
+    );
+    // Flink deletes the checkpoint meanwhile: staging alone must carry the upload.
+    std::fs::remove_dir_all(cfg.checkpoints_dir.join(JOB_ID)).unwrap();
+
+    let _child = ChildEngine::start(tmp.path(), &moto.endpoint(), "resume");
+    let m = wait_until(
+        "the manifest after restart",
+        Duration::from_secs(120),
+        || manifest(&remote, JOB, 1),
+    )
+    .await;
+    assert_eq!(remote_files(&remote, JOB, &m).await, files);
+    let key = flink_agent::checkpoints::layout::manifest_path(&remote.root, JOB, 1);
+    assert_eq!(
+        moto.versions_of("resume", key.as_ref()),
+        1,
+        "manifest written more than once"
+    );
+    assert!(
+        moto.open_multipart_uploads("resume").is_empty(),
+        "the interrupted upload was not aborted"
+    );
 }

@@ -70,13 +70,32 @@ impl Moto {
 
     /// Creates `bucket` with a plain PUT (moto accepts unsigned requests).
     pub fn create_bucket(&self, bucket: &str) {
-        let status = raw_http(self.port, "PUT", &format!("/{bucket}")).0;
+        let status = raw_http(self.port, "PUT", &format!("/{bucket}"), "").0;
         assert_eq!(status, 200, "creating bucket {bucket}");
+    }
+
+    /// Turns on versioning, so every PUT of a key is kept and can be counted.
+    pub fn enable_versioning(&self, bucket: &str) {
+        let body = "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>";
+        let (status, answer) = raw_http(self.port, "PUT", &format!("/{bucket}?versioning"), body);
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    /// How many times `key` was written (`ListObjectVersions`; needs versioning).
+    pub fn versions_of(&self, bucket: &str, key: &str) -> usize {
+        let (status, body) = raw_http(
+            self.port,
+            "GET",
+            &format!("/{bucket}?versions&prefix={key}"),
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        body.matches("<Version>").count()
     }
 
     /// Multipart uploads in progress in `bucket` (`ListMultipartUploads`): their keys.
     pub fn open_multipart_uploads(&self, bucket: &str) -> Vec<String> {
-        let (status, body) = raw_http(self.port, "GET", &format!("/{bucket}?uploads"));
+        let (status, body) = raw_http(self.port, "GET", &format!("/{bucket}?uploads"), "");
         assert_eq!(status, 200, "{body}");
         body.split("<Key>")
             .skip(1)
@@ -93,12 +112,13 @@ impl Drop for Moto {
     }
 }
 
-fn raw_http(port: u16, method: &str, path: &str) -> (u16, String) {
+fn raw_http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let len = body.len();
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len}\r\n\r\n{body}"
     )
     .unwrap();
     let mut out = String::new();
