@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod flinkconf;
 pub mod flinkrest;
 pub mod fsutil;
+pub mod jobs;
 pub mod logging;
 pub mod sdnotify;
 pub mod status;
