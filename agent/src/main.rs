@@ -49,6 +49,37 @@ enum Command {
     },
     /// Print the rendered Flink configuration in force (secrets redacted).
     Config(SocketArg),
+    /// Declared jobs: list them (default), or deploy, stop, delete one.
+    Jobs {
+        #[command(subcommand)]
+        action: Option<JobsAction>,
+        #[command(flatten)]
+        at: SocketArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobsAction {
+    /// Upload a jar to Flink, run it, and record it so it comes back after any restart.
+    Deploy {
+        name: String,
+        #[arg(long)]
+        jar: PathBuf,
+        #[arg(long)]
+        entry_class: Option<String>,
+        #[arg(long)]
+        parallelism: Option<u32>,
+        /// Program arguments, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Stop with a savepoint (falls back to cancel); the job is no longer re-submitted.
+    Stop { name: String },
+    /// Forget the job: cancel it, remove its records and its checkpoints in object storage.
+    Delete { name: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -172,6 +203,45 @@ fn execute(command: Command) -> Result<ExitCode> {
         Command::Restart { process, at } => block_on(async {
             at.client()?.restart(process.into()).await?;
             println!("restarted {process:?}");
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Jobs { action, at, json } => block_on(async {
+            let client = at.client()?;
+            let answer: serde_json::Value = match action {
+                None => client.get_json("/v1/jobs").await?,
+                Some(JobsAction::Deploy {
+                    name,
+                    jar,
+                    entry_class,
+                    parallelism,
+                    args,
+                }) => {
+                    // The agent reads the jar itself: send an absolute path.
+                    let jar = std::path::absolute(&jar).unwrap_or(jar);
+                    let request = flink_agent::jobs::DeployRequest {
+                        name,
+                        jar,
+                        entry_class,
+                        parallelism,
+                        args,
+                    };
+                    client.post_json("/v1/jobs", &request).await?
+                }
+                Some(JobsAction::Stop { name }) => {
+                    client
+                        .post_json(&format!("/v1/jobs/{name}/stop"), &serde_json::json!({}))
+                        .await?
+                }
+                Some(JobsAction::Delete { name }) => {
+                    client
+                        .post_json(&format!("/v1/jobs/{name}/delete"), &serde_json::json!({}))
+                        .await?
+                }
+            };
+            match serde_json::from_value::<Vec<flink_agent::jobs::JobStatus>>(answer.clone()) {
+                Ok(list) if !json => print!("{}", flink_agent::jobs::render_human(&list, None)),
+                _ => println!("{}", serde_json::to_string_pretty(&answer)?),
+            }
             Ok(ExitCode::SUCCESS)
         }),
         Command::Config(at) => block_on(async {

@@ -24,7 +24,11 @@ const JOB: &str = "counter";
 
 fn build_test_jobs(out: &Path) -> PathBuf {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/jobs/build.sh");
-    let o = std::process::Command::new("bash").arg(script).arg(out).output().unwrap();
+    let o = std::process::Command::new("bash")
+        .arg(script)
+        .arg(out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
 }
@@ -39,7 +43,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -60,7 +67,13 @@ impl AgentSide {
         let remote = Remote::build(&config.object_store, &config.cluster.id).unwrap();
         let names = JobNames::default();
         let rest = JobsRest::new(&format!("http://127.0.0.1:{}", config.ports.rest)).unwrap();
-        let jobs = Jobs::new(&config.agent.state_dir, &config.flink.data_dir, remote.clone(), rest.clone(), names.clone());
+        let jobs = Jobs::new(
+            &config.agent.state_dir,
+            &config.flink.data_dir,
+            remote.clone(),
+            rest.clone(),
+            names.clone(),
+        );
         let mut sync = SyncConfig::from_agent(&config, "2.3.0").unwrap();
         sync.backoff_max = Duration::from_secs(2);
         let engine = SyncEngine::new(remote.clone(), sync, names);
@@ -82,19 +95,28 @@ impl AgentSide {
     }
 
     async fn manifest(&self, id: u64) -> Option<Manifest> {
-        let got = self.remote.store.get(&manifest_path(&self.remote.root, JOB, id)).await.ok()?;
+        let got = self
+            .remote
+            .store
+            .get(&manifest_path(&self.remote.root, JOB, id))
+            .await
+            .ok()?;
         serde_json::from_slice(&got.bytes().await.ok()?).ok()
     }
 
     /// Waits until the job runs under a new Flink id and returns it with the checkpoint Flink
     /// says it restored from.
     async fn running_restored(&self) -> (String, Option<u64>) {
-        wait_until("the job RUNNING in Flink", Duration::from_secs(90), || async {
-            let jobs = self.rest.jobs().await.ok()?;
-            let job = jobs.into_iter().find(|j| j.state == "RUNNING")?;
-            let info = self.rest.checkpoints(&job.jid).await.ok()?;
-            Some((job.jid, info.restored))
-        })
+        wait_until(
+            "the job RUNNING in Flink",
+            Duration::from_secs(90),
+            || async {
+                let jobs = self.rest.jobs().await.ok()?;
+                let job = jobs.into_iter().find(|j| j.state == "RUNNING")?;
+                let info = self.rest.checkpoints(&job.jid).await.ok()?;
+                Some((job.jid, info.restored))
+            },
+        )
         .await
     }
 }
@@ -115,13 +137,25 @@ fn output(path: &Path, skip: usize) -> Vec<(u64, u64, u64)> {
 /// After a restore the counts continue: no key starts over at 1 and the sequence does not
 /// restart at 0. Waits for `want` new lines first.
 async fn assert_output_continues(path: &Path, skip: usize, want: usize) {
-    let lines = wait_until("new output after the restore", Duration::from_secs(60), || async {
-        let l = output(path, skip);
-        (l.len() >= want).then_some(l)
-    })
+    let lines = wait_until(
+        "new output after the restore",
+        Duration::from_secs(60),
+        || async {
+            let l = output(path, skip);
+            (l.len() >= want).then_some(l)
+        },
+    )
     .await;
-    assert!(lines.iter().all(|(_, count, _)| *count > 1), "a count started over: {:?}", &lines[..want]);
-    assert!(lines.iter().all(|(_, _, n)| *n >= 4), "the sequence started over: {:?}", &lines[..want]);
+    assert!(
+        lines.iter().all(|(_, count, _)| *count > 1),
+        "a count started over: {:?}",
+        &lines[..want]
+    );
+    assert!(
+        lines.iter().all(|(_, _, n)| *n >= 4),
+        "the sequence started over: {:?}",
+        &lines[..want]
+    );
 }
 
 fn block<T>(f: impl FnOnce() -> T) -> T {
@@ -160,15 +194,31 @@ async fn jobs_come_back_after_jobmanager_kill_and_node_loss() {
         ..deploy.clone()
     };
     let err = side.jobs.deploy(&missing).await.unwrap_err();
-    assert!(matches!(err, JobError::JarUnreadable { .. }) && err.to_string().contains("nope.jar"), "{err}");
+    assert!(
+        matches!(err, JobError::JarUnreadable { .. }) && err.to_string().contains("nope.jar"),
+        "{err}"
+    );
     let bad_class = DeployRequest {
         entry_class: Some("no.such.Main".into()),
         ..deploy.clone()
     };
     let err = side.jobs.deploy(&bad_class).await.unwrap_err();
-    assert!(err.to_string().contains("Flink refused running jar"), "{err}");
-    assert!(side.jobs.list(&side.engine.status()).await.unwrap().is_empty(), "half-deployed job recorded");
-    assert!(side.rest.jobs().await.unwrap().is_empty(), "half-deployed job in Flink");
+    assert!(
+        err.to_string().contains("Flink refused running jar"),
+        "{err}"
+    );
+    assert!(
+        side.jobs
+            .list(&side.engine.status())
+            .await
+            .unwrap()
+            .is_empty(),
+        "half-deployed job recorded"
+    );
+    assert!(
+        side.rest.jobs().await.unwrap().is_empty(),
+        "half-deployed job in Flink"
+    );
 
     side.jobs.deploy(&deploy).await.unwrap();
     let err = side.jobs.deploy(&deploy).await.unwrap_err();
@@ -177,18 +227,34 @@ async fn jobs_come_back_after_jobmanager_kill_and_node_loss() {
     // Issue test 1: a durable checkpoint matches Flink's local files byte for byte.
     let checkpoints = config.flink.data_dir.join("checkpoints");
     let first_id = side.rest.jobs().await.unwrap()[0].jid.clone();
-    let synced = wait_until("a durable checkpoint that still exists locally", Duration::from_secs(60), || async {
-        let id = side.engine.status().jobs.get(JOB)?.last_durable?;
-        let m = side.manifest(id).await?;
-        let local = checkpoints.join(&first_id).join(format!("chk-{id}"));
-        let files: Vec<_> = m.files.iter().map(|f| std::fs::read(local.join(&f.path)).ok()).collect::<Option<_>>()?;
-        Some((m, files))
-    })
+    let synced = wait_until(
+        "a durable checkpoint that still exists locally",
+        Duration::from_secs(60),
+        || async {
+            let id = side.engine.status().jobs.get(JOB)?.last_durable?;
+            let m = side.manifest(id).await?;
+            let local = checkpoints.join(&first_id).join(format!("chk-{id}"));
+            let files: Vec<_> = m
+                .files
+                .iter()
+                .map(|f| std::fs::read(local.join(&f.path)).ok())
+                .collect::<Option<_>>()?;
+            Some((m, files))
+        },
+    )
     .await;
     let (m, local_files) = synced;
     for (f, local) in m.files.iter().zip(&local_files) {
         let key = data_path(&side.remote.root, JOB, m.checkpoint_id, &f.path);
-        let remote = side.remote.store.get(&key).await.unwrap().bytes().await.unwrap();
+        let remote = side
+            .remote
+            .store
+            .get(&key)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(remote.as_ref(), local.as_slice(), "{} differs", f.path);
     }
     assert_eq!(m.flink_version, "2.3.0");
@@ -197,27 +263,55 @@ async fn jobs_come_back_after_jobmanager_kill_and_node_loss() {
     // Issue test 2: kill -9 the JobManager; the agent restarts it; the job is re-submitted from
     // the newest local checkpoint and its output continues.
     let jm = block(|| agent.running_pid("jobmanager")).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(jm), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(jm),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let killed_at = Instant::now();
     block(|| {
         common::wait_for("a new healthy JobManager", Duration::from_secs(120), || {
             agent.running_pid("jobmanager").filter(|p| *p != jm)
         })
     });
-    wait_until("the JobManager's REST API", Duration::from_secs(60), || async { side.rest.jobs().await.ok() }).await;
+    wait_until(
+        "the JobManager's REST API",
+        Duration::from_secs(60),
+        || async { side.rest.jobs().await.ok() },
+    )
+    .await;
     let lines_before = output(&counts, 0).len();
     let results = side.jobs.resubmit_all().await.unwrap();
-    let from = results[0].1.as_ref().unwrap().clone().expect("restored from a checkpoint");
+    let from = results[0]
+        .1
+        .as_ref()
+        .unwrap()
+        .clone()
+        .expect("restored from a checkpoint");
     assert_eq!(from.source, "local");
-    assert!(from.checkpoint_id >= m.checkpoint_id, "{from:?} older than durable {}", m.checkpoint_id);
+    assert!(
+        from.checkpoint_id >= m.checkpoint_id,
+        "{from:?} older than durable {}",
+        m.checkpoint_id
+    );
     let (_, restored) = side.running_restored().await;
     let rto = killed_at.elapsed();
-    assert_eq!(restored, Some(from.checkpoint_id), "Flink reports another restore");
+    assert_eq!(
+        restored,
+        Some(from.checkpoint_id),
+        "Flink reports another restore"
+    );
     assert_output_continues(&counts, lines_before, 40).await;
     let listed = side.jobs.list(&side.engine.status()).await.unwrap();
-    assert_eq!(listed[0].restored_from.as_ref().map(|r| r.checkpoint_id), Some(from.checkpoint_id));
+    assert_eq!(
+        listed[0].restored_from.as_ref().map(|r| r.checkpoint_id),
+        Some(from.checkpoint_id)
+    );
     assert_eq!(listed[0].state, "RUNNING");
-    eprintln!("JobManager kill -9 → job RUNNING restored: {:.1}s", rto.as_secs_f64());
+    eprintln!(
+        "JobManager kill -9 → job RUNNING restored: {:.1}s",
+        rto.as_secs_f64()
+    );
 
     // Issue test 3: node loss. Everything stops, the state dir and Flink's data dir are gone;
     // a fresh agent with the same config brings the job back from object storage.
@@ -241,8 +335,16 @@ async fn jobs_come_back_after_jobmanager_kill_and_node_loss() {
     let lines_before = output(&counts, 0).len();
     let results = side.jobs.resubmit_all().await.unwrap();
     assert_eq!(results.len(), 1, "{results:?}");
-    let from = results[0].1.as_ref().unwrap().clone().expect("restored from a checkpoint");
-    assert_eq!((from.source.as_str(), from.checkpoint_id), ("remote", durable));
+    let from = results[0]
+        .1
+        .as_ref()
+        .unwrap()
+        .clone()
+        .expect("restored from a checkpoint");
+    assert_eq!(
+        (from.source.as_str(), from.checkpoint_id),
+        ("remote", durable)
+    );
     let (_, restored) = side.running_restored().await;
     assert_eq!(restored, Some(durable));
     assert_output_continues(&counts, lines_before, 40).await;

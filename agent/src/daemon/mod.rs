@@ -32,6 +32,9 @@ pub enum DaemonError {
     /// The API socket could not be bound (for instance another agent serves it).
     #[error(transparent)]
     Api(#[from] api::server::ApiError),
+    /// The object store or checkpoint staging could not be set up.
+    #[error(transparent)]
+    Checkpoints(#[from] crate::jobs::ServiceError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -58,6 +61,8 @@ struct Daemon {
     last_error: Option<String>,
     reloading: bool,
     reload_done: mpsc::Sender<()>,
+    /// Checkpoint sync and declared jobs.
+    jobs: crate::jobs::Service,
 }
 
 /// Runs the agent until SIGTERM/SIGINT. Returns after Flink is stopped and the socket removed.
@@ -84,6 +89,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         let _ = api_stopped.await;
     }));
 
+    let jobs = crate::jobs::Service::start(cfg, &in_force.prepared.version.to_string()).await?;
     let supervisor = supervisor::spawn(launch_spec(cfg));
     let overview = spawn_overview_poller(launch_spec(cfg).rest_url);
     let (reload_done, mut reload_done_rx) = mpsc::channel(4);
@@ -96,6 +102,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         last_error: None,
         reloading: false,
         reload_done,
+        jobs,
     };
     let mut ready_rx = daemon.supervisor.ready();
     let mut events = daemon.supervisor.events();
@@ -133,6 +140,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     }
 
     notify("STOPPING=1");
+    daemon.jobs.shutdown();
     let shutdown = daemon.supervisor.shutdown();
     tokio::pin!(shutdown);
     loop {
@@ -163,6 +171,12 @@ impl Daemon {
                 }));
             }
             ApiRequest::Reload(reply) => self.begin_reload(Some(reply)),
+            ApiRequest::Jobs(command, reply) => {
+                let jobs = self.jobs.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(jobs.handle(command).await);
+                });
+            }
             ApiRequest::Restart(target, reply) => {
                 let supervisor = self.supervisor.clone();
                 tokio::spawn(async move {
@@ -177,8 +191,13 @@ impl Daemon {
         &mut self,
         event: Result<SupervisorEvent, tokio::sync::broadcast::error::RecvError>,
     ) {
-        if let Ok(SupervisorEvent::ProcessExited { name, how }) = event {
-            self.last_error = Some(format!("{name} {how}"));
+        match event {
+            Ok(SupervisorEvent::ProcessExited { name, how }) => {
+                self.last_error = Some(format!("{name} {how}"));
+            }
+            // A fresh JobManager knows no jobs: declared ones come back from their checkpoints.
+            Ok(SupervisorEvent::JobManagerHealthy { .. }) => self.jobs.on_jobmanager_healthy(),
+            _ => {}
         }
     }
 
@@ -274,6 +293,8 @@ impl Daemon {
             processes,
             overview: self.overview.borrow().clone(),
             last_error,
+            checkpoints: Some(self.jobs.sync_status()),
+            jobs: self.jobs.jobs_status(),
         }
     }
 }

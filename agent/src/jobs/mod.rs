@@ -8,12 +8,16 @@
 //! remote one that verifies (see `checkpoints::restore`). A node that lost its disk first gets
 //! the records and jars back from object storage ([`Jobs::recover_records`]).
 
+mod human;
 mod manager;
 pub mod record;
 pub mod rest;
+mod service;
 
+pub use human::render_human;
 pub use manager::{
     choose_restore, DeployRequest, JobError, JobStatus, Jobs, RestoreChoice, StopOutcome,
 };
 pub use record::{JobRecord, RestoredFrom, RunState};
 pub use rest::{JobsRest, RestError};
+pub use service::{Service, ServiceError};
