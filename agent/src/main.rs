@@ -239,6 +239,7 @@ fn execute(command: Command) -> Result<ExitCode> {
                 }
             };
             match serde_json::from_value::<Vec<flink_agent::jobs::JobStatus>>(answer.clone()) {
+                Ok(list) if !json && list.is_empty() => println!("{}", flink_agent::jobs::NO_JOBS),
                 Ok(list) if !json => print!("{}", flink_agent::jobs::render_human(&list, None)),
                 _ => println!("{}", serde_json::to_string_pretty(&answer)?),
             }

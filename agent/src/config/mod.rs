@@ -115,6 +115,19 @@ fn resolve_relative(config: &mut AgentConfig, base: &Path) {
             *p = normalize(&base.join(&*p));
         }
     }
+    if let Some(p) = config
+        .object_store
+        .credentials_file
+        .as_mut()
+        .filter(|p| p.is_relative())
+    {
+        *p = normalize(&base.join(&*p));
+    }
+    // `file://relative/dir` (the demo's object store) is taken relative to the file as well.
+    let url = &mut config.object_store.url;
+    if let Some(rest) = url.strip_prefix("file://").filter(|r| !r.starts_with('/')) {
+        *url = format!("file://{}", normalize(&base.join(rest)).display());
+    }
 }
 
 /// Removes `.` and `..` lexically, so paths in logs and Flink's config read cleanly.

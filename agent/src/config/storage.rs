@@ -287,6 +287,18 @@ mod tests {
     }
 
     #[test]
+    fn relative_file_urls_and_credentials_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let text = "[object_store]\nurl = \"file://../store\"\ncredentials_file = \"creds.toml\"\n";
+        std::fs::write(&path, text).unwrap();
+        let c = super::super::load_unchecked(&path).unwrap();
+        let parent = dir.path().parent().unwrap();
+        assert_eq!(c.object_store.url, format!("file://{}", parent.join("store").display()));
+        assert_eq!(c.object_store.credentials_file, Some(dir.path().join("creds.toml")));
+    }
+
+    #[test]
     fn endpoint_userinfo_is_redacted() {
         let s = ObjectStoreSection {
             endpoint: Some("http://key:secret@127.0.0.1:9000".into()),

@@ -4,11 +4,15 @@ use super::JobStatus;
 use crate::checkpoints::SyncStatus;
 use std::fmt::Write;
 
+/// What `jobs` says when there is nothing to list.
+pub const NO_JOBS: &str = "jobs: none declared (`flink-agent jobs deploy NAME --jar PATH`)";
+
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-/// One line for the sync (with its alert, if any) and a table of the declared jobs.
+/// One line for the sync (with its alert, if any) and a table of the declared jobs; nothing
+/// when there is neither (an agent without the sync, e.g. in tests).
 pub fn render_human(jobs: &[JobStatus], sync: Option<&SyncStatus>) -> String {
     let mut out = String::new();
     if let Some(s) = sync {
@@ -24,10 +28,9 @@ pub fn render_human(jobs: &[JobStatus], sync: Option<&SyncStatus>) -> String {
         }
     }
     if jobs.is_empty() {
-        let _ = writeln!(
-            out,
-            "jobs: none declared (`flink-agent jobs deploy NAME --jar PATH`)"
-        );
+        if sync.is_some() {
+            let _ = writeln!(out, "{NO_JOBS}");
+        }
         return out;
     }
     let rows: Vec<[String; 6]> = jobs

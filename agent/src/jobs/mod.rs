@@ -14,7 +14,7 @@ pub mod record;
 pub mod rest;
 mod service;
 
-pub use human::render_human;
+pub use human::{render_human, NO_JOBS};
 pub use manager::{
     choose_restore, DeployRequest, JobError, JobStatus, Jobs, RestoreChoice, StopOutcome,
 };
