@@ -49,6 +49,15 @@ enum Command {
     },
     /// Print the rendered Flink configuration in force (secrets redacted).
     Config(SocketArg),
+    /// Show where each declared job would be restored from (the agent restores by itself
+    /// after every JobManager start; this only plans).
+    Restore {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Required: only show the plan.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Declared jobs: list them (default), or deploy, stop, delete one.
     Jobs {
         #[command(subcommand)]
@@ -245,12 +254,51 @@ fn execute(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Restore { config, dry_run } => {
+            anyhow::ensure!(
+                dry_run,
+                "the agent restores declared jobs by itself after every JobManager start; \
+                 `restore --dry-run` shows what it would do"
+            );
+            block_on(restore_plan(&config.config))
+        }
         Command::Config(at) => block_on(async {
             let value = at.client()?.config().await?;
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+async fn restore_plan(path: &Path) -> Result<ExitCode> {
+    use flink_agent::jobs::{Jobs, JobsRest, RestoreChoice};
+    let cfg = config::load_unchecked(path)?;
+    let remote = flink_agent::checkpoints::Remote::build(&cfg.object_store, &cfg.cluster.id)?;
+    remote.probe().await?;
+    let rest = JobsRest::new(&format!("http://{}:{}", cfg.node.address, cfg.ports.rest))?;
+    let jobs = Jobs::new(
+        &cfg.agent.state_dir,
+        &cfg.flink.data_dir,
+        remote,
+        rest,
+        Default::default(),
+    );
+    let plan = jobs.plan().await?;
+    if plan.is_empty() {
+        println!("no declared jobs locally or in {}", cfg.object_store.url);
+    }
+    for (name, choice) in plan {
+        let what = match choice {
+            RestoreChoice::Local(id) => format!("local checkpoint {id}"),
+            RestoreChoice::Remote(id) => format!(
+                "checkpoint {id} from {} (verified first; an older one if it is corrupt)",
+                cfg.object_store.url
+            ),
+            RestoreChoice::Fresh => "no checkpoint: starts fresh".to_string(),
+        };
+        println!("{name}: {what}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(path: &Path) -> Result<ExitCode> {

@@ -613,3 +613,46 @@ async fn agent_killed_mid_upload_resumes_and_publishes_once() {
         "the interrupted upload was not aborted"
     );
 }
+
+/// Benchmark, not a test (run with `--ignored --nocapture`; asserts nothing about timing):
+/// RPO lag from `_metadata` appearing to the manifest being durable, for a 10 MiB checkpoint
+/// (one 10 MiB state file, i.e. two multipart parts), against moto. Prints the median of 9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints the RPO lag, run explicitly"]
+async fn bench_rpo_lag_10mib() {
+    let moto = Moto::start();
+    moto.create_bucket("rpo");
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = s3_remote(&moto.endpoint(), "rpo", tmp.path());
+    let cfg = sync_config(tmp.path(), 3);
+    let running = Running::start(remote.clone(), cfg.clone());
+    let mut lags = Vec::new();
+    for id in 1..=9u64 {
+        let dir = cfg.checkpoints_dir.join(JOB_ID).join(format!("chk-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("state"), bytes(id, 10 << 20)).unwrap();
+        let start = Instant::now();
+        std::fs::write(dir.join("_metadata"), b"meta").unwrap();
+        let key = flink_agent::checkpoints::layout::manifest_path(&remote.root, JOB, id);
+        loop {
+            if remote.store.head(&key).await.is_ok() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no manifest for {id}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        lags.push(start.elapsed());
+    }
+    lags.sort();
+    eprintln!(
+        "RPO lag, 10 MiB checkpoint, _metadata -> manifest durable (moto, {} build): median {:.0} ms, min {:.0} ms, max {:.0} ms",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+        lags[4].as_secs_f64() * 1000.0,
+        lags[0].as_secs_f64() * 1000.0,
+        lags[8].as_secs_f64() * 1000.0
+    );
+    running.stop().await;
+}

@@ -197,6 +197,22 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
     drop(agent);
     std::fs::remove_dir_all(dir.path().join("state")).unwrap();
     std::fs::remove_dir_all(dir.path().join("flink-data")).unwrap();
+    // `restore --dry-run` plans from object storage alone.
+    let o = Command::new(agent_bin())
+        .args(["restore", "--dry-run", "--config"])
+        .arg(dir.config_path())
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{plan}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        plan.starts_with("counter: checkpoint ") && plan.contains("from s3://flink/prod"),
+        "{plan}"
+    );
     let lines_before = line_count(&counts);
     let mut agent = dir.start();
     agent.wait_ready(Duration::from_secs(120));

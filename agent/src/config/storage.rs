@@ -294,8 +294,14 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let c = super::super::load_unchecked(&path).unwrap();
         let parent = dir.path().parent().unwrap();
-        assert_eq!(c.object_store.url, format!("file://{}", parent.join("store").display()));
-        assert_eq!(c.object_store.credentials_file, Some(dir.path().join("creds.toml")));
+        assert_eq!(
+            c.object_store.url,
+            format!("file://{}", parent.join("store").display())
+        );
+        assert_eq!(
+            c.object_store.credentials_file,
+            Some(dir.path().join("creds.toml"))
+        );
     }
 
     #[test]

@@ -385,6 +385,42 @@ impl Jobs {
         Ok(from)
     }
 
+    /// What [`Jobs::resubmit_all`] would restore each declared job from, touching nothing
+    /// (`flink-agent restore --dry-run`). Jobs only recorded remotely (node loss) count too.
+    pub async fn plan(&self) -> Result<Vec<(String, RestoreChoice)>, JobError> {
+        let mut names = self.records.names().map_err(io("listing job records"))?;
+        let jobs = self.remote.root.child("jobs");
+        let listing = self
+            .remote
+            .store
+            .list_with_delimiter(Some(&jobs))
+            .await
+            .map_err(store("listing jobs"))?;
+        for prefix in listing.common_prefixes {
+            let name = prefix.filename().unwrap_or_default().to_string();
+            let recorded = self
+                .remote
+                .store
+                .head(&record::remote_record(&self.remote, &name))
+                .await
+                .is_ok();
+            if recorded && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let mut out = Vec::new();
+        for name in names {
+            let run = self
+                .records
+                .run_state(&name)
+                .map_err(io("reading a job state"))?;
+            let local = self.newest_local(&run).map(|(id, _)| id);
+            let remote = candidates(&self.remote, &name).await?.first().copied();
+            out.push((name, choose_restore(local, remote)));
+        }
+        Ok(out)
+    }
+
     /// The newest complete local checkpoint of any of the job's recent Flink job ids.
     fn newest_local(&self, run: &RunState) -> Option<(u64, PathBuf)> {
         scan_complete(&self.checkpoints_dir)
