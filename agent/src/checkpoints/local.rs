@@ -17,6 +17,8 @@ use std::time::UNIX_EPOCH;
 const METADATA: &str = "_metadata";
 const STAGED_INFO: &str = "staged.json";
 const FILES: &str = "files";
+/// Marker: an upload of this checkpoint was started.
+const ATTEMPTED: &str = "attempted";
 /// Journal of open multipart uploads (one file per upload), aborted after a crash.
 pub const MULTIPART_JOURNAL: &str = "multipart";
 
@@ -125,6 +127,15 @@ impl Staged {
         walk(&self.dir.join(FILES), "", &mut files)?;
         files.sort_by(|a, b| (a.rel == METADATA, &a.rel).cmp(&(b.rel == METADATA, &b.rel)));
         Ok(files)
+    }
+
+    /// Whether an upload was started before (see [`super::upload::publish`]).
+    pub fn attempted(&self) -> bool {
+        self.dir.join(ATTEMPTED).exists()
+    }
+
+    pub fn mark_attempted(&self) -> io::Result<()> {
+        fs::write(self.dir.join(ATTEMPTED), b"")
     }
 
     pub fn journal_dir(&self) -> PathBuf {

@@ -95,19 +95,29 @@ pub async fn publish(
     settings: UploadSettings,
 ) -> Result<Manifest, UploadError> {
     let info = &staged.info;
-    abort_journaled(remote, staged).await;
     let manifest_key = manifest_path(&remote.root, &info.job, info.checkpoint_id);
-    if let Some(existing) = read_manifest(remote, &manifest_key).await? {
-        return if existing.flink_job_id == info.flink_job_id {
-            Ok(existing)
-        } else {
-            Err(UploadError::Conflict {
-                path: manifest_key.to_string(),
-            })
-        };
-    }
+    // A retry (or an agent restart) first cleans up and looks at what already arrived. A first
+    // attempt skips those round trips: it is the common case and they cost RPO. Should the
+    // marker get lost in a crash, the retry re-uploads and the manifest's create-only PUT still
+    // accepts only identical content.
+    let retry = staged.attempted();
+    let present = if retry {
+        abort_journaled(remote, staged).await;
+        if let Some(existing) = read_manifest(remote, &manifest_key).await? {
+            return if existing.flink_job_id == info.flink_job_id {
+                Ok(existing)
+            } else {
+                Err(UploadError::Conflict {
+                    path: manifest_key.to_string(),
+                })
+            };
+        }
+        list_sizes(remote, &info.job, info.checkpoint_id).await?
+    } else {
+        staged.mark_attempted().map_err(io_err(&staged.dir))?;
+        BTreeMap::new()
+    };
     let files = staged.files().map_err(io_err(&staged.dir))?;
-    let present = list_sizes(remote, &info.job, info.checkpoint_id).await?;
     let limit = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let (metadata, data): (Vec<_>, Vec<_>) = files.iter().partition(|f| f.rel == "_metadata");
     // Futures are built up front (they are lazy): mapping inside the stream trips the
