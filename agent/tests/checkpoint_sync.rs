@@ -656,3 +656,19 @@ async fn bench_rpo_lag_10mib() {
     );
     running.stop().await;
 }
+
+/// Issue test 8 (storage half): a bucket that does not exist is reported as such at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_bucket_is_reported_with_advice() {
+    let moto = Moto::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let err = s3_remote(&moto.endpoint(), "no-such-bucket", tmp.path())
+        .probe()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("s3://no-such-bucket/flink") && text.contains("the bucket does not exist"),
+        "{text}"
+    );
+}

@@ -377,7 +377,19 @@ impl Jobs {
         self.names.set(&flink_job_id, name);
         run.flink_job_ids.push(flink_job_id);
         let excess = run.flink_job_ids.len().saturating_sub(KEEP_JOB_IDS);
-        run.flink_job_ids.drain(..excess);
+        // Flink retains checkpoints of jobs lost with their JobManager forever; the agent
+        // forgets all but the last few runs, and their local checkpoints with them.
+        for old in run.flink_job_ids.drain(..excess) {
+            let dir = self.checkpoints_dir.join(&old);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    log::warn!(
+                        "job {name}: cannot remove old checkpoints {}: {e}",
+                        dir.display()
+                    );
+                }
+            }
+        }
         run.restored_from = from.clone();
         self.records
             .write_run_state(name, &run)

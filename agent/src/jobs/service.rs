@@ -40,8 +40,14 @@ impl Service {
     /// store is logged, not fatal: the engine retries and `status` shows the alert.
     pub async fn start(config: &AgentConfig, flink_version: &str) -> Result<Self, ServiceError> {
         let remote = Remote::build(&config.object_store, &config.cluster.id)?;
-        if let Err(e) = remote.probe().await {
-            log::error!("{e}");
+        // Bounded: an unreachable store must not hold up Flink's start.
+        match tokio::time::timeout(Duration::from_secs(5), remote.probe()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("{e}"),
+            Err(_) => log::error!(
+                "{} did not answer within 5 s; checkpoint uploads will retry",
+                remote.url
+            ),
         }
         let names = JobNames::default();
         let rest = JobsRest::new(&format!(
