@@ -3,9 +3,10 @@
 //! Each concern is one module with its own reconcile loop (desired state from the config →
 //! observe → act); planning is pure and unit-tested, side effects stay at the edges.
 
+pub mod api;
 pub mod config;
+pub mod firewall;
 pub mod flinkconf;
 pub mod fsutil;
-pub mod api;
 pub mod status;
 pub mod supervisor;

@@ -14,7 +14,10 @@ pub enum ApiRequest {
     /// `POST /v1/reload`: re-read and validate the config; Err carries every problem.
     Reload(oneshot::Sender<Result<ReloadReport, String>>),
     /// `POST /v1/processes/{name}/restart` (`name` = jobmanager, taskmanager or all).
-    Restart(crate::supervisor::Target, oneshot::Sender<Result<(), String>>),
+    Restart(
+        crate::supervisor::Target,
+        oneshot::Sender<Result<(), String>>,
+    ),
 }
 
 /// What a successful reload changed.

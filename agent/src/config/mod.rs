@@ -8,10 +8,12 @@
 //!    Java, user) are checked by [`validate`], again collecting everything.
 
 mod error;
+mod firewall;
 mod sections;
 mod validate;
 
 pub use error::{ConfigError, Errors, FieldError};
+pub use firewall::{FirewallSection, ManagementSection};
 pub use sections::*;
 pub use validate::{check_environment, validate_values, OWNED_KEY_PREFIXES};
 
@@ -33,10 +35,12 @@ pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
 
 /// Parses and validates values (no filesystem checks). `origin` names the source in errors.
 pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-        path: origin.to_string(),
-        message: e.to_string().trim().to_string(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: origin.to_string(),
+            message: e.to_string().trim().to_string(),
+        })?;
     let mut errors = Errors::default();
     let mut config = AgentConfig::default();
     for (key, value) in &table {
@@ -50,6 +54,7 @@ pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
             "plan" => section(key, value, &mut config.plan, &mut errors),
             "advanced" => section(key, value, &mut config.advanced, &mut errors),
             "supervisor" => section(key, value, &mut config.supervisor, &mut errors),
+            "firewall" => section(key, value, &mut config.firewall, &mut errors),
             other => errors.push(
                 other,
                 format!(
@@ -73,6 +78,7 @@ const SECTIONS: &[&str] = &[
     "plan",
     "advanced",
     "supervisor",
+    "firewall",
 ];
 
 fn into_result(
@@ -122,6 +128,8 @@ fn section<T: DeserializeOwned>(name: &str, value: toml::Value, slot: &mut T, er
 fn explain_type_error(message: &str) -> String {
     if message.contains("expected u") && message.contains("integer `-") {
         format!("{message}; this value cannot be negative")
+    } else if message.contains("expected u16") {
+        format!("{message}; ports range from 1 to 65535")
     } else if message.contains("unknown variant") {
         format!("{message}; use one of the listed values")
     } else {

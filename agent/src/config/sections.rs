@@ -17,6 +17,7 @@ pub struct AgentConfig {
     pub plan: PlanSection,
     pub advanced: AdvancedSection,
     pub supervisor: SupervisorSection,
+    pub firewall: super::FirewallSection,
 }
 
 impl Default for AgentConfig {
@@ -30,6 +31,7 @@ impl Default for AgentConfig {
             plan: PlanSection::default(),
             advanced: AdvancedSection::default(),
             supervisor: SupervisorSection::default(),
+            firewall: super::FirewallSection::default(),
         }
     }
 }

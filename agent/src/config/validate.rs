@@ -50,7 +50,13 @@ pub fn validate_values(c: &AgentConfig, e: &mut Errors) {
         32768,
         "plans range from 4 GiB to 32 GiB",
     );
-    e.range("plan.vcpus", c.plan.vcpus, 2, 8, "plans range from 2 to 8 vCPUs");
+    e.range(
+        "plan.vcpus",
+        c.plan.vcpus,
+        2,
+        8,
+        "plans range from 2 to 8 vCPUs",
+    );
     e.range(
         "advanced.number_of_task_slots",
         c.advanced.number_of_task_slots,
@@ -75,6 +81,7 @@ pub fn validate_values(c: &AgentConfig, e: &mut Errors) {
     validate_restart_strategy(&c.advanced.restart_strategy, e);
     validate_passthrough(c, e);
     validate_supervisor(c, e);
+    super::firewall::validate(c, e);
     for (path, p) in [
         ("agent.state_dir", &c.agent.state_dir),
         ("agent.socket", &c.agent.socket),
@@ -93,8 +100,7 @@ fn validate_identity(c: &AgentConfig, e: &mut Errors) {
     for (path, v) in [("node.id", &c.node.id), ("cluster.id", &c.cluster.id)] {
         let ok = !v.is_empty()
             && v.len() <= 63
-            && v
-                .chars()
+            && v.chars()
                 .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_');
         if !ok {
             e.push(
@@ -108,7 +114,10 @@ fn validate_identity(c: &AgentConfig, e: &mut Errors) {
         ("node.bind_address", &c.node.bind_address),
     ] {
         if !is_host(v) {
-            e.push(path, format!("must be an IP address or host name (got {v:?})"));
+            e.push(
+                path,
+                format!("must be an IP address or host name (got {v:?})"),
+            );
         }
     }
     match c.cluster.nodes.len() {
@@ -188,14 +197,32 @@ fn validate_restart_strategy(s: &RestartStrategy, e: &mut Errors) {
                 86_400,
                 "use at least one second",
             );
-            e.range(&format!("{p}.delay_secs"), *delay_secs, 0, 3_600, "use at most one hour");
+            e.range(
+                &format!("{p}.delay_secs"),
+                *delay_secs,
+                0,
+                3_600,
+                "use at most one hour",
+            );
         }
         RestartStrategy::FixedDelay {
             attempts,
             delay_secs,
         } => {
-            e.range(&format!("{p}.attempts"), *attempts, 1, 1_000_000, "use at least 1");
-            e.range(&format!("{p}.delay_secs"), *delay_secs, 0, 3_600, "use at most one hour");
+            e.range(
+                &format!("{p}.attempts"),
+                *attempts,
+                1,
+                1_000_000,
+                "use at least 1",
+            );
+            e.range(
+                &format!("{p}.delay_secs"),
+                *delay_secs,
+                0,
+                3_600,
+                "use at most one hour",
+            );
         }
         RestartStrategy::ExponentialDelay {
             initial_backoff_ms,
@@ -273,18 +300,57 @@ fn validate_passthrough(c: &AgentConfig, e: &mut Errors) {
 fn validate_supervisor(c: &AgentConfig, e: &mut Errors) {
     let s = &c.supervisor;
     let p = "supervisor";
-    e.range(&format!("{p}.start_timeout_secs"), s.start_timeout_secs, 5, 3_600, "Flink needs a few seconds to start");
-    e.range(&format!("{p}.health_interval_ms"), s.health_interval_ms, 100, 60_000, "probe at least once a minute");
-    e.range(&format!("{p}.backoff_initial_ms"), s.backoff_initial_ms, 10, 600_000, "use 10 ms to 10 minutes");
+    e.range(
+        &format!("{p}.start_timeout_secs"),
+        s.start_timeout_secs,
+        5,
+        3_600,
+        "Flink needs a few seconds to start",
+    );
+    e.range(
+        &format!("{p}.health_interval_ms"),
+        s.health_interval_ms,
+        100,
+        60_000,
+        "probe at least once a minute",
+    );
+    e.range(
+        &format!("{p}.backoff_initial_ms"),
+        s.backoff_initial_ms,
+        10,
+        600_000,
+        "use 10 ms to 10 minutes",
+    );
     if s.backoff_max_ms < s.backoff_initial_ms {
         e.push(
             format!("{p}.backoff_max_ms"),
-            format!("must be at least backoff_initial_ms ({})", s.backoff_initial_ms),
+            format!(
+                "must be at least backoff_initial_ms ({})",
+                s.backoff_initial_ms
+            ),
         );
     }
-    e.range(&format!("{p}.max_restarts"), s.max_restarts, 1, 1_000, "use at least 1");
-    e.range(&format!("{p}.restart_window_secs"), s.restart_window_secs, 1, 86_400, "use at least one second");
-    e.range(&format!("{p}.stop_grace_secs"), s.stop_grace_secs, 1, 600, "use 1 to 600 seconds");
+    e.range(
+        &format!("{p}.max_restarts"),
+        s.max_restarts,
+        1,
+        1_000,
+        "use at least 1",
+    );
+    e.range(
+        &format!("{p}.restart_window_secs"),
+        s.restart_window_secs,
+        1,
+        86_400,
+        "use at least one second",
+    );
+    e.range(
+        &format!("{p}.stop_grace_secs"),
+        s.stop_grace_secs,
+        1,
+        600,
+        "use 1 to 600 seconds",
+    );
 }
 
 /// Checks against the machine: Flink and Java installed, the run-as user exists.
@@ -330,7 +396,9 @@ pub fn check_environment(c: &AgentConfig, e: &mut Errors) {
             Ok(Some(_)) => {}
             _ => e.push(
                 "agent.socket_group",
-                format!("group {group:?} does not exist; create it or leave agent.socket_group unset"),
+                format!(
+                    "group {group:?} does not exist; create it or leave agent.socket_group unset"
+                ),
             ),
         }
     }

@@ -1,0 +1,427 @@
+//! The desired ruleset, planned purely from a [`Policy`]: one nftables transaction that
+//! replaces the agent's table as a whole.
+//!
+//! The transaction is `add table; delete table; add table; add sets, chain, rules`. The kernel
+//! commits a transaction atomically, so packets see either the old table or the new one, never
+//! a table without rules. `flush table` would not do: it empties chains but keeps set
+//! elements, so a removed peer would stay allowed. The leading `add` makes `delete` valid when
+//! the table does not exist yet.
+//!
+//! Addresses live in named interval sets (one per family and role), so a long allow-list is
+//! still one rule. The planner emits expressions in the form `nft` lists them back (a single
+//! port as a value, not a one-element set), which keeps desired and live comparable.
+
+use super::Policy;
+use ipnet::IpNet;
+use nftables::expr::{
+    Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, CT,
+};
+use nftables::schema::{
+    Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue,
+    Table,
+};
+use nftables::stmt::{Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use std::borrow::Cow;
+
+/// The one base chain, on the input hook.
+pub const CHAIN: &str = "input";
+
+/// ICMP types a host needs to work: errors (path MTU discovery) and ping.
+const ICMP_TYPES: &[&str] = &[
+    "echo-request",
+    "destination-unreachable",
+    "time-exceeded",
+    "parameter-problem",
+];
+
+/// ICMPv6 types a host needs: the same errors, and neighbour/router discovery and multicast
+/// listener queries, without which IPv6 stops resolving neighbours within minutes.
+const ICMPV6_TYPES: &[&str] = &[
+    "destination-unreachable",
+    "packet-too-big",
+    "time-exceeded",
+    "parameter-problem",
+    "echo-request",
+    "mld-listener-query",
+    "nd-router-advert",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+];
+
+/// Which addresses a set holds.
+#[derive(Clone, Copy)]
+enum Role {
+    Peers,
+    Clients,
+    Management,
+}
+
+impl Role {
+    fn set_name(self, v6: bool) -> String {
+        let role = match self {
+            Role::Peers => "peers",
+            Role::Clients => "clients",
+            Role::Management => "management",
+        };
+        format!("{role}_v{}", if v6 { 6 } else { 4 })
+    }
+}
+
+/// Plans the whole transaction for `policy`.
+pub fn plan(policy: &Policy) -> Nftables<'static> {
+    let table = policy.table.as_str();
+    let mut cmds = vec![
+        NfCmd::Add(NfListObject::Table(table_object(table))),
+        NfCmd::Delete(NfListObject::Table(table_object(table))),
+    ];
+    cmds.extend(objects(policy).into_iter().map(NfCmd::Add));
+    Nftables {
+        objects: Cow::Owned(cmds.into_iter().map(NfObject::CmdObject).collect()),
+    }
+}
+
+/// The transaction that deletes the agent's table, whether or not it exists, and nothing else.
+pub fn removal(table: &str) -> Nftables<'static> {
+    let cmds = [
+        NfCmd::Add(NfListObject::Table(table_object(table))),
+        NfCmd::Delete(NfListObject::Table(table_object(table))),
+    ];
+    Nftables {
+        objects: Cow::Owned(cmds.into_iter().map(NfObject::CmdObject).collect()),
+    }
+}
+
+/// The table's content as it should be listed: table, sets, chain, rules.
+pub fn objects(policy: &Policy) -> Vec<NfListObject<'static>> {
+    let t = policy.table.as_str();
+    let mut out = vec![NfListObject::Table(table_object(t))];
+    for role in [Role::Peers, Role::Clients, Role::Management] {
+        let nets = match role {
+            Role::Peers => &policy.peers,
+            Role::Clients => &policy.clients,
+            Role::Management => &policy.management,
+        };
+        for v6 in [false, true] {
+            out.push(set(t, role, v6, nets));
+        }
+    }
+    out.push(NfListObject::Chain(Chain {
+        family: NfFamily::INet,
+        table: t.to_string().into(),
+        name: CHAIN.into(),
+        _type: Some(NfChainType::Filter),
+        hook: Some(NfHook::Input),
+        prio: Some(0),
+        policy: Some(if policy.default_drop {
+            NfChainPolicy::Drop
+        } else {
+            NfChainPolicy::Accept
+        }),
+        ..Chain::default()
+    }));
+    out.extend(rules(policy).into_iter().map(|(comment, expr)| {
+        NfListObject::Rule(Rule {
+            family: NfFamily::INet,
+            table: t.to_string().into(),
+            chain: CHAIN.into(),
+            expr: expr.into(),
+            comment: Some(comment.into()),
+            ..Rule::default()
+        })
+    }));
+    out
+}
+
+/// The chain's rules in order, each with the comment `nft list` shows next to it.
+fn rules(p: &Policy) -> Vec<(&'static str, Vec<Statement<'static>>)> {
+    let mut flink_ports = p.internal_ports.clone();
+    flink_ports.push(p.rest_port);
+    flink_ports.sort_unstable();
+    let mut r = vec![
+        (
+            "loopback",
+            vec![is(meta(MetaKey::Iifname), text("lo")), accept()],
+        ),
+        (
+            "replies and established connections",
+            vec![
+                matches(
+                    Expression::Named(NamedExpression::CT(CT {
+                        key: "state".into(),
+                        family: None,
+                        dir: None,
+                    })),
+                    Operator::IN,
+                    Expression::List(vec![text("established"), text("related")]),
+                ),
+                accept(),
+            ],
+        ),
+    ];
+    if p.default_drop {
+        r.push((
+            "essential icmp",
+            vec![
+                is(
+                    payload("icmp", "type"),
+                    one_or_set(ICMP_TYPES.iter().map(|t| text(t))),
+                ),
+                accept(),
+            ],
+        ));
+        r.push((
+            "essential icmpv6",
+            vec![
+                is(
+                    payload("icmpv6", "type"),
+                    one_or_set(ICMPV6_TYPES.iter().map(|t| text(t))),
+                ),
+                accept(),
+            ],
+        ));
+    }
+    for v6 in [false, true] {
+        r.push((
+            "flink ports from peers",
+            vec![
+                from_set(Role::Peers, v6),
+                is(payload("tcp", "dport"), ports(&flink_ports)),
+                accept(),
+            ],
+        ));
+    }
+    for v6 in [false, true] {
+        r.push((
+            "flink rest from clients",
+            vec![
+                from_set(Role::Clients, v6),
+                is(payload("tcp", "dport"), ports(&[p.rest_port])),
+                accept(),
+            ],
+        ));
+    }
+    r.push((
+        "flink ports from anyone else",
+        vec![is(payload("tcp", "dport"), ports(&flink_ports)), drop()],
+    ));
+    if p.default_drop && !p.management_ports.is_empty() {
+        for v6 in [false, true] {
+            r.push((
+                "management",
+                vec![
+                    from_set(Role::Management, v6),
+                    is(payload("tcp", "dport"), ports(&p.management_ports)),
+                    accept(),
+                ],
+            ));
+        }
+    }
+    r
+}
+
+fn table_object(name: &str) -> Table<'static> {
+    Table {
+        family: NfFamily::INet,
+        name: name.to_string().into(),
+        handle: None,
+    }
+}
+
+fn set(table: &str, role: Role, v6: bool, nets: &[IpNet]) -> NfListObject<'static> {
+    let elems: Vec<Expression<'static>> = nets
+        .iter()
+        .filter(|n| matches!(n, IpNet::V6(_)) == v6)
+        .map(|n| {
+            if n.prefix_len() == n.max_prefix_len() {
+                text(&n.addr().to_string())
+            } else {
+                Expression::Named(NamedExpression::Prefix(Prefix {
+                    addr: Box::new(text(&n.addr().to_string())),
+                    len: u32::from(n.prefix_len()),
+                }))
+            }
+        })
+        .collect();
+    NfListObject::Set(Box::new(Set {
+        family: NfFamily::INet,
+        table: table.to_string().into(),
+        name: role.set_name(v6).into(),
+        set_type: SetTypeValue::Single(if v6 {
+            SetType::Ipv6Addr
+        } else {
+            SetType::Ipv4Addr
+        }),
+        flags: Some([SetFlag::Interval].into_iter().collect()),
+        elem: (!elems.is_empty()).then(|| elems.into()),
+        ..Set::default()
+    }))
+}
+
+/// `ip saddr @peers_v4` / `ip6 saddr @peers_v6`.
+fn from_set(role: Role, v6: bool) -> Statement<'static> {
+    let proto = if v6 { "ip6" } else { "ip" };
+    is(
+        payload(proto, "saddr"),
+        text(&format!("@{}", role.set_name(v6))),
+    )
+}
+
+fn ports(ports: &[u16]) -> Expression<'static> {
+    one_or_set(ports.iter().map(|p| Expression::Number(u32::from(*p))))
+}
+
+/// A single value stays a value; several become an anonymous set (as `nft` lists them).
+fn one_or_set(values: impl Iterator<Item = Expression<'static>>) -> Expression<'static> {
+    let mut values: Vec<_> = values.collect();
+    if values.len() == 1 {
+        values.remove(0)
+    } else {
+        Expression::Named(NamedExpression::Set(
+            values
+                .into_iter()
+                .map(nftables::expr::SetItem::Element)
+                .collect(),
+        ))
+    }
+}
+
+fn text(s: &str) -> Expression<'static> {
+    Expression::String(s.to_string().into())
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn payload(protocol: &str, field: &str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.to_string().into(),
+            field: field.to_string().into(),
+        },
+    )))
+}
+
+fn is(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    matches(left, Operator::EQ, right)
+}
+
+fn matches(
+    left: Expression<'static>,
+    op: Operator,
+    right: Expression<'static>,
+) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn accept() -> Statement<'static> {
+    Statement::Accept(None)
+}
+
+fn drop() -> Statement<'static> {
+    Statement::Drop(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn policy(toml: &str) -> Policy {
+        let c = crate::config::parse(toml, "test.toml").expect("test config is valid");
+        Policy::from_config(&c).expect("test policy is valid")
+    }
+
+    /// Compares the planned transaction with `tests/golden/firewall_<name>.json`;
+    /// `UPDATE_GOLDEN=1` rewrites the file instead.
+    fn golden(name: &str, toml: &str) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/golden/firewall_{name}.json"));
+        let json = serde_json::to_string_pretty(&plan(&policy(toml))).expect("serializes") + "\n";
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            crate::fsutil::write_atomic(&path, json.as_bytes(), 0o644)
+                .expect("golden file written");
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(
+            json,
+            want,
+            "{} is out of date; review the diff, then run with UPDATE_GOLDEN=1",
+            path.display()
+        );
+    }
+
+    const NODE: &str = "node.address = \"192.0.2.1\"\n";
+
+    #[test]
+    fn single_node() {
+        golden(
+            "single_node",
+            &format!("{NODE}cluster.nodes = [\"192.0.2.1\"]"),
+        );
+    }
+
+    #[test]
+    fn three_nodes_with_rest_clients() {
+        golden(
+            "three_node",
+            &format!("{NODE}cluster.nodes = [\"192.0.2.1\", \"192.0.2.2\", \"192.0.2.3\"]\n[firewall]\nrest_clients = [\"198.51.100.0/24\", \"203.0.113.7\"]"),
+        );
+    }
+
+    #[test]
+    fn ipv6() {
+        golden(
+            "ipv6",
+            "node.address = \"2001:db8::1\"\ncluster.nodes = [\"2001:db8::1\", \"2001:db8::2\", \"2001:db8::3\"]\n[firewall]\nrest_clients = [\"2001:db8:100::/48\"]",
+        );
+    }
+
+    #[test]
+    fn default_drop_with_management() {
+        golden(
+            "default_drop",
+            &format!(
+                "{NODE}cluster.nodes = [\"192.0.2.1\", \"192.0.2.2\", \"192.0.2.3\"]\n[firewall]\ndefault_drop = true\nextra_peers = [\"2001:db8::/64\"]\n[firewall.management]\ncidrs = [\"203.0.113.0/24\", \"2001:db8:ffff::/48\"]\nports = [22, 2222]"
+            ),
+        );
+    }
+
+    #[test]
+    fn the_transaction_replaces_only_the_agents_table() {
+        let t = plan(&policy(&format!(
+            "{NODE}cluster.nodes = [\"192.0.2.1\"]\n[firewall]\ntable = \"mine\""
+        )));
+        let json = serde_json::to_value(&t).expect("serializes");
+        let first: Vec<_> = json["nftables"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .take(3)
+            .cloned()
+            .collect();
+        let table = serde_json::json!({"family": "inet", "name": "mine"});
+        assert_eq!(
+            first,
+            [
+                serde_json::json!({"add": {"table": table}}),
+                serde_json::json!({"delete": {"table": table}}),
+                serde_json::json!({"add": {"table": table}})
+            ]
+        );
+        for obj in &json["nftables"].as_array().expect("array")[3..] {
+            assert_eq!(
+                obj["add"]
+                    .as_object()
+                    .expect("add")
+                    .values()
+                    .next()
+                    .expect("object")["table"],
+                "mine",
+                "{obj}"
+            );
+        }
+    }
+}
