@@ -40,6 +40,8 @@ pub struct FirewallStatus {
     pub last_applied: Option<u64>,
     /// Unix time of the last comparison of live and desired.
     pub last_checked: Option<u64>,
+    /// Comparisons of live and desired since the agent started.
+    pub checks: u64,
     /// What differed at the last check that found drift.
     pub last_drift: Vec<String>,
 }
@@ -181,15 +183,17 @@ impl Reconciler {
         let Some(policy) = self.policy.clone() else {
             return;
         };
+        self.update(|s| {
+            s.checks += 1;
+            s.last_checked = Some(now());
+        });
         match apply::compare(&policy) {
             Ok(c) if c.in_sync => self.update(|s| {
                 s.in_sync = true;
-                s.last_checked = Some(now());
                 s.last_error = None;
             }),
             Ok(c) => {
                 let was_applied = self.update(|s| {
-                    s.last_checked = Some(now());
                     s.last_drift = c.differences.clone();
                     s.last_error.is_none() && s.last_applied.is_some()
                 });
@@ -204,7 +208,6 @@ impl Reconciler {
             }
             Err(e) => self.update(|s| {
                 s.in_sync = false;
-                s.last_checked = Some(now());
                 s.last_error = Some(e.to_string());
             }),
         }
