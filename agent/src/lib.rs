@@ -5,8 +5,12 @@
 
 pub mod api;
 pub mod config;
+pub mod daemon;
 pub mod firewall;
 pub mod flinkconf;
+pub mod flinkrest;
 pub mod fsutil;
+pub mod logging;
+pub mod sdnotify;
 pub mod status;
 pub mod supervisor;

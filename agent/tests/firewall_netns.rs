@@ -24,7 +24,7 @@ const MGMT: u8 = 5;
 /// A cluster member that does not exist: clusters list one or three nodes.
 const ABSENT: u8 = 6;
 
-const INTERNAL: [u16; 4] = [6121, 6122, 6123, 6124];
+const INTERNAL: [u16; 7] = [6121, 6122, 6123, 6124, 6125, 6126, 6127];
 const REST: u16 = 8081;
 const SSH: u16 = 22;
 const OTHER: u16 = 9999;
@@ -59,16 +59,20 @@ fn role(host: u8) -> &'static str {
 
 /// A validated config for a cluster of `nodes` (host numbers), plus `firewall` lines.
 fn config(nodes: [u8; 3], firewall: &str) -> AgentConfig {
+    config::parse(&config_text(nodes, firewall), "test.toml")
+        .unwrap_or_else(|e| panic!("test config refused: {e}"))
+}
+
+fn config_text(nodes: [u8; 3], firewall: &str) -> String {
     let nodes: Vec<String> = nodes.iter().map(|h| format!("\"{}\"", v4(*h))).collect();
-    let text = format!(
+    format!(
         "node.address = \"{}\"\ncluster.nodes = [{}]\n[firewall]\nreconcile_interval_secs = 1\nextra_peers = [\"{}\"]\nrest_clients = [\"{}\", \"{}\"]\n{firewall}",
         v4(NODE),
         nodes.join(", "),
         v6(PEER),
         v4(CLIENT),
         v6(CLIENT),
-    );
-    config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("test config refused: {e}"))
+    )
 }
 
 /// Plain listeners on `ports` in the node namespace, IPv4 and IPv6 (one dual-stack socket
@@ -207,7 +211,7 @@ fn peers_reach_internal_ports_clients_reach_rest_and_intruders_nothing() {
     let Some(net) = net_or_skip("peers_reach_internal_ports…") else {
         return;
     };
-    let _listeners = listen(&net, &[6121, 6122, 6123, 6124, REST, OTHER]);
+    let _listeners = listen(&net, &[&INTERNAL[..], &[REST, OTHER]].concat());
     let _fw = start(&net, &config([NODE, PEER, ABSENT], ""));
     let mut all = cases(PEER, &INTERNAL, true);
     all.extend(cases(PEER, &[REST], true));
@@ -333,10 +337,9 @@ fn a_flushed_ruleset_is_restored_within_the_reconcile_period() {
     await_status(&fw, "two clean checks", |s| s.checks >= 2);
     assert_eq!(fw.status().repairs, 0, "{:#?}", fw.status());
 
+    let flushed = Instant::now();
     net.nft("node", &["flush", "ruleset"])
         .expect("flush inside the node namespace");
-    check(&net, &[(INTRUDER, v4(NODE), 6123, true)]);
-    let flushed = Instant::now();
     await_status(&fw, "the repair", |s| s.repairs == 1 && s.in_sync);
     let took = flushed.elapsed();
     assert!(
@@ -358,30 +361,109 @@ fn a_flushed_ruleset_is_restored_within_the_reconcile_period() {
             (PEER, v4(NODE), 6123, true),
         ],
     );
+
+    // Tampering inside our table (an extra element, a foreign chain) is drift too.
+    let tamper = format!(
+        "add element inet flink_agent peers_v4 {{ {} }}; add chain inet flink_agent sneaky",
+        v4(INTRUDER)
+    );
+    net.nft("node", &[&tamper]).expect("tamper");
+    await_status(&fw, "the second repair", |s| s.repairs == 2 && s.in_sync);
+    let drift = fw.status().last_drift.join("\n");
+    assert!(
+        drift.contains(&format!("unexpected [{}]", v4(INTRUDER))),
+        "{drift}"
+    );
+    assert!(drift.contains("chain sneaky"), "{drift}");
+    check(&net, &[(INTRUDER, v4(NODE), 6123, false)]);
+    assert_matches_plan(&net, &config([NODE, PEER, ABSENT], ""));
+}
+
+/// Runs `flink-agent firewall <action> --config <file with text>` inside the node namespace;
+/// returns (exit code, stdout, stderr).
+fn cli(net: &Net, action: &str, config_text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config_text).expect("write config");
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.ns("node"),
+            env!("CARGO_BIN_EXE_flink-agent"),
+            "firewall",
+            action,
+            "--config",
+        ])
+        .arg(&path)
+        .output()
+        .expect("run flink-agent");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
 }
 
 #[test]
-fn remove_deletes_only_the_agents_table() {
-    let Some(net) = net_or_skip("remove_deletes_only…") else {
+fn the_cli_shows_applies_and_removes_only_its_own_table() {
+    let Some(net) = net_or_skip("the_cli…") else {
         return;
     };
     let _listeners = listen(&net, &[6123]);
-    let c = config([NODE, PEER, ABSENT], "");
-    let table = c.firewall.table.clone();
     net.nft("node", &["add table inet someone_else; add chain inet someone_else c { type filter hook input priority 10; }"])
         .expect("other table");
-    let fw = start(&net, &c);
-    drop(fw); // the loop would otherwise restore the table
-    check(&net, &[(INTRUDER, v4(NODE), 6123, false)]);
+    let good = config_text([NODE, PEER, ABSENT], "");
 
-    net.run_in("node", move || firewall::apply::remove(&table))
-        .expect("remove");
+    let (code, out, _) = cli(&net, "show", &good);
+    assert_eq!((code, out.as_str()), (1, "table inet flink_agent: differs from the config:\n  - table inet flink_agent does not exist\n"));
+    let (code, out, err) = cli(&net, "apply", &good);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "table inet flink_agent: in force, matches the config\n"),
+        "{err}"
+    );
+    check(
+        &net,
+        &[
+            (INTRUDER, v4(NODE), 6123, false),
+            (PEER, v4(NODE), 6123, true),
+        ],
+    );
+    assert_eq!(cli(&net, "show", &good).0, 0);
+
+    // A bad config is refused with the field named; the rules in force stay.
+    let before = net
+        .nft("node", &["-j", "list", "table", "inet", "flink_agent"])
+        .expect("list");
+    let bad = good.replace("rest_clients = [", "rest_clients = [\"192.0.2.9/24\", ");
+    let (code, _, err) = cli(&net, "apply", &bad);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("firewall.rest_clients[0]: \"192.0.2.9/24\" has host bits set"),
+        "{err}"
+    );
+    assert_eq!(
+        net.nft("node", &["-j", "list", "table", "inet", "flink_agent"])
+            .expect("list"),
+        before
+    );
+
+    let (code, out, err) = cli(&net, "remove", &good);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "table inet flink_agent removed (no other table touched)\n"
+        ),
+        "{err}"
+    );
     let tables = net.nft("node", &["list", "tables"]).expect("list tables");
     assert_eq!(tables.trim(), "table inet someone_else");
     check(&net, &[(INTRUDER, v4(NODE), 6123, true)]);
     // Removing again is not an error.
-    net.run_in("node", || firewall::apply::remove("flink_agent"))
-        .expect("remove twice");
+    assert_eq!(cli(&net, "remove", &good).0, 0);
 }
 
 #[test]

@@ -17,12 +17,22 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("taskmanager.bind-host", "set node.bind_address"),
     ("taskmanager.host", "set node.address"),
     ("blob.server.port", "set ports.blob"),
-    ("taskmanager.rpc.port", "set ports.taskmanager_rpc"),
+    ("taskmanager.rpc.", "set ports.taskmanager_rpc"),
     ("taskmanager.data.port", "set ports.taskmanager_data"),
+    ("taskmanager.data.bind-port", "set ports.taskmanager_data"),
+    ("taskmanager.collect-sink.port", "set ports.taskmanager_collect"),
+    ("metrics.internal.query-service.port", "set ports.metrics_query"),
+    ("web.port", "set ports.rest"),
+    ("web.address", "set node.bind_address"),
+    ("jobmanager.web.", "set ports.rest and node.bind_address"),
     ("security.ssl.", "TLS is managed by the agent"),
     ("state.backend", "the agent runs the HashMap state backend"),
     ("state.checkpoints.", "checkpoint storage is managed by the agent"),
     ("state.savepoints.", "savepoint storage is managed by the agent"),
+    ("state.checkpoint-storage", "checkpoint storage is managed by the agent"),
+    ("savepoints.state.backend.", "savepoint storage is managed by the agent"),
+    ("execution.checkpointing.storage", "checkpoint storage is managed by the agent"),
+    ("execution.checkpointing.num-retained", "retention is managed by the agent"),
     ("execution.checkpointing.dir", "checkpoint storage is managed by the agent"),
     ("execution.checkpointing.savepoint-dir", "savepoint storage is managed by the agent"),
     ("execution.checkpointing.interval", "set advanced.checkpoint_interval_ms"),
@@ -36,6 +46,8 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("restart-strategy", "set advanced.restart_strategy"),
     ("env.java.opts.all", "the agent sets the JVM options Java 17 needs; use env.java.opts.jobmanager or env.java.opts.taskmanager"),
     ("io.tmp.dirs", "set flink.data_dir"),
+    ("taskmanager.tmp.dirs", "set flink.data_dir"),
+    ("env.java.home", "set flink.java_home"),
     ("env.log.dir", "set flink.log_dir"),
 ];
 
@@ -159,17 +171,36 @@ fn is_host(v: &str) -> bool {
 
 fn validate_ports(c: &AgentConfig, e: &mut Errors) {
     let named = c.ports.named();
+    // `metrics_query` stands for two ports (P and P+1); the second one's label is not a key.
+    let key = |name: &str| format!("ports.{}", name.trim_end_matches(" + 1"));
+    if c.ports.metrics_query == u16::MAX {
+        e.push(
+            "ports.metrics_query",
+            "must be at most 65534: the TaskManager's metric query service takes the next port",
+        );
+    }
     for (i, (name, port)) in named.iter().enumerate() {
         if *port == 0 {
+            if name.ends_with(" + 1") {
+                continue; // reported for metrics_query itself
+            }
             e.push(
-                format!("ports.{name}"),
+                key(name),
                 "must be a fixed port from 1 to 65535; 0 (random) would defeat the firewall",
             );
         }
         if let Some((other, _)) = named[..i].iter().find(|(_, p)| p == port) {
+            let what = if name.ends_with(" + 1") {
+                format!("port {port} (the second metric query port, metrics_query + 1)")
+            } else {
+                format!("port {port}")
+            };
             e.push(
-                format!("ports.{name}"),
-                format!("port {port} is already used by ports.{other}; every port must differ"),
+                key(name),
+                format!(
+                    "{what} is already used by {}; every port must differ",
+                    key(other)
+                ),
             );
         }
     }
@@ -353,8 +384,22 @@ fn validate_supervisor(c: &AgentConfig, e: &mut Errors) {
     );
 }
 
-/// Checks against the machine: Flink and Java installed, the run-as user exists.
+/// Checks against the machine: Flink and Java installed, the run-as user exists. A key that
+/// already has a value error (e.g. a wrong type, so its default was used) is not checked again.
 pub fn check_environment(c: &AgentConfig, e: &mut Errors) {
+    let before = e.0.len();
+    check_machine(c, e);
+    let (old, new) = e.0.split_at(before);
+    let fresh: Vec<_> = new
+        .iter()
+        .filter(|n| !old.iter().any(|o| o.path == n.path))
+        .cloned()
+        .collect();
+    e.0.truncate(before);
+    e.0.extend(fresh);
+}
+
+fn check_machine(c: &AgentConfig, e: &mut Errors) {
     let home = &c.flink.home;
     if !home.join("bin/jobmanager.sh").is_file() || !home.join("bin/taskmanager.sh").is_file() {
         e.push(
@@ -364,14 +409,28 @@ pub fn check_environment(c: &AgentConfig, e: &mut Errors) {
                 home.display()
             ),
         );
-    } else if crate::flinkconf::detect_version(home).is_err() {
-        e.push(
-            "flink.home",
-            format!(
-                "{} has no lib/flink-dist-*.jar, so the Flink version cannot be told; is the distribution complete?",
-                home.display()
+    } else {
+        match crate::flinkconf::detect_version(home) {
+            Err(_) => e.push(
+                "flink.home",
+                format!(
+                    "{} has no lib/flink-dist-*.jar, so the Flink version cannot be told; is the distribution complete?",
+                    home.display()
+                ),
             ),
-        );
+            // flink-conf.yaml (Flink <= 1.18) has no quoting: a '#' starts a comment anywhere.
+            Ok(version) if !version.uses_config_yaml() => {
+                for (key, value) in &c.advanced.flink_config {
+                    if value.contains('#') {
+                        e.push(
+                            format!("advanced.flink_config.\"{key}\""),
+                            format!("Flink {version} reads flink-conf.yaml, where '#' starts a comment and would cut this value short; remove the '#' or use Flink 1.19 or later"),
+                        );
+                    }
+                }
+            }
+            Ok(_) => {}
+        }
     }
     if !is_executable(&c.flink.java_home.join("bin/java")) {
         e.push(

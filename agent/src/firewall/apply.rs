@@ -8,9 +8,9 @@
 //! `nft` runs as a child of the calling thread, so it acts on that thread's network namespace.
 
 use super::compare::Snapshot;
-use super::plan;
+use super::plan::{self, Swap};
 use super::Policy;
-use nftables::schema::{NfListObject, Nftables};
+use nftables::schema::Nftables;
 use serde::Serialize;
 use serde_json::Value;
 use std::io::Write;
@@ -55,9 +55,38 @@ pub struct Comparison {
     pub live: Option<Value>,
 }
 
-/// Applies the desired ruleset for `policy` in one atomic transaction.
+impl Comparison {
+    /// `firewall show`: whether the live table matches, and each difference.
+    pub fn render_human(&self) -> String {
+        if self.in_sync {
+            return format!("table inet {}: in force, matches the config\n", self.table);
+        }
+        let mut out = format!("table inet {}: differs from the config:\n", self.table);
+        for d in &self.differences {
+            out.push_str(&format!("  - {d}\n"));
+        }
+        out
+    }
+}
+
+/// Applies the desired ruleset for `policy` in one atomic transaction: in place, unless the
+/// live table holds objects the plan does not know or the in-place swap is refused (say, a
+/// set re-created by hand with another type); then the table is replaced.
 pub fn apply(policy: &Policy) -> Result<(), FirewallError> {
-    run_transaction(&plan::plan(policy), "applying the agent's table")
+    let action = "applying the agent's table";
+    let foreign = match live_table(&policy.table)? {
+        Some(live) => Snapshot::from_listing(&live).has_objects_beyond(&desired_snapshot(policy)),
+        None => false,
+    };
+    if !foreign {
+        match run_transaction(&plan::plan(policy, Swap::InPlace), action) {
+            Err(FirewallError::Failed { stderr, .. }) => {
+                log::warn!("firewall: in-place update refused ({stderr}); replacing the table")
+            }
+            other => return other,
+        }
+    }
+    run_transaction(&plan::plan(policy, Swap::Replace), action)
 }
 
 /// Deletes the agent's table `table` (and nothing else). Succeeds when there is none, also
@@ -89,8 +118,7 @@ pub fn live_table(table: &str) -> Result<Option<Value>, FirewallError> {
 /// Compares the live table with what `policy` wants.
 pub fn compare(policy: &Policy) -> Result<Comparison, FirewallError> {
     let live = live_table(&policy.table)?;
-    let desired_objects = plan::objects(policy);
-    let desired = desired_snapshot(&desired_objects);
+    let desired = desired_snapshot(policy);
     let differences = match &live {
         Some(listing) => Snapshot::from_listing(listing).differences_from(&desired),
         None => vec![format!("table inet {} does not exist", policy.table)],
@@ -99,13 +127,13 @@ pub fn compare(policy: &Policy) -> Result<Comparison, FirewallError> {
         table: policy.table.clone(),
         in_sync: differences.is_empty(),
         differences,
-        desired: to_value(&plan::plan(policy)),
+        desired: to_value(&plan::plan(policy, Swap::InPlace)),
         live,
     })
 }
 
-fn desired_snapshot(objects: &[NfListObject<'static>]) -> Snapshot {
-    let values: Vec<Value> = objects.iter().map(to_value).collect();
+fn desired_snapshot(policy: &Policy) -> Snapshot {
+    let values: Vec<Value> = plan::objects(policy).iter().map(to_value).collect();
     Snapshot::from_objects(&values)
 }
 

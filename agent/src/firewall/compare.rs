@@ -58,6 +58,13 @@ impl Snapshot {
         Snapshot::from_objects(objects.into_iter().flatten())
     }
 
+    /// Whether this table holds a set, chain or other object that `desired` does not.
+    pub fn has_objects_beyond(&self, desired: &Snapshot) -> bool {
+        self.objects
+            .keys()
+            .any(|k| !desired.objects.contains_key(k))
+    }
+
     /// What differs from `desired`, one sentence each; empty when the two match.
     pub fn differences_from(&self, desired: &Snapshot) -> Vec<String> {
         let mut out = Vec::new();
@@ -224,6 +231,20 @@ mod tests {
                 "chain input: 2 rule(s) wanted, 2 live; first difference at rule 1: want [{\"accept\":null}], have [{\"drop\":null}]".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn objects_beyond_the_plan_are_noticed() {
+        let desired = listing(json!([{"table": {"name": "t"}}, {"set": {"name": "a"}}]));
+        let live = listing(
+            json!([{"table": {"name": "t", "handle": 3}}, {"set": {"name": "a", "elem": ["192.0.2.1"]}}]),
+        );
+        assert!(
+            !live.has_objects_beyond(&desired),
+            "different content is not a foreign object"
+        );
+        let foreign = listing(json!([{"set": {"name": "a"}}, {"chain": {"name": "extra"}}]));
+        assert!(foreign.has_objects_beyond(&desired));
     }
 
     #[test]

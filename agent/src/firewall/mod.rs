@@ -138,22 +138,29 @@ impl Reconciler {
         }
     }
 
-    /// Takes a new config: apply the table, or remove it when the firewall is disabled. A
+    /// Takes a new config: apply the table, or remove it when the firewall was turned off. A
     /// config the policy refuses leaves the rules in force untouched.
+    ///
+    /// A firewall that is off at start is not touched at all (not even read): an agent with
+    /// `enabled = false` never runs `nft`. A table left from an earlier run is removed with
+    /// `flink-agent firewall remove`.
     fn configure(&mut self, config: &AgentConfig) {
         let f = &config.firewall;
         if !f.enabled {
-            self.policy = None;
-            let result = apply::remove(&f.table);
+            let result = match self.policy.take() {
+                Some(old) => apply::remove(&old.table),
+                None => Ok(()),
+            };
             self.update(|s| {
                 *s = FirewallStatus {
                     enabled: false,
                     table: f.table.clone(),
+                    in_sync: result.is_ok(),
                     repairs: s.repairs,
+                    checks: s.checks,
+                    last_error: result.err().map(|e| e.to_string()),
                     ..Default::default()
                 };
-                s.in_sync = result.is_ok();
-                s.last_error = result.err().map(|e| e.to_string());
             });
             return;
         }
@@ -163,8 +170,14 @@ impl Reconciler {
                     s.enabled = true;
                     s.table = policy.table.clone();
                 });
-                self.apply(&policy);
-                self.policy = Some(policy);
+                let applied = self.apply(&policy);
+                let old = self.policy.replace(policy);
+                // A renamed table: the new one is in force before the old one goes.
+                if let Some(old) = old.filter(|o| applied && o.table != f.table) {
+                    if let Err(e) = apply::remove(&old.table) {
+                        self.update(|s| s.last_error = Some(e.to_string()));
+                    }
+                }
             }
             Err(errors) => {
                 let list: Vec<String> = errors.iter().map(ToString::to_string).collect();

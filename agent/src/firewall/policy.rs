@@ -19,7 +19,7 @@ pub struct Policy {
     /// `firewall.management.cidrs`: may reach `management_ports` under `default_drop`.
     pub management: Vec<IpNet>,
     pub management_ports: Vec<u16>,
-    /// JobManager RPC, blob server, TaskManager RPC and data: peers only.
+    /// Every other pinned Flink port (RPC, blob, data, collect, metrics): peers only.
     pub internal_ports: Vec<u16>,
     /// Flink's REST port: clients and peers.
     pub rest_port: u16,
@@ -79,13 +79,11 @@ impl Policy {
         let mut management_ports = f.management.ports.clone();
         management_ports.sort_unstable();
         management_ports.dedup();
-        let p = &c.ports;
-        let mut internal_ports = vec![
-            p.jobmanager_rpc,
-            p.blob,
-            p.taskmanager_rpc,
-            p.taskmanager_data,
-        ];
+        let mut internal_ports: Vec<u16> = flink_ports
+            .iter()
+            .filter(|(name, _)| *name != "rest")
+            .map(|(_, port)| *port)
+            .collect();
         internal_ports.sort_unstable();
         Ok(Policy {
             table: f.table.clone(),
@@ -95,7 +93,7 @@ impl Policy {
             management: IpNet::aggregate(&management),
             management_ports,
             internal_ports,
-            rest_port: p.rest,
+            rest_port: c.ports.rest,
         })
     }
 }
@@ -157,7 +155,7 @@ mod tests {
         let show = |v: &[IpNet]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(show(&p.peers), ["192.0.2.0/30", "2001:db8::1/128"]);
         assert_eq!(show(&p.clients), ["198.51.100.0/24"]);
-        assert_eq!(p.internal_ports, [6121, 6122, 6123, 6124]);
+        assert_eq!(p.internal_ports, [6121, 6122, 6123, 6124, 6125, 6126, 6127]);
         assert_eq!(p.rest_port, 8081);
     }
 
