@@ -228,7 +228,8 @@ fn firewall_command(action: FirewallAction) -> Result<ExitCode> {
         )
     })?;
     if let FirewallAction::Apply(_) = action {
-        firewall::apply::apply(&policy)?;
+        let swap = firewall::apply::compare(&policy)?.swap();
+        firewall::apply::apply(&policy, swap)?;
     }
     let comparison = firewall::apply::compare(&policy)?;
     if matches!(action, FirewallAction::Show { json: true, .. }) {

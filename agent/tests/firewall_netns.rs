@@ -9,7 +9,7 @@
 mod netns;
 
 use flink_agent::config::{self, AgentConfig};
-use flink_agent::firewall::{self, FirewallHandle, Policy};
+use flink_agent::firewall::{self, FirewallHandle, Policy, Swap};
 use netns::{v4, v6, Net, Reach};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
@@ -293,7 +293,8 @@ fn changing_peers_swaps_the_rules_atomically() {
         );
         net.run_in("node", move || {
             for i in 0..40 {
-                firewall::apply::apply(if i % 2 == 0 { &b } else { &a }).expect("apply");
+                firewall::apply::apply(if i % 2 == 0 { &b } else { &a }, Swap::InPlace)
+                    .expect("apply");
             }
         });
         stop.store(true, std::sync::atomic::Ordering::Relaxed);

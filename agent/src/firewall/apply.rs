@@ -53,9 +53,20 @@ pub struct Comparison {
     pub desired: Value,
     /// `nft -j list table inet <table>`; None when the table does not exist.
     pub live: Option<Value>,
+    /// The live table holds objects the plan does not (an in-place swap would leave them).
+    pub foreign_objects: bool,
 }
 
 impl Comparison {
+    /// The swap that brings this live table to the desired one.
+    pub fn swap(&self) -> Swap {
+        if self.foreign_objects {
+            Swap::Replace
+        } else {
+            Swap::InPlace
+        }
+    }
+
     /// `firewall show`: whether the live table matches, and each difference.
     pub fn render_human(&self) -> String {
         if self.in_sync {
@@ -69,16 +80,14 @@ impl Comparison {
     }
 }
 
-/// Applies the desired ruleset for `policy` in one atomic transaction: in place, unless the
-/// live table holds objects the plan does not know or the in-place swap is refused (say, a
-/// set re-created by hand with another type); then the table is replaced.
-pub fn apply(policy: &Policy) -> Result<(), FirewallError> {
+/// Applies the desired ruleset for `policy` in one atomic transaction. An in-place swap that
+/// `nft` refuses (say, a set re-created by hand with another type) falls back to replacing
+/// the table. The caller picks the swap from what it knows of the live table
+/// ([`Comparison::swap`]); reading it here would double the cost of an apply, since listing a
+/// table with a thousand set elements takes `nft` longer than changing it.
+pub fn apply(policy: &Policy, swap: Swap) -> Result<(), FirewallError> {
     let action = "applying the agent's table";
-    let foreign = match live_table(&policy.table)? {
-        Some(live) => Snapshot::from_listing(&live).has_objects_beyond(&desired_snapshot(policy)),
-        None => false,
-    };
-    if !foreign {
+    if swap == Swap::InPlace {
         match run_transaction(&plan::plan(policy, Swap::InPlace), action) {
             Err(FirewallError::Failed { stderr, .. }) => {
                 log::warn!("firewall: in-place update refused ({stderr}); replacing the table")
@@ -119,9 +128,18 @@ pub fn live_table(table: &str) -> Result<Option<Value>, FirewallError> {
 pub fn compare(policy: &Policy) -> Result<Comparison, FirewallError> {
     let live = live_table(&policy.table)?;
     let desired = desired_snapshot(policy);
-    let differences = match &live {
-        Some(listing) => Snapshot::from_listing(listing).differences_from(&desired),
-        None => vec![format!("table inet {} does not exist", policy.table)],
+    let (differences, foreign_objects) = match &live {
+        Some(listing) => {
+            let snapshot = Snapshot::from_listing(listing);
+            (
+                snapshot.differences_from(&desired),
+                snapshot.has_objects_beyond(&desired),
+            )
+        }
+        None => (
+            vec![format!("table inet {} does not exist", policy.table)],
+            false,
+        ),
     };
     Ok(Comparison {
         table: policy.table.clone(),
@@ -129,6 +147,7 @@ pub fn compare(policy: &Policy) -> Result<Comparison, FirewallError> {
         differences,
         desired: to_value(&plan::plan(policy, Swap::InPlace)),
         live,
+        foreign_objects,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod plan;
 mod policy;
 
 pub use apply::{Comparison, FirewallError};
+pub use plan::Swap;
 pub use policy::Policy;
 
 use crate::config::AgentConfig;
@@ -170,7 +171,7 @@ impl Reconciler {
                     s.enabled = true;
                     s.table = policy.table.clone();
                 });
-                let applied = self.apply(&policy);
+                let applied = self.apply(&policy, Swap::InPlace);
                 let old = self.policy.replace(policy);
                 // A renamed table: the new one is in force before the old one goes.
                 if let Some(old) = old.filter(|o| applied && o.table != f.table) {
@@ -210,7 +211,7 @@ impl Reconciler {
                     s.last_drift = c.differences.clone();
                     s.last_error.is_none() && s.last_applied.is_some()
                 });
-                if self.apply(&policy) && was_applied {
+                if self.apply(&policy, c.swap()) && was_applied {
                     self.update(|s| s.repairs += 1);
                     log::warn!(
                         "firewall: repaired drift in table inet {}: {}",
@@ -226,9 +227,9 @@ impl Reconciler {
         }
     }
 
-    /// Applies `policy`; true on success.
-    fn apply(&self, policy: &Policy) -> bool {
-        let result = apply::apply(policy);
+    /// Applies `policy` with `swap`; true on success.
+    fn apply(&self, policy: &Policy, swap: Swap) -> bool {
+        let result = apply::apply(policy, swap);
         let ok = result.is_ok();
         if let Err(e) = &result {
             log::error!("firewall: {e}");
