@@ -13,6 +13,7 @@ use flink_agent::firewall::{self, FirewallHandle, Policy, Swap};
 use netns::{v4, v6, Net, Reach};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -380,17 +381,18 @@ fn a_flushed_ruleset_is_restored_within_the_reconcile_period() {
     assert_matches_plan(&net, &config([NODE, PEER, ABSENT], ""));
 }
 
-/// Runs `flink-agent firewall <action> --config <file with text>` inside the node namespace;
-/// returns (exit code, stdout, stderr).
-fn cli(net: &Net, action: &str, config_text: &str) -> (i32, String, String) {
+/// Runs `flink-agent firewall <action> --config <file with text>` inside the node namespace,
+/// behind `wrapper` (e.g. `env PATH=...`); returns (exit code, stdout, stderr).
+fn cli(net: &Net, wrapper: &[&str], action: &str, config_text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("temp dir");
+    // Readable by an unprivileged wrapper user too.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, config_text).expect("write config");
     let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.ns("node")])
+        .args(wrapper)
         .args([
-            "netns",
-            "exec",
-            &net.ns("node"),
             env!("CARGO_BIN_EXE_flink-agent"),
             "firewall",
             action,
@@ -417,9 +419,9 @@ fn the_cli_shows_applies_and_removes_only_its_own_table() {
         .expect("other table");
     let good = config_text([NODE, PEER, ABSENT], "");
 
-    let (code, out, _) = cli(&net, "show", &good);
+    let (code, out, _) = cli(&net, &[], "show", &good);
     assert_eq!((code, out.as_str()), (1, "table inet flink_agent: differs from the config:\n  - table inet flink_agent does not exist\n"));
-    let (code, out, err) = cli(&net, "apply", &good);
+    let (code, out, err) = cli(&net, &[], "apply", &good);
     assert_eq!(
         (code, out.as_str()),
         (0, "table inet flink_agent: in force, matches the config\n"),
@@ -432,14 +434,14 @@ fn the_cli_shows_applies_and_removes_only_its_own_table() {
             (PEER, v4(NODE), 6123, true),
         ],
     );
-    assert_eq!(cli(&net, "show", &good).0, 0);
+    assert_eq!(cli(&net, &[], "show", &good).0, 0);
 
     // A bad config is refused with the field named; the rules in force stay.
     let before = net
         .nft("node", &["-j", "list", "table", "inet", "flink_agent"])
         .expect("list");
     let bad = good.replace("rest_clients = [", "rest_clients = [\"192.0.2.9/24\", ");
-    let (code, _, err) = cli(&net, "apply", &bad);
+    let (code, _, err) = cli(&net, &[], "apply", &bad);
     assert_ne!(code, 0);
     assert!(
         err.contains("firewall.rest_clients[0]: \"192.0.2.9/24\" has host bits set"),
@@ -451,7 +453,7 @@ fn the_cli_shows_applies_and_removes_only_its_own_table() {
         before
     );
 
-    let (code, out, err) = cli(&net, "remove", &good);
+    let (code, out, err) = cli(&net, &[], "remove", &good);
     assert_eq!(
         (code, out.as_str()),
         (
@@ -464,7 +466,7 @@ fn the_cli_shows_applies_and_removes_only_its_own_table() {
     assert_eq!(tables.trim(), "table inet someone_else");
     check(&net, &[(INTRUDER, v4(NODE), 6123, true)]);
     // Removing again is not an error.
-    assert_eq!(cli(&net, "remove", &good).0, 0);
+    assert_eq!(cli(&net, &[], "remove", &good).0, 0);
 }
 
 #[test]
@@ -505,5 +507,32 @@ fn a_refused_config_names_the_field_and_leaves_the_rules_in_force() {
             (INTRUDER, v4(NODE), 6123, false),
             (PEER, v4(NODE), 6123, true),
         ],
+    );
+}
+
+#[test]
+fn without_nft_or_cap_net_admin_the_error_says_so_plainly() {
+    let Some(net) = net_or_skip("without_nft…") else {
+        return;
+    };
+    let good = config_text([NODE, PEER, ABSENT], "");
+    let (code, _, err) = cli(&net, &["env", "PATH=/nonexistent"], "apply", &good);
+    assert_ne!(code, 0);
+    assert!(err.contains("`nft` is not installed"), "{err}");
+    assert!(err.contains("the rest of the agent keeps working"), "{err}");
+
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let (code, _, err) = cli(&net, &nobody, "apply", &good);
+    assert_ne!(code, 0);
+    assert!(err.contains("the agent lacks CAP_NET_ADMIN"), "{err}");
+    assert_eq!(
+        net.nft("node", &["list", "tables"]).expect("list tables"),
+        "",
+        "nothing was applied"
     );
 }
