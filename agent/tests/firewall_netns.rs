@@ -493,10 +493,17 @@ fn a_refused_config_names_the_field_and_leaves_the_rules_in_force() {
     unvalidated.firewall.rest_clients = vec!["192.0.2.300/32".into()];
     fw.update(&unvalidated);
     await_status(&fw, "the refusal", |s| {
-        s.last_error
+        s.config_refused
             .as_deref()
             .is_some_and(|e| e.contains("firewall.rest_clients[0]"))
     });
+    let checks = fw.status().checks;
+    await_status(&fw, "a check after the refusal", |s| s.checks > checks);
+    let status = fw.status();
+    assert!(
+        status.config_refused.is_some() && status.in_sync,
+        "{status:#?}"
+    );
     let after = net
         .nft("node", &["-j", "list", "table", "inet", "flink_agent"])
         .expect("list");

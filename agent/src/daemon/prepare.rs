@@ -109,7 +109,10 @@ fn share_conf_dir(
     std::fs::set_permissions(conf_dir, std::fs::Permissions::from_mode(0o2750))
         .map_err(err(conf_dir))?;
     // Files written before the group was set (an earlier run as another user).
-    for entry in std::fs::read_dir(conf_dir).map_err(err(conf_dir))?.flatten() {
+    for entry in std::fs::read_dir(conf_dir)
+        .map_err(err(conf_dir))?
+        .flatten()
+    {
         let path = entry.path();
         nix::unistd::chown(&path, None, Some(gid)).map_err(|e| err(&path)(e.into()))?;
     }

@@ -37,6 +37,9 @@ pub struct FirewallStatus {
     pub repairs: u64,
     /// Why the firewall is not (fully) in force, e.g. `nft` missing or no CAP_NET_ADMIN.
     pub last_error: Option<String>,
+    /// Why the last config handed to the loop was refused; the rules before it stay in force.
+    /// (The daemon validates before handing a config over, so this is a safety net.)
+    pub config_refused: Option<String>,
     /// Unix time of the last successful apply.
     pub last_applied: Option<u64>,
     /// Unix time of the last comparison of live and desired.
@@ -170,6 +173,7 @@ impl Reconciler {
                 self.update(|s| {
                     s.enabled = true;
                     s.table = policy.table.clone();
+                    s.config_refused = None;
                 });
                 let applied = self.apply(&policy, Swap::InPlace);
                 let old = self.policy.replace(policy);
@@ -183,10 +187,8 @@ impl Reconciler {
             Err(errors) => {
                 let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 self.update(|s| {
-                    s.last_error = Some(format!(
-                        "config refused, the rules in force stay: {}",
-                        list.join("; ")
-                    ));
+                    s.enabled = true;
+                    s.config_refused = Some(list.join("; "));
                 });
             }
         }

@@ -46,7 +46,14 @@ fn firewall_line(f: &crate::firewall::FirewallStatus) -> String {
         (None, true, true) => format!("in force (table inet {})", f.table),
         (None, true, false) => format!("applying (table inet {})", f.table),
     };
-    format!("firewall: {state}, {} repair(s) of drift", f.repairs)
+    let refused = match &f.config_refused {
+        Some(why) => format!("; last config refused, previous rules stay: {why}"),
+        None => String::new(),
+    };
+    format!(
+        "firewall: {state}, {} repair(s) of drift{refused}",
+        f.repairs
+    )
 }
 
 fn process_table(processes: &[ProcessStatus]) -> String {
@@ -223,6 +230,35 @@ last error: taskmanager: exited with status 1
         assert!(text.contains("ready: no"), "{text}");
         assert!(text.contains("flink: no /overview (the JobManager is not answering)"));
         assert!(text.contains("last error: none"), "{text}");
+    }
+
+    #[test]
+    fn the_firewall_line_says_plainly_when_it_is_not_enforced() {
+        let f = |firewall| sample_with(firewall).render_human();
+        let not_enforced = crate::firewall::FirewallStatus {
+            enabled: true,
+            last_error: Some(
+                "`nft` was refused (Operation not permitted): the agent lacks CAP_NET_ADMIN".into(),
+            ),
+            ..Default::default()
+        };
+        assert!(f(not_enforced).contains("firewall: NOT enforced: `nft` was refused (Operation not permitted): the agent lacks CAP_NET_ADMIN, 0 repair(s) of drift\n"));
+        assert!(f(Default::default()).contains("firewall: off, 0 repair(s) of drift\n"));
+        let refused = crate::firewall::FirewallStatus {
+            enabled: true,
+            in_sync: true,
+            table: "flink_agent".into(),
+            config_refused: Some("firewall.rest_clients[0]: bad".into()),
+            ..Default::default()
+        };
+        assert!(f(refused).contains("firewall: in force (table inet flink_agent), 0 repair(s) of drift; last config refused, previous rules stay: firewall.rest_clients[0]: bad\n"));
+    }
+
+    fn sample_with(firewall: crate::firewall::FirewallStatus) -> AgentStatus {
+        AgentStatus {
+            firewall,
+            ..sample()
+        }
     }
 
     #[test]
