@@ -42,14 +42,14 @@ pub enum FirewallError {
     },
 }
 
-/// Desired against live, for `firewall show`, `GET /v1/firewall` and the reconcile loop.
+/// Desired against live, for `firewall show|apply` and the reconcile loop.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
     pub table: String,
     pub in_sync: bool,
     /// One sentence per difference; empty when in sync.
     pub differences: Vec<String>,
-    /// The transaction the agent applies.
+    /// The transaction the agent applies (in place).
     pub desired: Value,
     /// `nft -j list table inet <table>`; None when the table does not exist.
     pub live: Option<Value>,

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod compare;
 pub mod plan;
 mod policy;
+mod rules;
 
 pub use apply::{Comparison, FirewallError};
 pub use plan::Swap;
