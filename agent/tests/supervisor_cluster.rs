@@ -32,7 +32,9 @@ fn flink_home() -> PathBuf {
 }
 
 /// A conf dir like the agent renders: the distribution's logging files plus a config.yaml with
-/// this test's ports, small memory, and `extra` lines appended.
+/// this test's ports, small memory, and `extra` lines appended. `heartbeat.timeout` is lowered
+/// because a TaskManager only notices a dead JobManager (and re-registers with its successor)
+/// when the heartbeat times out: 50 s by default.
 fn write_conf(dir: &Path, home: &Path, extra: &str) {
     std::fs::create_dir_all(dir).expect("conf dir");
     for entry in std::fs::read_dir(home.join("conf")).expect("dist conf") {
@@ -64,6 +66,7 @@ fn write_conf(dir: &Path, home: &Path, extra: &str) {
          rest.address: 127.0.0.1\n\
          rest.bind-address: 127.0.0.1\n\
          rest.port: {REST_PORT}\n\
+         heartbeat.timeout: 20000\n\
          {extra}\n"
     );
     std::fs::write(dir.join("config.yaml"), config).expect("config.yaml");

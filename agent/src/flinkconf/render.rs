@@ -210,6 +210,10 @@ pub fn render(cfg: &AgentConfig, version: FlinkVersion) -> RenderedConf {
     // on the task heap, so Flink's default 40% would sit idle while state runs out of heap.
     put("taskmanager.memory.managed.fraction", "0.1".into());
 
+    // After a JobManager restart the TaskManager only re-registers once its heartbeat to the
+    // dead one times out: Flink's 50 s default would dominate recovery time on a single node.
+    put("heartbeat.timeout", "20000".into());
+
     // Directories and the JVM. `env.java.home` is honoured by Flink 1.x and 2.x alike: the
     // scripts read it with sed from the raw file before starting any JVM (bash-java-utils.sh
     // setJavaHome), which is why it must stay a flat, unquoted key. The supervisor also sets

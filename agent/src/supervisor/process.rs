@@ -102,6 +102,11 @@ pub fn launch(
     extra_args: &[String],
 ) -> Result<Live, SupervisorError> {
     let who = identity(spec.user.as_deref())?;
+    if !spec.log_dir.is_dir() {
+        return Err(SupervisorError::LogDir {
+            path: spec.log_dir.display().to_string(),
+        });
+    }
     let script = spec.flink_home.join(kind.script());
     let mut command = Command::new(&script);
     command
