@@ -147,6 +147,10 @@ backoff_initial_ms = 200
 backoff_max_ms = 2000
 stop_grace_secs = 20
 
+# The agent runs on the test host here: it must not put firewall rules there.
+[firewall]
+enabled = false
+
 {ports}
 {extra}"#,
             home = flink_home().display(),
