@@ -26,6 +26,9 @@ pub struct AgentStatus {
     /// Declared jobs.
     #[serde(default)]
     pub jobs: Vec<crate::jobs::JobStatus>,
+    /// The node's nftables firewall, as its reconcile loop last saw it.
+    #[serde(default)]
+    pub firewall: crate::firewall::FirewallStatus,
 }
 
 /// Which configuration is in force.

@@ -8,11 +8,13 @@
 //!    Java, user) are checked by [`validate`], again collecting everything.
 
 mod error;
+mod firewall;
 mod sections;
 mod storage;
 mod validate;
 
 pub use error::{ConfigError, Errors, FieldError};
+pub use firewall::{FirewallSection, ManagementSection};
 pub use sections::*;
 pub use storage::{
     credentials_file_problem, parse_store_url, redact_userinfo, CheckpointsSection,
@@ -84,6 +86,7 @@ fn parse_collect(
             "supervisor" => section(key, value, &mut config.supervisor, &mut errors),
             "object_store" => section(key, value, &mut config.object_store, &mut errors),
             "checkpoints" => section(key, value, &mut config.checkpoints, &mut errors),
+            "firewall" => section(key, value, &mut config.firewall, &mut errors),
             other => errors.push(
                 other,
                 format!(
@@ -158,6 +161,7 @@ const SECTIONS: &[&str] = &[
     "supervisor",
     "object_store",
     "checkpoints",
+    "firewall",
 ];
 
 fn into_result(
@@ -233,6 +237,8 @@ fn explain_type_error(message: &str) -> String {
     let message = message.trim();
     if message.contains("expected u") && message.contains("integer `-") {
         format!("{message}; this value cannot be negative")
+    } else if message.contains("expected u16") {
+        format!("{message}; ports range from 1 to 65535")
     } else if message.contains("unknown variant") {
         format!("{message}; use one of the listed values")
     } else {

@@ -19,6 +19,7 @@ pub struct AgentConfig {
     pub supervisor: SupervisorSection,
     pub object_store: super::ObjectStoreSection,
     pub checkpoints: super::CheckpointsSection,
+    pub firewall: super::FirewallSection,
 }
 
 /// The agent's own files: state, socket.
