@@ -672,3 +672,42 @@ async fn missing_bucket_is_reported_with_advice() {
         "{text}"
     );
 }
+
+/// `jobs delete`: checkpoints of a forgotten job still waiting for upload are dropped, so they
+/// cannot recreate its remote prefix once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_job_is_not_uploaded_later() {
+    let moto = Moto::start();
+    moto.create_bucket("forget");
+    let proxy = Proxy::start(moto.port).await;
+    proxy.down();
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = s3_remote(&proxy.endpoint(), "forget", tmp.path());
+    let cfg = sync_config(tmp.path(), 3);
+    let running = Running::start(remote.clone(), cfg.clone());
+    write_checkpoint(&cfg, 1, &[("op", bytes(1, 100))]);
+    wait_until("the checkpoint staged", Duration::from_secs(10), || async {
+        cfg.staging_root
+            .join(JOB)
+            .join("chk-1")
+            .exists()
+            .then_some(())
+    })
+    .await;
+    // As `jobs delete` does: Flink's local checkpoints of the job go first, then the staging.
+    std::fs::remove_dir_all(cfg.checkpoints_dir.join(JOB_ID)).unwrap();
+    running.engine.forget_job(JOB).unwrap();
+    proxy.up().await;
+    // The engine keeps running against a reachable store; nothing of the job may appear.
+    let direct = s3_remote(&moto.endpoint(), "forget", tmp.path());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        assert!(
+            remote_state(&direct, JOB).await.1.is_empty(),
+            "a forgotten job was uploaded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!running.engine.status().jobs.contains_key(JOB));
+    running.stop().await;
+}

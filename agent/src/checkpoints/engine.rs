@@ -92,6 +92,8 @@ struct Shared {
     durable: BTreeSet<Key>,
     /// Jobs whose remote listing was read since start (durable ids known).
     listed: BTreeSet<String>,
+    /// Deleted jobs: never staged, uploaded or shown again (until deployed again).
+    forgotten: BTreeSet<String>,
 }
 
 /// The checkpoint sync engine. Cheap to clone; clones share state.
@@ -194,6 +196,9 @@ impl SyncEngine {
             let job = self.names.name_for(&local.flink_job_id);
             let skip = {
                 let shared = self.lock();
+                if shared.forgotten.contains(&job) {
+                    continue;
+                }
                 let newest = shared
                     .durable
                     .iter()
@@ -341,6 +346,10 @@ impl SyncEngine {
         })?;
         {
             let mut shared = self.lock();
+            if shared.forgotten.contains(&next.0) {
+                // Deleted while this upload ran: `jobs delete` removes what it left remotely.
+                return Ok(true);
+            }
             shared.durable.insert(next.clone());
             let s = &mut shared.status;
             s.consecutive_failures = 0;
@@ -356,6 +365,36 @@ impl SyncEngine {
         let remaining = list_staged(&self.config.staging_root).unwrap_or_default();
         self.apply_retention(&next.0, &remaining).await?;
         Ok(true)
+    }
+
+    /// Forgets a deleted job: its staged checkpoints are dropped unuploaded (they would
+    /// recreate its remote prefix) and it leaves `status`.
+    /// Call after the job's local Flink checkpoints are gone, or the detector stages them again.
+    pub fn forget_job(&self, job: &str) -> std::io::Result<()> {
+        let dir = self.config.staging_root.join(job);
+        // The detector or uploader may be writing into it right now: retry a few times.
+        let mut attempts = 0;
+        loop {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempts < 5 => {
+                    attempts += 1;
+                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => break,
+            }
+        }
+        let mut shared = self.lock();
+        shared.forgotten.insert(job.to_string());
+        shared.durable.retain(|(j, _)| j != job);
+        shared.listed.remove(job);
+        shared.status.jobs.remove(job);
+        shared.status.pending.retain(|p| p.job != job);
+        Ok(())
+    }
+
+    /// A job (re)deployed under `job`: undoes [`SyncEngine::forget_job`].
+    pub fn remember_job(&self, job: &str) {
+        self.lock().forgotten.remove(job);
     }
 
     /// Lists the job's remote checkpoints, deletes what retention says, and refreshes the
@@ -405,6 +444,9 @@ impl SyncEngine {
             .map(|(id, _)| *id)
             .collect();
         let mut shared = self.lock();
+        if shared.forgotten.contains(job) {
+            return Ok(());
+        }
         shared.durable.retain(|(j, _)| j != job);
         shared
             .durable

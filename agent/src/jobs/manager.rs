@@ -484,6 +484,15 @@ impl Jobs {
                 log::warn!("job {name}: cancel before delete failed: {e}");
             }
         }
+        // Flink retains a cancelled job's checkpoints; a forgotten job's must not be uploaded.
+        for id in &run.flink_job_ids {
+            match std::fs::remove_dir_all(self.checkpoints_dir.join(id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io(format!("removing the local checkpoints of `{name}`"))(e))
+                }
+                _ => {}
+            }
+        }
         self.records
             .remove(name)
             .map_err(io("removing the job record"))?;

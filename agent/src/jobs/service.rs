@@ -127,6 +127,7 @@ impl Service {
 
     pub async fn deploy(&self, req: &DeployRequest) -> Result<JobStatus, JobError> {
         let _guard = self.busy.lock().await;
+        self.engine.remember_job(&req.name);
         self.jobs.deploy(req).await
     }
 
@@ -141,7 +142,11 @@ impl Service {
 
     pub async fn delete_job(&self, name: &str) -> Result<(), JobError> {
         let _guard = self.busy.lock().await;
-        self.jobs.delete(name).await
+        self.jobs.delete(name).await?;
+        self.engine.forget_job(name).map_err(|source| JobError::Io {
+            what: format!("dropping the staged checkpoints of `{name}`"),
+            source,
+        })
     }
 
     /// Answers a `/v1/jobs` request with JSON, or the reason as a sentence.
