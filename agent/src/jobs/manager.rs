@@ -1,61 +1,14 @@
-//! Deploy, re-submit, stop and delete declared jobs. Side effects (Flink REST, files, object
-//! store) are here; the one decision — where to restore from — is the pure [`choose_restore`].
+//! Deploy, stop, delete and list declared jobs (re-submission is in `resubmit.rs`). Side
+//! effects (Flink REST, files, object store) are here.
 
+use super::error::{io, store, JobError};
 use super::record::{self, validate_name, JobRecord, LocalRecords, RestoredFrom, RunState};
-use super::rest::{JobsRest, RestError, RunRequest};
-use crate::checkpoints::local::scan_complete;
-use crate::checkpoints::restore::{candidates, restore_newest, RestoreError};
+use super::rest::{JobsRest, RunRequest};
 use crate::checkpoints::{JobNames, Remote, SyncStatus};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    #[error("{0}")]
-    InvalidName(String),
-    #[error("jar {path} cannot be read: {source}; give the path of an existing .jar file")]
-    JarUnreadable {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "{path} is not a jar (no zip header); build the job with `jar` or Maven and pass the .jar"
-    )]
-    NotAJar { path: String },
-    #[error("a job named `{name}` is already deployed; `flink-agent jobs delete {name}` first or choose another name")]
-    Exists { name: String },
-    #[error("no job named `{name}` is deployed; `flink-agent jobs` lists them")]
-    Unknown { name: String },
-    #[error(transparent)]
-    Rest(#[from] RestError),
-    #[error("{what} in object storage failed: {source}")]
-    Store {
-        what: String,
-        #[source]
-        source: object_store::Error,
-    },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Restore(#[from] RestoreError),
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> JobError {
-    let what = what.into();
-    move |source| JobError::Io { what, source }
-}
-
-fn store(what: impl Into<String>) -> impl FnOnce(object_store::Error) -> JobError {
-    let what = what.into();
-    move |source| JobError::Store { what, source }
-}
 
 /// `jobs deploy` / `POST /v1/jobs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,42 +43,16 @@ pub struct StopOutcome {
     pub cancelled_because: Option<String>,
 }
 
-/// Where a re-submission restores from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestoreChoice {
-    /// Flink's local checkpoint `id`.
-    Local(u64),
-    /// The newest durable remote checkpoint (downloaded and verified first).
-    Remote(u64),
-    /// No checkpoint anywhere: start fresh.
-    Fresh,
-}
-
-/// Local wins when it is at least as new as the newest durable remote checkpoint: it needs no
-/// download and it is never older than what was uploaded from it.
-pub fn choose_restore(local: Option<u64>, remote: Option<u64>) -> RestoreChoice {
-    match (local, remote) {
-        (Some(l), Some(r)) if r > l => RestoreChoice::Remote(r),
-        (Some(l), _) => RestoreChoice::Local(l),
-        (None, Some(r)) => RestoreChoice::Remote(r),
-        (None, None) => RestoreChoice::Fresh,
-    }
-}
-
-/// Flink job ids remembered per job: enough to find local checkpoints of recent runs.
-const KEEP_JOB_IDS: usize = 5;
-const TERMINAL: &[&str] = &["FAILED", "CANCELED", "FINISHED"];
-
 /// The job side of the agent.
 #[derive(Debug, Clone)]
 pub struct Jobs {
-    records: LocalRecords,
-    remote: Remote,
-    rest: JobsRest,
-    names: JobNames,
-    checkpoints_dir: PathBuf,
-    restore_root: PathBuf,
-    savepoint_dir: PathBuf,
+    pub(super) records: LocalRecords,
+    pub(super) remote: Remote,
+    pub(super) rest: JobsRest,
+    pub(super) names: JobNames,
+    pub(super) checkpoints_dir: PathBuf,
+    pub(super) restore_root: PathBuf,
+    pub(super) savepoint_dir: PathBuf,
 }
 
 impl Jobs {
@@ -242,7 +169,7 @@ impl Jobs {
     }
 
     /// Uploads the jar, runs it (from `savepoint` if given), deletes the uploaded jar.
-    async fn submit(
+    pub(super) async fn submit(
         &self,
         record: &JobRecord,
         jar: Vec<u8>,
@@ -264,183 +191,6 @@ impl Jobs {
             );
         }
         Ok(result?)
-    }
-
-    /// Node loss: when no job is recorded locally, takes the records and jars from object
-    /// storage. Returns the names recovered.
-    pub async fn recover_records(&self) -> Result<Vec<String>, JobError> {
-        if !self
-            .records
-            .names()
-            .map_err(io("listing job records"))?
-            .is_empty()
-        {
-            return Ok(Vec::new());
-        }
-        let fetched = record::fetch_remote(&self.remote)
-            .await
-            .map_err(store("reading job records"))?;
-        let mut names = Vec::new();
-        for (record, jar) in fetched {
-            self.records
-                .write(&record, &jar)
-                .map_err(io("writing a recovered job record"))?;
-            log::info!(
-                "job {}: record recovered from {}",
-                record.name,
-                self.remote.url
-            );
-            names.push(record.name);
-        }
-        Ok(names)
-    }
-
-    /// Re-submits every declared, not stopped job Flink does not run. Called after each
-    /// JobManager start; errors are per job so one bad job does not hold back the others.
-    pub async fn resubmit_all(
-        &self,
-    ) -> Result<Vec<(String, Result<Option<RestoredFrom>, JobError>)>, JobError> {
-        if let Err(e) = self.recover_records().await {
-            log::error!("cannot recover job records from object storage: {e}");
-        }
-        let names = self.records.names().map_err(io("listing job records"))?;
-        let known = self.rest.jobs().await?;
-        let mut out = Vec::new();
-        for name in names {
-            let result = self.resubmit(&name, &known).await;
-            match &result {
-                Ok(Some(from)) => log::info!(
-                    "job {name}: re-submitted from checkpoint {} ({})",
-                    from.checkpoint_id,
-                    from.source
-                ),
-                Ok(None) => {}
-                Err(e) => log::error!("job {name}: could not re-submit: {e}"),
-            }
-            out.push((name, result));
-        }
-        Ok(out)
-    }
-
-    async fn resubmit(
-        &self,
-        name: &str,
-        known: &[super::rest::JobOverview],
-    ) -> Result<Option<RestoredFrom>, JobError> {
-        let Some(record) = self
-            .records
-            .read(name)
-            .map_err(io("reading a job record"))?
-        else {
-            return Ok(None);
-        };
-        let mut run = self
-            .records
-            .run_state(name)
-            .map_err(io("reading a job state"))?;
-        let alive = known.iter().any(|j| {
-            run.flink_job_ids.last() == Some(&j.jid) && !TERMINAL.contains(&j.state.as_str())
-        });
-        if run.stopped || alive {
-            return Ok(None);
-        }
-        let local = self.newest_local(&run);
-        let remote = candidates(&self.remote, name).await?.first().copied();
-        let from = match choose_restore(local.as_ref().map(|(id, _)| *id), remote) {
-            RestoreChoice::Local(id) => local.map(|(_, dir)| RestoredFrom {
-                checkpoint_id: id,
-                source: "local".into(),
-                path: dir.display().to_string(),
-            }),
-            RestoreChoice::Remote(_) => {
-                match restore_newest(&self.remote, name, &self.restore_root, 8).await? {
-                    Some(r) => Some(RestoredFrom {
-                        checkpoint_id: r.checkpoint_id,
-                        source: "remote".into(),
-                        path: r.dir.display().to_string(),
-                    }),
-                    // Every remote one was corrupt: the local one, if any, is still better than nothing.
-                    None => local.map(|(id, dir)| RestoredFrom {
-                        checkpoint_id: id,
-                        source: "local".into(),
-                        path: dir.display().to_string(),
-                    }),
-                }
-            }
-            RestoreChoice::Fresh => None,
-        };
-        let jar = std::fs::read(self.records.jar_path(name))
-            .map_err(io(format!("reading the jar of job `{name}`")))?;
-        let flink_job_id = self
-            .submit(&record, jar, from.as_ref().map(|f| f.path.clone()))
-            .await?;
-        self.names.set(&flink_job_id, name);
-        run.flink_job_ids.push(flink_job_id);
-        let excess = run.flink_job_ids.len().saturating_sub(KEEP_JOB_IDS);
-        // Flink retains checkpoints of jobs lost with their JobManager forever; the agent
-        // forgets all but the last few runs, and their local checkpoints with them.
-        for old in run.flink_job_ids.drain(..excess) {
-            let dir = self.checkpoints_dir.join(&old);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    log::warn!(
-                        "job {name}: cannot remove old checkpoints {}: {e}",
-                        dir.display()
-                    );
-                }
-            }
-        }
-        run.restored_from = from.clone();
-        self.records
-            .write_run_state(name, &run)
-            .map_err(io("writing the job state"))?;
-        Ok(from)
-    }
-
-    /// What [`Jobs::resubmit_all`] would restore each declared job from, touching nothing
-    /// (`flink-agent restore --dry-run`). Jobs only recorded remotely (node loss) count too.
-    pub async fn plan(&self) -> Result<Vec<(String, RestoreChoice)>, JobError> {
-        let mut names = self.records.names().map_err(io("listing job records"))?;
-        let jobs = self.remote.root.child("jobs");
-        let listing = self
-            .remote
-            .store
-            .list_with_delimiter(Some(&jobs))
-            .await
-            .map_err(store("listing jobs"))?;
-        for prefix in listing.common_prefixes {
-            let name = prefix.filename().unwrap_or_default().to_string();
-            let recorded = self
-                .remote
-                .store
-                .head(&record::remote_record(&self.remote, &name))
-                .await
-                .is_ok();
-            if recorded && !names.contains(&name) {
-                names.push(name);
-            }
-        }
-        let mut out = Vec::new();
-        for name in names {
-            let run = self
-                .records
-                .run_state(&name)
-                .map_err(io("reading a job state"))?;
-            let local = self.newest_local(&run).map(|(id, _)| id);
-            let remote = candidates(&self.remote, &name).await?.first().copied();
-            out.push((name, choose_restore(local, remote)));
-        }
-        Ok(out)
-    }
-
-    /// The newest complete local checkpoint of any of the job's recent Flink job ids.
-    fn newest_local(&self, run: &RunState) -> Option<(u64, PathBuf)> {
-        scan_complete(&self.checkpoints_dir)
-            .ok()?
-            .into_iter()
-            .filter(|c| run.flink_job_ids.contains(&c.flink_job_id))
-            .max_by_key(|c| c.id)
-            .map(|c| (c.id, c.dir))
     }
 
     /// Stops with a savepoint; if that fails, cancels (the newest retained checkpoint stays).
@@ -510,7 +260,7 @@ impl Jobs {
         Ok(())
     }
 
-    fn known(&self, name: &str) -> Result<RunState, JobError> {
+    pub(super) fn known(&self, name: &str) -> Result<RunState, JobError> {
         if self
             .records
             .read(name)
@@ -562,19 +312,5 @@ impl Jobs {
             });
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restore_prefers_local_unless_remote_is_newer() {
-        assert_eq!(choose_restore(Some(7), Some(7)), RestoreChoice::Local(7));
-        assert_eq!(choose_restore(Some(7), Some(5)), RestoreChoice::Local(7));
-        assert_eq!(choose_restore(Some(5), Some(7)), RestoreChoice::Remote(7));
-        assert_eq!(choose_restore(None, Some(3)), RestoreChoice::Remote(3));
-        assert_eq!(choose_restore(None, None), RestoreChoice::Fresh);
     }
 }

@@ -8,16 +8,18 @@
 //! remote one that verifies (see `checkpoints::restore`). A node that lost its disk first gets
 //! the records and jars back from object storage ([`Jobs::recover_records`]).
 
+mod error;
 mod human;
 mod manager;
 pub mod record;
 pub mod rest;
+mod resubmit;
 mod service;
 
+pub use error::JobError;
 pub use human::{render_human, NO_JOBS};
-pub use manager::{
-    choose_restore, DeployRequest, JobError, JobStatus, Jobs, RestoreChoice, StopOutcome,
-};
+pub use manager::{DeployRequest, JobStatus, Jobs, StopOutcome};
 pub use record::{JobRecord, RestoredFrom, RunState};
 pub use rest::{JobsRest, RestError};
+pub use resubmit::{choose_restore, RestoreChoice};
 pub use service::{Service, ServiceError};
