@@ -166,7 +166,14 @@ impl SyncEngine {
     fn watch(&self) -> Option<(notify::RecommendedWatcher, bool)> {
         use notify::Watcher;
         let wake = self.detect.clone();
-        let mut w = notify::recommended_watcher(move |_event| wake.notify_one()).ok()?;
+        // Access events (open, close-without-write) are ignored: our own scans cause them, and
+        // waking on them would make every scan trigger the next one — a busy loop.
+        let mut w = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+                wake.notify_one();
+            }
+        })
+        .ok()?;
         let dir = &self.config.checkpoints_dir;
         if dir.is_dir() {
             w.watch(dir, notify::RecursiveMode::Recursive).ok()?;
