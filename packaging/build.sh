@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds the release binary and the flink-agent .deb and .rpm, and writes them with SHA256SUMS to
+# target/packages/ (or --out DIR). One command for CI and for the e2e test.
+#
+#   packaging/build.sh [--version X.Y.Z] [--out DIR]
+#
+# --version overrides the package version (default: the workspace version). The e2e test uses it
+# to build a "newer" package of the same binary for its upgrade check.
+# cargo-deb and cargo-generate-rpm are installed into ~/.cargo/bin on first use and reused.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+version=""
+out="$repo/target/packages"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --version) version="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "usage: $0 [--version X.Y.Z] [--out DIR]" >&2; exit 2 ;;
+  esac
+done
+
+ensure_tool() { # <cargo subcommand> <crate>
+  if ! cargo "$1" --version >/dev/null 2>&1; then
+    echo "build.sh: installing $2 into ~/.cargo/bin" >&2
+    cargo install --locked "$2" >&2
+  fi
+}
+ensure_tool deb cargo-deb
+ensure_tool generate-rpm cargo-generate-rpm
+
+cargo build --release --locked -p flink-agent
+
+deb_args=() rpm_args=()
+if [ -n "$version" ]; then
+  # dpkg versions carry a Debian revision; cargo-deb's default is "-1", keep it.
+  deb_args=(--deb-version "$version-1")
+  rpm_args=(--set-metadata "version = \"$version\"")
+fi
+mkdir -p "$out"
+# Only this build's packages next to its SHA256SUMS.
+rm -f "$out"/flink-agent*.deb "$out"/flink-agent*.rpm "$out/SHA256SUMS"
+# --no-build: the binary was just built above; the release profile strips it.
+cargo deb --no-build --no-strip -p flink-agent -o "$out" "${deb_args[@]}" >/dev/null
+cargo generate-rpm -p agent -o "$out" "${rpm_args[@]}" >/dev/null
+(cd "$out" && sha256sum flink-agent*.deb flink-agent*.rpm > SHA256SUMS)
+ls -1 "$out"/flink-agent*.deb "$out"/flink-agent*.rpm
