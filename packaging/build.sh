@@ -32,6 +32,19 @@ ensure_tool generate-rpm cargo-generate-rpm
 
 cargo build --release --locked -p flink-agent
 
+# The packaged /etc/flink-agent/agent.toml is the commented reference (config/agent.toml, which
+# shows the code's defaults) with the two settings the packages provide for: Flink runs as the
+# `flink` user and members of `flink-agent` may use the API socket. Generated, not a second copy
+# of the reference to keep in sync; fails if the reference no longer has the lines to switch on.
+mkdir -p target/packaging
+sed -e 's/^# socket_group = .*/socket_group = "flink-agent"   # created by the package (sysusers.d)/' \
+    -e 's/^# user = .*/user = "flink"   # created by the package (sysusers.d)/' \
+    config/agent.toml > target/packaging/agent.toml
+for line in '^socket_group = "flink-agent"' '^user = "flink"'; do
+  grep -q "$line" target/packaging/agent.toml \
+    || { echo "build.sh: config/agent.toml no longer has a commented '${line#^}' line to enable" >&2; exit 1; }
+done
+
 deb_args=() rpm_args=()
 if [ -n "$version" ]; then
   # dpkg versions carry a Debian revision; cargo-deb's default is "-1", keep it.

@@ -3,9 +3,13 @@
 //! Each concern is one module with its own reconcile loop (desired state from the config →
 //! observe → act); planning is pure and unit-tested, side effects stay at the edges.
 
-pub mod config;
-pub mod flinkconf;
-pub mod fsutil;
 pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod flinkconf;
+pub mod flinkrest;
+pub mod fsutil;
+pub mod logging;
+pub mod sdnotify;
 pub mod status;
 pub mod supervisor;

@@ -1,1 +1,205 @@
-fn main() {}
+//! `flink-agent`: the daemon (`run`) and a thin CLI over its Unix-socket API.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use flink_agent::api::client::Client;
+use flink_agent::supervisor::Target;
+use flink_agent::{config, daemon, flinkconf, logging};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Where packages install the configuration.
+const DEFAULT_CONFIG: &str = "/etc/flink-agent/agent.toml";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flink-agent",
+    version,
+    about = "Node agent for a managed Apache Flink service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent: render Flink's config, supervise JobManager and TaskManager, serve the API.
+    Run(ConfigArg),
+    /// Check a configuration file; prints every problem and exits non-zero if there is any.
+    Validate(ConfigArg),
+    /// Print the Flink configuration the agent would write for a configuration file.
+    Render(ConfigArg),
+    /// Show the node: processes, Flink's figures, config revision, last error.
+    Status {
+        #[command(flatten)]
+        at: SocketArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the configuration (like SIGHUP); prints what was restarted.
+    Reload(SocketArg),
+    /// Restart a Flink process and reset its failure budget.
+    Restart {
+        #[arg(value_enum)]
+        process: ProcessArg,
+        #[command(flatten)]
+        at: SocketArg,
+    },
+    /// Print the rendered Flink configuration in force (secrets redacted).
+    Config(SocketArg),
+}
+
+#[derive(clap::Args, Debug)]
+struct ConfigArg {
+    /// Agent configuration file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct SocketArg {
+    /// The agent's API socket (default: from --config, else /run/flink-agent/agent.sock).
+    #[arg(long, env = "FLINK_AGENT_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Read the socket path from this agent configuration.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ProcessArg {
+    Jobmanager,
+    Taskmanager,
+    All,
+}
+
+impl From<ProcessArg> for Target {
+    fn from(p: ProcessArg) -> Self {
+        match p {
+            ProcessArg::Jobmanager => Target::JobManager,
+            ProcessArg::Taskmanager => Target::TaskManager,
+            ProcessArg::All => Target::All,
+        }
+    }
+}
+
+impl SocketArg {
+    /// `--socket`, else the config's `agent.socket`, else the packaged default.
+    fn client(&self) -> Result<Client> {
+        if let Some(path) = &self.socket {
+            return Ok(Client::new(path));
+        }
+        let config_path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        let socket = if config_path.exists() {
+            config::load_unchecked(&config_path)
+                .map(|c| c.agent.socket)
+                .with_context(|| {
+                    format!("reading the socket path from {}", config_path.display())
+                })?
+        } else {
+            config::AgentConfig::default().agent.socket
+        };
+        Ok(Client::new(&socket))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("flink-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run(arg) => {
+            logging::init();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(daemon::run(&arg.config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate(arg) => validate(&arg.config),
+        Command::Render(arg) => {
+            let cfg = config::load(&arg.config)?;
+            let version = flinkconf::detect_version(&cfg.flink.home)?;
+            let rendered = flinkconf::render(&cfg, version);
+            println!(
+                "# {} for Flink {version}",
+                flinkconf::conf_dir(&cfg).join(rendered.file_name).display()
+            );
+            print!("{}", rendered.content);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { at, json } => block_on(async {
+            let status = at.client()?.status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render_human());
+            }
+            Ok(if status.ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }),
+        Command::Reload(at) => block_on(async {
+            let report = at.client()?.reload().await?;
+            let restarted = if report.restarted.is_empty() {
+                "nothing".to_string()
+            } else {
+                report.restarted.join(", ")
+            };
+            println!(
+                "configuration revision {} in force; restarted: {restarted}",
+                report.revision
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Restart { process, at } => block_on(async {
+            at.client()?.restart(process.into()).await?;
+            println!("restarted {process:?}");
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Config(at) => block_on(async {
+            let value = at.client()?.config().await?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(ExitCode::SUCCESS)
+        }),
+    }
+}
+
+fn validate(path: &Path) -> Result<ExitCode> {
+    match config::load(path) {
+        Ok(_) => {
+            println!("{}: configuration is valid", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// The CLI commands are one request each: a current-thread runtime is enough.
+fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}

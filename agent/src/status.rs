@@ -1,6 +1,8 @@
 //! What the agent reports about itself (`GET /v1/status`, `flink-agent status`). One typed
 //! struct shared by the daemon (producer), the API (transport) and the CLI (printer).
 
+mod human;
+
 use serde::{Deserialize, Serialize};
 
 /// The whole node as the agent sees it.

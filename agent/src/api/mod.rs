@@ -1,6 +1,12 @@
 //! The local API: HTTP/1.1 + JSON over a Unix socket. The server turns requests into
 //! [`ApiRequest`]s for the daemon loop (the single owner of state) and waits for its answer.
 
+pub mod client;
+pub mod server;
+
+pub use client::{Client, ClientError};
+pub use server::{bind, serve, ApiError, ApiListener, Limits};
+
 use crate::status::AgentStatus;
 use tokio::sync::oneshot;
 
@@ -14,7 +20,10 @@ pub enum ApiRequest {
     /// `POST /v1/reload`: re-read and validate the config; Err carries every problem.
     Reload(oneshot::Sender<Result<ReloadReport, String>>),
     /// `POST /v1/processes/{name}/restart` (`name` = jobmanager, taskmanager or all).
-    Restart(crate::supervisor::Target, oneshot::Sender<Result<(), String>>),
+    Restart(
+        crate::supervisor::Target,
+        oneshot::Sender<Result<(), String>>,
+    ),
 }
 
 /// What a successful reload changed.
@@ -25,4 +34,16 @@ pub struct ReloadReport {
     pub restarted: Vec<String>,
     /// Whether Flink's rendered configuration changed on disk.
     pub flink_config_changed: bool,
+}
+
+/// The body of a `POST` that takes no parameters. Clients send `{}` (or nothing); anything else
+/// is refused with 400, so a typo'd option is reported instead of silently ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// The body of every error response: one sentence saying what failed and what to do.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
 }

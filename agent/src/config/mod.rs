@@ -20,23 +20,49 @@ use std::path::Path;
 
 /// Reads, parses and fully validates (including the environment) a configuration file.
 pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+    let (config, mut errors) = read_and_parse(path)?;
+    check_environment(&config, &mut errors);
+    into_result(config, errors, path.display().to_string())
+}
+
+/// Reads and parses a file with value checks only (no environment checks): enough for the
+/// CLI to find the socket path on a machine where Flink is not installed.
+pub fn load_unchecked(path: &Path) -> Result<AgentConfig, ConfigError> {
+    let (config, errors) = read_and_parse(path)?;
+    into_result(config, errors, path.display().to_string())
+}
+
+/// Reads a file and parses it with paths relative to its directory, so a checked-in demo
+/// config works from any checkout location.
+fn read_and_parse(path: &Path) -> Result<(AgentConfig, Errors), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    let shown = path.display().to_string();
-    let config = parse(&text, &shown)?;
-    let mut errors = Errors::default();
-    check_environment(&config, &mut errors);
-    into_result(config, errors, shown)
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_collect(&text, &path.display().to_string(), Some(base))
 }
 
 /// Parses and validates values (no filesystem checks). `origin` names the source in errors.
+/// Paths must be absolute.
 pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-        path: origin.to_string(),
-        message: e.to_string().trim().to_string(),
-    })?;
+    let (config, errors) = parse_collect(text, origin, None)?;
+    into_result(config, errors, origin.to_string())
+}
+
+/// Parses and checks values, collecting every problem; fails early only on a TOML syntax
+/// error. With `base`, relative paths are taken relative to it.
+fn parse_collect(
+    text: &str,
+    origin: &str,
+    base: Option<&Path>,
+) -> Result<(AgentConfig, Errors), ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: origin.to_string(),
+            message: e.to_string().trim().to_string(),
+        })?;
     let mut errors = Errors::default();
     let mut config = AgentConfig::default();
     for (key, value) in &table {
@@ -59,8 +85,43 @@ pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
             ),
         }
     }
+    if let Some(base) = base {
+        resolve_relative(&mut config, base);
+    }
     validate_values(&config, &mut errors);
-    into_result(config, errors, origin.to_string())
+    Ok((config, errors))
+}
+
+fn resolve_relative(config: &mut AgentConfig, base: &Path) {
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    for p in [
+        &mut config.agent.state_dir,
+        &mut config.agent.socket,
+        &mut config.flink.home,
+        &mut config.flink.java_home,
+        &mut config.flink.data_dir,
+        &mut config.flink.log_dir,
+    ] {
+        if p.is_relative() {
+            *p = normalize(&base.join(&*p));
+        }
+    }
+}
+
+/// Removes `.` and `..` lexically, so paths in logs and Flink's config read cleanly.
+fn normalize(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Top-level sections, for the unknown-section message.
@@ -90,36 +151,62 @@ fn into_result(
     }
 }
 
-/// Deserializes one section into `slot`, recording unknown keys and the first type error
-/// (with its key path) instead of failing the whole file.
-fn section<T: DeserializeOwned>(name: &str, value: toml::Value, slot: &mut T, errors: &mut Errors) {
-    let mut unknown = Vec::new();
-    let result = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
-        value,
-        &mut |path: serde_ignored::Path<'_>| unknown.push(path.to_string()),
-    ));
+/// Deserializes one section into `slot`, recording unknown keys and every type error (with its
+/// key path) instead of failing the whole file. After a type error the offending top-level key
+/// of the section is dropped (it keeps its default) and the section is parsed again, so one bad
+/// value neither hides the other bad values nor the range checks of the good ones.
+fn section<T: DeserializeOwned>(
+    name: &str,
+    mut value: toml::Value,
+    slot: &mut T,
+    errors: &mut Errors,
+) {
+    let mut unknown = std::collections::BTreeSet::new();
+    loop {
+        let result = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+            value.clone(),
+            &mut |path: serde_ignored::Path<'_>| {
+                unknown.insert(path.to_string());
+            },
+        ));
+        match result {
+            Ok(parsed) => {
+                *slot = parsed;
+                break;
+            }
+            Err(e) => {
+                let inner = e.path().to_string();
+                let path = if inner == "." || inner.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{name}.{inner}")
+                };
+                let first = e.path().iter().next().and_then(|seg| match seg {
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    _ => None,
+                });
+                errors.push(path, explain_type_error(e.inner().message()));
+                let removed = match (first, value.as_table_mut()) {
+                    (Some(key), Some(table)) => table.remove(&key).is_some(),
+                    _ => false,
+                };
+                if !removed {
+                    break; // the section itself is malformed (e.g. not a table)
+                }
+            }
+        }
+    }
     for key in unknown {
         errors.push(
             format!("{name}.{key}"),
             "unknown key; check its spelling against config/agent.toml (the commented reference)",
         );
     }
-    match result {
-        Ok(parsed) => *slot = parsed,
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = if inner == "." || inner.is_empty() {
-                name.to_string()
-            } else {
-                format!("{name}.{inner}")
-            };
-            errors.push(path, explain_type_error(&e.into_inner().to_string()));
-        }
-    }
 }
 
 /// Turns serde's type messages into advice an operator can act on.
 fn explain_type_error(message: &str) -> String {
+    let message = message.trim();
     if message.contains("expected u") && message.contains("integer `-") {
         format!("{message}; this value cannot be negative")
     } else if message.contains("unknown variant") {

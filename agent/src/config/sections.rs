@@ -129,11 +129,22 @@ impl Default for FlinkSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PortsSection {
+    /// REST API and web UI (`rest.port`).
     pub rest: u16,
+    /// JobManager RPC (`jobmanager.rpc.port`).
     pub jobmanager_rpc: u16,
+    /// Blob server: jars and large RPC payloads (`blob.server.port`).
     pub blob: u16,
+    /// TaskManager RPC (`taskmanager.rpc.port`).
     pub taskmanager_rpc: u16,
+    /// TaskManager data exchange between tasks (`taskmanager.data.port`).
     pub taskmanager_data: u16,
+    /// Results of `collect()` queries, fetched by the JobManager from the TaskManager
+    /// (`taskmanager.collect-sink.port`, Flink >= 1.19).
+    pub taskmanager_collect: u16,
+    /// First of two consecutive ports for the metric query services of the JobManager and the
+    /// TaskManager, which each take one (`metrics.internal.query-service.port: "P-P+1"`).
+    pub metrics_query: u16,
 }
 
 impl Default for PortsSection {
@@ -144,19 +155,25 @@ impl Default for PortsSection {
             blob: 6124,
             taskmanager_rpc: 6122,
             taskmanager_data: 6121,
+            taskmanager_collect: 6125,
+            metrics_query: 6126,
         }
     }
 }
 
 impl PortsSection {
-    /// Every pinned port with its key name, for duplicate checks and the firewall.
-    pub fn named(&self) -> [(&'static str, u16); 5] {
+    /// Every pinned port with its key name, for duplicate checks and the firewall. The metric
+    /// query services use two ports, `metrics_query` and the one after it.
+    pub fn named(&self) -> [(&'static str, u16); 8] {
         [
             ("rest", self.rest),
             ("jobmanager_rpc", self.jobmanager_rpc),
             ("blob", self.blob),
             ("taskmanager_rpc", self.taskmanager_rpc),
             ("taskmanager_data", self.taskmanager_data),
+            ("taskmanager_collect", self.taskmanager_collect),
+            ("metrics_query", self.metrics_query),
+            ("metrics_query + 1", self.metrics_query.wrapping_add(1)),
         ]
     }
 }
@@ -209,8 +226,17 @@ impl Default for AdvancedSection {
 }
 
 /// Flink's job restart strategy (`restart-strategy.type` and its options).
+///
+/// Deserialized through [`RawRestartStrategy`] (a flat struct) rather than serde's internally
+/// tagged enum, which buffers its content and so loses the key path of a bad value
+/// (`advanced.restart_strategy` instead of `advanced.restart_strategy.delay_secs`) and turns
+/// typos into hard errors instead of reported unknown keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    try_from = "RawRestartStrategy"
+)]
 pub enum RestartStrategy {
     FailureRate {
         #[serde(default = "default_max_failures")]
@@ -264,6 +290,122 @@ fn default_reset_threshold() -> u64 {
 }
 fn default_jitter() -> f64 {
     0.1
+}
+
+/// The `type` of a restart strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartStrategyType {
+    FailureRate,
+    FixedDelay,
+    ExponentialDelay,
+    None,
+}
+
+/// `[advanced.restart_strategy]` as written: the type and any option of any type.
+#[derive(Debug, Deserialize)]
+pub struct RawRestartStrategy {
+    #[serde(rename = "type")]
+    kind: RestartStrategyType,
+    max_failures_per_interval: Option<u32>,
+    failure_rate_interval_secs: Option<u64>,
+    delay_secs: Option<u64>,
+    attempts: Option<u32>,
+    initial_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+    backoff_multiplier: Option<f64>,
+    reset_backoff_threshold_ms: Option<u64>,
+    jitter_factor: Option<f64>,
+}
+
+impl TryFrom<RawRestartStrategy> for RestartStrategy {
+    type Error = String;
+
+    fn try_from(r: RawRestartStrategy) -> Result<Self, String> {
+        let given = [
+            (
+                "max_failures_per_interval",
+                r.max_failures_per_interval.is_some(),
+            ),
+            (
+                "failure_rate_interval_secs",
+                r.failure_rate_interval_secs.is_some(),
+            ),
+            ("delay_secs", r.delay_secs.is_some()),
+            ("attempts", r.attempts.is_some()),
+            ("initial_backoff_ms", r.initial_backoff_ms.is_some()),
+            ("max_backoff_ms", r.max_backoff_ms.is_some()),
+            ("backoff_multiplier", r.backoff_multiplier.is_some()),
+            (
+                "reset_backoff_threshold_ms",
+                r.reset_backoff_threshold_ms.is_some(),
+            ),
+            ("jitter_factor", r.jitter_factor.is_some()),
+        ];
+        let (name, allowed): (&str, &[&str]) = match r.kind {
+            RestartStrategyType::FailureRate => (
+                "failure-rate",
+                &[
+                    "max_failures_per_interval",
+                    "failure_rate_interval_secs",
+                    "delay_secs",
+                ],
+            ),
+            RestartStrategyType::FixedDelay => ("fixed-delay", &["attempts", "delay_secs"]),
+            RestartStrategyType::ExponentialDelay => (
+                "exponential-delay",
+                &[
+                    "initial_backoff_ms",
+                    "max_backoff_ms",
+                    "backoff_multiplier",
+                    "reset_backoff_threshold_ms",
+                    "jitter_factor",
+                ],
+            ),
+            RestartStrategyType::None => ("none", &[]),
+        };
+        let stray: Vec<&str> = given
+            .iter()
+            .filter(|(k, set)| *set && !allowed.contains(k))
+            .map(|(k, _)| *k)
+            .collect();
+        if !stray.is_empty() {
+            let options = if allowed.is_empty() {
+                "it takes no options".to_string()
+            } else {
+                format!("its options are {}", allowed.join(", "))
+            };
+            return Err(format!(
+                "{} do(es) not apply to type = \"{name}\"; {options}",
+                stray.join(", ")
+            ));
+        }
+        Ok(match r.kind {
+            RestartStrategyType::FailureRate => RestartStrategy::FailureRate {
+                max_failures_per_interval: r
+                    .max_failures_per_interval
+                    .unwrap_or_else(default_max_failures),
+                failure_rate_interval_secs: r
+                    .failure_rate_interval_secs
+                    .unwrap_or_else(default_failure_interval),
+                delay_secs: r.delay_secs.unwrap_or_else(default_delay),
+            },
+            RestartStrategyType::FixedDelay => RestartStrategy::FixedDelay {
+                attempts: r.attempts.unwrap_or_else(default_max_failures),
+                delay_secs: r.delay_secs.unwrap_or_else(default_delay),
+            },
+            RestartStrategyType::ExponentialDelay => RestartStrategy::ExponentialDelay {
+                initial_backoff_ms: r.initial_backoff_ms.unwrap_or_else(default_initial_backoff),
+                max_backoff_ms: r.max_backoff_ms.unwrap_or_else(default_max_backoff),
+                backoff_multiplier: r.backoff_multiplier.unwrap_or_else(default_multiplier),
+                reset_backoff_threshold_ms: r
+                    .reset_backoff_threshold_ms
+                    .unwrap_or_else(default_reset_threshold),
+                jitter_factor: r.jitter_factor.unwrap_or_else(default_jitter),
+            },
+            RestartStrategyType::None => RestartStrategy::None,
+        })
+    }
 }
 
 impl Default for RestartStrategy {

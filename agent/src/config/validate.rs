@@ -17,12 +17,22 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("taskmanager.bind-host", "set node.bind_address"),
     ("taskmanager.host", "set node.address"),
     ("blob.server.port", "set ports.blob"),
-    ("taskmanager.rpc.port", "set ports.taskmanager_rpc"),
+    ("taskmanager.rpc.", "set ports.taskmanager_rpc"),
     ("taskmanager.data.port", "set ports.taskmanager_data"),
+    ("taskmanager.data.bind-port", "set ports.taskmanager_data"),
+    ("taskmanager.collect-sink.port", "set ports.taskmanager_collect"),
+    ("metrics.internal.query-service.port", "set ports.metrics_query"),
+    ("web.port", "set ports.rest"),
+    ("web.address", "set node.bind_address"),
+    ("jobmanager.web.", "set ports.rest and node.bind_address"),
     ("security.ssl.", "TLS is managed by the agent"),
     ("state.backend", "the agent runs the HashMap state backend"),
     ("state.checkpoints.", "checkpoint storage is managed by the agent"),
     ("state.savepoints.", "savepoint storage is managed by the agent"),
+    ("state.checkpoint-storage", "checkpoint storage is managed by the agent"),
+    ("savepoints.state.backend.", "savepoint storage is managed by the agent"),
+    ("execution.checkpointing.storage", "checkpoint storage is managed by the agent"),
+    ("execution.checkpointing.num-retained", "retention is managed by the agent"),
     ("execution.checkpointing.dir", "checkpoint storage is managed by the agent"),
     ("execution.checkpointing.savepoint-dir", "savepoint storage is managed by the agent"),
     ("execution.checkpointing.interval", "set advanced.checkpoint_interval_ms"),
@@ -36,6 +46,8 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("restart-strategy", "set advanced.restart_strategy"),
     ("env.java.opts.all", "the agent sets the JVM options Java 17 needs; use env.java.opts.jobmanager or env.java.opts.taskmanager"),
     ("io.tmp.dirs", "set flink.data_dir"),
+    ("taskmanager.tmp.dirs", "set flink.data_dir"),
+    ("env.java.home", "set flink.java_home"),
     ("env.log.dir", "set flink.log_dir"),
 ];
 
@@ -50,7 +62,13 @@ pub fn validate_values(c: &AgentConfig, e: &mut Errors) {
         32768,
         "plans range from 4 GiB to 32 GiB",
     );
-    e.range("plan.vcpus", c.plan.vcpus, 2, 8, "plans range from 2 to 8 vCPUs");
+    e.range(
+        "plan.vcpus",
+        c.plan.vcpus,
+        2,
+        8,
+        "plans range from 2 to 8 vCPUs",
+    );
     e.range(
         "advanced.number_of_task_slots",
         c.advanced.number_of_task_slots,
@@ -93,8 +111,7 @@ fn validate_identity(c: &AgentConfig, e: &mut Errors) {
     for (path, v) in [("node.id", &c.node.id), ("cluster.id", &c.cluster.id)] {
         let ok = !v.is_empty()
             && v.len() <= 63
-            && v
-                .chars()
+            && v.chars()
                 .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_');
         if !ok {
             e.push(
@@ -108,7 +125,10 @@ fn validate_identity(c: &AgentConfig, e: &mut Errors) {
         ("node.bind_address", &c.node.bind_address),
     ] {
         if !is_host(v) {
-            e.push(path, format!("must be an IP address or host name (got {v:?})"));
+            e.push(
+                path,
+                format!("must be an IP address or host name (got {v:?})"),
+            );
         }
     }
     match c.cluster.nodes.len() {
@@ -150,17 +170,36 @@ fn is_host(v: &str) -> bool {
 
 fn validate_ports(c: &AgentConfig, e: &mut Errors) {
     let named = c.ports.named();
+    // `metrics_query` stands for two ports (P and P+1); the second one's label is not a key.
+    let key = |name: &str| format!("ports.{}", name.trim_end_matches(" + 1"));
+    if c.ports.metrics_query == u16::MAX {
+        e.push(
+            "ports.metrics_query",
+            "must be at most 65534: the TaskManager's metric query service takes the next port",
+        );
+    }
     for (i, (name, port)) in named.iter().enumerate() {
         if *port == 0 {
+            if name.ends_with(" + 1") {
+                continue; // reported for metrics_query itself
+            }
             e.push(
-                format!("ports.{name}"),
+                key(name),
                 "must be a fixed port from 1 to 65535; 0 (random) would defeat the firewall",
             );
         }
         if let Some((other, _)) = named[..i].iter().find(|(_, p)| p == port) {
+            let what = if name.ends_with(" + 1") {
+                format!("port {port} (the second metric query port, metrics_query + 1)")
+            } else {
+                format!("port {port}")
+            };
             e.push(
-                format!("ports.{name}"),
-                format!("port {port} is already used by ports.{other}; every port must differ"),
+                key(name),
+                format!(
+                    "{what} is already used by {}; every port must differ",
+                    key(other)
+                ),
             );
         }
     }
@@ -188,14 +227,32 @@ fn validate_restart_strategy(s: &RestartStrategy, e: &mut Errors) {
                 86_400,
                 "use at least one second",
             );
-            e.range(&format!("{p}.delay_secs"), *delay_secs, 0, 3_600, "use at most one hour");
+            e.range(
+                &format!("{p}.delay_secs"),
+                *delay_secs,
+                0,
+                3_600,
+                "use at most one hour",
+            );
         }
         RestartStrategy::FixedDelay {
             attempts,
             delay_secs,
         } => {
-            e.range(&format!("{p}.attempts"), *attempts, 1, 1_000_000, "use at least 1");
-            e.range(&format!("{p}.delay_secs"), *delay_secs, 0, 3_600, "use at most one hour");
+            e.range(
+                &format!("{p}.attempts"),
+                *attempts,
+                1,
+                1_000_000,
+                "use at least 1",
+            );
+            e.range(
+                &format!("{p}.delay_secs"),
+                *delay_secs,
+                0,
+                3_600,
+                "use at most one hour",
+            );
         }
         RestartStrategy::ExponentialDelay {
             initial_backoff_ms,
@@ -273,22 +330,75 @@ fn validate_passthrough(c: &AgentConfig, e: &mut Errors) {
 fn validate_supervisor(c: &AgentConfig, e: &mut Errors) {
     let s = &c.supervisor;
     let p = "supervisor";
-    e.range(&format!("{p}.start_timeout_secs"), s.start_timeout_secs, 5, 3_600, "Flink needs a few seconds to start");
-    e.range(&format!("{p}.health_interval_ms"), s.health_interval_ms, 100, 60_000, "probe at least once a minute");
-    e.range(&format!("{p}.backoff_initial_ms"), s.backoff_initial_ms, 10, 600_000, "use 10 ms to 10 minutes");
+    e.range(
+        &format!("{p}.start_timeout_secs"),
+        s.start_timeout_secs,
+        5,
+        3_600,
+        "Flink needs a few seconds to start",
+    );
+    e.range(
+        &format!("{p}.health_interval_ms"),
+        s.health_interval_ms,
+        100,
+        60_000,
+        "probe at least once a minute",
+    );
+    e.range(
+        &format!("{p}.backoff_initial_ms"),
+        s.backoff_initial_ms,
+        10,
+        600_000,
+        "use 10 ms to 10 minutes",
+    );
     if s.backoff_max_ms < s.backoff_initial_ms {
         e.push(
             format!("{p}.backoff_max_ms"),
-            format!("must be at least backoff_initial_ms ({})", s.backoff_initial_ms),
+            format!(
+                "must be at least backoff_initial_ms ({})",
+                s.backoff_initial_ms
+            ),
         );
     }
-    e.range(&format!("{p}.max_restarts"), s.max_restarts, 1, 1_000, "use at least 1");
-    e.range(&format!("{p}.restart_window_secs"), s.restart_window_secs, 1, 86_400, "use at least one second");
-    e.range(&format!("{p}.stop_grace_secs"), s.stop_grace_secs, 1, 600, "use 1 to 600 seconds");
+    e.range(
+        &format!("{p}.max_restarts"),
+        s.max_restarts,
+        1,
+        1_000,
+        "use at least 1",
+    );
+    e.range(
+        &format!("{p}.restart_window_secs"),
+        s.restart_window_secs,
+        1,
+        86_400,
+        "use at least one second",
+    );
+    e.range(
+        &format!("{p}.stop_grace_secs"),
+        s.stop_grace_secs,
+        1,
+        600,
+        "use 1 to 600 seconds",
+    );
 }
 
-/// Checks against the machine: Flink and Java installed, the run-as user exists.
+/// Checks against the machine: Flink and Java installed, the run-as user exists. A key that
+/// already has a value error (e.g. a wrong type, so its default was used) is not checked again.
 pub fn check_environment(c: &AgentConfig, e: &mut Errors) {
+    let before = e.0.len();
+    check_machine(c, e);
+    let (old, new) = e.0.split_at(before);
+    let fresh: Vec<_> = new
+        .iter()
+        .filter(|n| !old.iter().any(|o| o.path == n.path))
+        .cloned()
+        .collect();
+    e.0.truncate(before);
+    e.0.extend(fresh);
+}
+
+fn check_machine(c: &AgentConfig, e: &mut Errors) {
     let home = &c.flink.home;
     if !home.join("bin/jobmanager.sh").is_file() || !home.join("bin/taskmanager.sh").is_file() {
         e.push(
@@ -298,14 +408,28 @@ pub fn check_environment(c: &AgentConfig, e: &mut Errors) {
                 home.display()
             ),
         );
-    } else if crate::flinkconf::detect_version(home).is_err() {
-        e.push(
-            "flink.home",
-            format!(
-                "{} has no lib/flink-dist-*.jar, so the Flink version cannot be told; is the distribution complete?",
-                home.display()
+    } else {
+        match crate::flinkconf::detect_version(home) {
+            Err(_) => e.push(
+                "flink.home",
+                format!(
+                    "{} has no lib/flink-dist-*.jar, so the Flink version cannot be told; is the distribution complete?",
+                    home.display()
+                ),
             ),
-        );
+            // flink-conf.yaml (Flink <= 1.18) has no quoting: a '#' starts a comment anywhere.
+            Ok(version) if !version.uses_config_yaml() => {
+                for (key, value) in &c.advanced.flink_config {
+                    if value.contains('#') {
+                        e.push(
+                            format!("advanced.flink_config.\"{key}\""),
+                            format!("Flink {version} reads flink-conf.yaml, where '#' starts a comment and would cut this value short; remove the '#' or use Flink 1.19 or later"),
+                        );
+                    }
+                }
+            }
+            Ok(_) => {}
+        }
     }
     if !is_executable(&c.flink.java_home.join("bin/java")) {
         e.push(
@@ -330,7 +454,9 @@ pub fn check_environment(c: &AgentConfig, e: &mut Errors) {
             Ok(Some(_)) => {}
             _ => e.push(
                 "agent.socket_group",
-                format!("group {group:?} does not exist; create it or leave agent.socket_group unset"),
+                format!(
+                    "group {group:?} does not exist; create it or leave agent.socket_group unset"
+                ),
             ),
         }
     }

@@ -14,7 +14,11 @@ pub struct FlinkVersion {
 
 impl FlinkVersion {
     pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        Self { major, minor, patch }
+        Self {
+            major,
+            minor,
+            patch,
+        }
     }
 
     /// Flink 1.19 introduced `conf/config.yaml` (standard YAML); older releases read
@@ -84,7 +88,10 @@ mod tests {
 
     #[test]
     fn parses_dist_jar_names() {
-        assert_eq!(parse_dist_jar("flink-dist-2.3.0.jar"), Some(FlinkVersion::new(2, 3, 0)));
+        assert_eq!(
+            parse_dist_jar("flink-dist-2.3.0.jar"),
+            Some(FlinkVersion::new(2, 3, 0))
+        );
         assert_eq!(
             parse_dist_jar("flink-dist_2.12-1.17.1.jar"),
             Some(FlinkVersion::new(1, 17, 1))

@@ -1,0 +1,114 @@
+//! The accept loop. It drives hyper's HTTP/1 connection itself instead of `axum::serve`,
+//! because `axum::serve` sets no timer, and without one hyper has no header read timeout: a
+//! client that connects and sends nothing would hold its connection (and slot) forever.
+
+use super::listener::ApiListener;
+use super::routes::router;
+use super::Limits;
+use crate::api::ApiRequest;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+/// How long in-flight requests may finish after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Pause after an accept error (out of file descriptors, memory) before trying again, so the
+/// loop does not spin on a condition that only time or a closing connection clears.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves the API on `listener` until `shutdown` completes, forwarding requests to the daemon
+/// loop over `tx`. Then lets in-flight requests finish (bounded) and removes the socket file.
+pub async fn serve(
+    listener: ApiListener,
+    tx: mpsc::Sender<ApiRequest>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let limits = listener.limits;
+    let app = router(tx, limits);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    log::info!("API listening on {}", listener.path().display());
+    loop {
+        // Take a slot before accepting: over the bound, clients wait in the listen backlog.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let conn = serve_connection(stream, app.clone(), limits, stopped.clone(), permit);
+                connections.spawn(conn);
+            }
+            Err(e) => {
+                log::warn!("API: cannot accept a connection: {e}");
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        log::warn!(
+            "API: {} connection(s) still busy after {SHUTDOWN_GRACE:?}; closing them",
+            connections.len()
+        );
+        connections.shutdown().await;
+    }
+    drop(listener);
+}
+
+/// Serves one connection; on shutdown it finishes the request in flight, then closes.
+async fn serve_connection(
+    stream: UnixStream,
+    app: Router,
+    limits: Limits,
+    mut stopped: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let mut conn =
+        pin!(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app)));
+    let finished = tokio::select! {
+        result = conn.as_mut() => Some(result),
+        _ = stopped.wait_for(|stop| *stop) => None,
+    };
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // Timeouts and clients hanging up mid-request: routine, but useful when debugging.
+        log::debug!("API connection ended: {e}");
+    }
+}

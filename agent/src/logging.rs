@@ -1,0 +1,60 @@
+//! Logging: to the journal when systemd gave us one (structured fields, priorities), plain
+//! stderr lines otherwise (a terminal, CI, the local demo).
+//!
+//! Flink's own stdout/stderr lines go through [`process_line`], which tags them with the
+//! journal field `FLINK_PROCESS=jobmanager|taskmanager`, so
+//! `journalctl -u flink-agent FLINK_PROCESS=taskmanager` shows one process's output.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::io::Write;
+
+/// Installs the logger. `FLINK_AGENT_LOG` (error|warn|info|debug|trace) sets the level.
+pub fn init() {
+    let level = std::env::var("FLINK_AGENT_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::Info);
+    let installed = if systemd_journal_logger::connected_to_journal() {
+        systemd_journal_logger::JournalLog::new()
+            .map(|j| j.with_syslog_identifier("flink-agent".into()))
+            .and_then(|j| j.install().map_err(std::io::Error::other))
+            .is_ok()
+    } else {
+        false
+    };
+    if !installed {
+        // A second init (tests) keeps the first logger; that is fine.
+        let _ = log::set_boxed_logger(Box::new(StderrLog));
+    }
+    log::set_max_level(level);
+}
+
+/// Logs one output line of a Flink process with its process name as a structured field.
+/// stderr lines are warnings: the JVM and the scripts write problems there.
+pub fn process_line(process: &str, is_stderr: bool, line: &str) {
+    let level = if is_stderr { Level::Warn } else { Level::Info };
+    log::log!(target: process, level, flink_process = process; "{line}");
+}
+
+/// `LEVEL target: message` on stderr, one line per record.
+struct StderrLog;
+
+impl Log for StderrLog {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        let target = record.target();
+        let target = target.strip_prefix("flink_agent::").unwrap_or(target);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{:<5} {}: {}",
+            record.level(),
+            target,
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
+}

@@ -1,0 +1,224 @@
+//! `flink-agent status` for people: the answer to "is my node fine, and if not, why" in one
+//! screen, with the same facts as the JSON form.
+
+use super::{AgentStatus, FlinkOverview, ProcessState, ProcessStatus};
+use std::fmt::Write;
+
+/// Shown for a missing value, so table columns never collapse.
+const NONE: &str = "-";
+
+impl AgentStatus {
+    /// A multi-line report for a terminal, ending with a newline.
+    pub fn render_human(&self) -> String {
+        let mut out = String::new();
+        let flink = self.flink_version.as_deref().unwrap_or("unknown");
+        let _ = writeln!(out, "node {}, cluster {}", self.node_id, self.cluster_id);
+        let _ = writeln!(out, "agent {}, Flink {flink}", self.agent_version);
+        let ready = if self.ready { "yes" } else { "no" };
+        let _ = writeln!(out, "ready: {ready}");
+        let config = &self.config;
+        let _ = writeln!(
+            out,
+            "config: revision {} ({})",
+            config.revision, config.path
+        );
+        if let Some(refused) = &config.last_reload_error {
+            let _ = writeln!(
+                out,
+                "  last reload refused, still on this revision: {refused}"
+            );
+        }
+        out.push('\n');
+        out.push_str(&process_table(&self.processes));
+        out.push('\n');
+        let _ = writeln!(out, "{}", overview_line(self.overview.as_ref()));
+        let last_error = self.last_error.as_deref().unwrap_or("none");
+        let _ = writeln!(out, "last error: {last_error}");
+        out
+    }
+}
+
+fn process_table(processes: &[ProcessStatus]) -> String {
+    let header = [
+        "PROCESS",
+        "STATE",
+        "PID",
+        "RESTARTS",
+        "UPTIME",
+        "LAST EXIT / REASON",
+    ];
+    let mut rows = vec![header.map(String::from).to_vec()];
+    rows.extend(processes.iter().map(|p| {
+        vec![
+            p.name.clone(),
+            state_name(p.state),
+            p.pid.map_or(NONE.into(), |pid| pid.to_string()),
+            p.restarts.to_string(),
+            p.uptime_secs.map_or(NONE.into(), format_uptime),
+            exit_and_reason(p),
+        ]
+    }));
+    let columns = header.len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 < columns {
+                let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The state as the JSON form spells it, so both outputs use the same words.
+fn state_name(state: ProcessState) -> String {
+    match serde_json::to_value(state) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => format!("{state:?}"),
+    }
+}
+
+fn exit_and_reason(p: &ProcessStatus) -> String {
+    match (&p.last_exit, &p.reason) {
+        (Some(exit), Some(reason)) => format!("{exit}; {reason}"),
+        (Some(one), None) | (None, Some(one)) => one.clone(),
+        (None, None) => NONE.into(),
+    }
+}
+
+fn overview_line(overview: Option<&FlinkOverview>) -> String {
+    match overview {
+        Some(o) => format!(
+            "flink: {} TaskManager(s), slots {} total / {} available, {} job(s) running",
+            o.taskmanagers, o.slots_total, o.slots_available, o.jobs_running
+        ),
+        None => "flink: no /overview (the JobManager is not answering)".into(),
+    }
+}
+
+/// Compact uptime: `42s`, `5m07s`, `1h02m`, `3d04h`: two units are enough to read at a glance.
+fn format_uptime(secs: u64) -> String {
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86_400);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{m}m{:02}s", secs % 60),
+        3600..86_400 => format!("{h}h{:02}m", m % 60),
+        _ => format!("{d}d{:02}h", h % 24),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::ConfigStatus;
+
+    fn process(name: &str, state: ProcessState) -> ProcessStatus {
+        ProcessStatus {
+            name: name.into(),
+            state,
+            pid: None,
+            restarts: 0,
+            uptime_secs: None,
+            last_exit: None,
+            reason: None,
+        }
+    }
+
+    fn sample() -> AgentStatus {
+        AgentStatus {
+            node_id: "node-1".into(),
+            cluster_id: "demo".into(),
+            agent_version: "0.1.0".into(),
+            flink_version: Some("2.0.0".into()),
+            ready: true,
+            config: ConfigStatus {
+                path: "/etc/flink-agent/agent.toml".into(),
+                revision: "3f2a9c1d".into(),
+                loaded_at: 1_700_000_000,
+                last_reload_error: Some("advanced.number_of_task_slots: must be 1..=64".into()),
+            },
+            processes: vec![
+                ProcessStatus {
+                    pid: Some(4242),
+                    uptime_secs: Some(3720),
+                    ..process("jobmanager", ProcessState::Running)
+                },
+                ProcessStatus {
+                    restarts: 5,
+                    last_exit: Some("exited with status 1".into()),
+                    reason: Some(
+                        "failed 5 times in 10m; run `flink-agent restart taskmanager`".into(),
+                    ),
+                    ..process("taskmanager", ProcessState::Failed)
+                },
+            ],
+            overview: Some(FlinkOverview {
+                taskmanagers: 1,
+                slots_total: 2,
+                slots_available: 1,
+                jobs_running: 1,
+                ..FlinkOverview::default()
+            }),
+            last_error: Some("taskmanager: exited with status 1".into()),
+        }
+    }
+
+    #[test]
+    fn renders_every_fact_an_operator_needs() {
+        let expected = "\
+node node-1, cluster demo
+agent 0.1.0, Flink 2.0.0
+ready: yes
+config: revision 3f2a9c1d (/etc/flink-agent/agent.toml)
+  last reload refused, still on this revision: advanced.number_of_task_slots: must be 1..=64
+
+PROCESS      STATE    PID   RESTARTS  UPTIME  LAST EXIT / REASON
+jobmanager   running  4242  0         1h02m   -
+taskmanager  failed   -     5         -       exited with status 1; failed 5 times in 10m; run `flink-agent restart taskmanager`
+
+flink: 1 TaskManager(s), slots 2 total / 1 available, 1 job(s) running
+last error: taskmanager: exited with status 1
+";
+        assert_eq!(sample().render_human(), expected);
+    }
+
+    #[test]
+    fn says_so_when_flink_is_unknown_and_not_answering() {
+        let status = AgentStatus {
+            overview: None,
+            flink_version: None,
+            ready: false,
+            last_error: None,
+            ..sample()
+        };
+        let text = status.render_human();
+        assert!(text.contains("Flink unknown"), "{text}");
+        assert!(text.contains("ready: no"), "{text}");
+        assert!(text.contains("flink: no /overview (the JobManager is not answering)"));
+        assert!(text.contains("last error: none"), "{text}");
+    }
+
+    #[test]
+    fn uptime_uses_two_units() {
+        let cases = [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m00s"),
+            (307, "5m07s"),
+            (3720, "1h02m"),
+            (86_399, "23h59m"),
+            (86_400 + 4 * 3600 + 59, "1d04h"),
+        ];
+        for (secs, shown) in cases {
+            assert_eq!(format_uptime(secs), shown, "{secs} s");
+        }
+    }
+}

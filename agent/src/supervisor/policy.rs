@@ -1,0 +1,458 @@
+//! The supervision state machine of one process, without side effects: it is fed what happened
+//! (launched, probe result, exit, time passing, operator requests) and answers what to do
+//! (launch, kill the group). Time is passed in, so every rule is unit-tested without processes.
+
+use crate::config::SupervisorSection;
+use crate::status::ProcessState;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Consecutive failed health probes of a healthy process before it is restarted. One failed
+/// probe is noise (a GC pause, a slow REST handler); three in a row is a hung process.
+pub const UNHEALTHY_PROBES: u32 = 3;
+
+/// What the driver must do after an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Nothing,
+    /// Start the process now.
+    Launch,
+    /// Kill the process group: it counts as failed (start timeout, hung); the exit that follows
+    /// is only recorded.
+    Kill,
+    /// The budget is exhausted (the state is `Failed` now, with `reason`); kill the group.
+    GiveUp,
+}
+
+/// One process's supervision state: where it is, and the failures it has used up.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    name: &'static str,
+    settings: SupervisorSection,
+    state: ProcessState,
+    /// Start timeout (Starting) or end of the back-off (BackingOff).
+    deadline: Option<Instant>,
+    probe_failures: u32,
+    /// Failures inside the budget window, oldest first.
+    failures: VecDeque<Instant>,
+    /// Failures since the process was last healthy: the back-off exponent.
+    consecutive: u32,
+    restarts: u32,
+    last_exit: Option<String>,
+    reason: Option<String>,
+}
+
+impl Machine {
+    pub fn new(name: &'static str, settings: SupervisorSection) -> Self {
+        Self {
+            name,
+            settings,
+            state: ProcessState::Stopped,
+            deadline: None,
+            probe_failures: 0,
+            failures: VecDeque::new(),
+            consecutive: 0,
+            restarts: 0,
+            last_exit: None,
+            reason: None,
+        }
+    }
+
+    pub fn state(&self) -> ProcessState {
+        self.state
+    }
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+    pub fn last_exit(&self) -> Option<&str> {
+        self.last_exit.as_deref()
+    }
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+    /// The next moment `tick` has something to do, so the driver can sleep until then.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// New settings after a reload; the failure history stays.
+    pub fn set_settings(&mut self, settings: SupervisorSection) {
+        self.settings = settings;
+    }
+
+    /// True while a process of this machine may be alive and is expected to be.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.state,
+            ProcessState::Starting | ProcessState::Running | ProcessState::Unhealthy
+        )
+    }
+
+    /// The process was started.
+    pub fn launched(&mut self, now: Instant) {
+        if matches!(self.state, ProcessState::BackingOff) {
+            self.restarts += 1;
+        }
+        self.enter_starting(now);
+    }
+
+    /// The process was started again on purpose (operator, config change): counts as a restart,
+    /// not as a failure.
+    pub fn relaunched(&mut self, now: Instant, why: &str) {
+        self.restarts += 1;
+        self.reason = Some(why.to_string());
+        self.enter_starting(now);
+    }
+
+    fn enter_starting(&mut self, now: Instant) {
+        self.state = ProcessState::Starting;
+        self.deadline = Some(now + self.start_timeout());
+        self.probe_failures = 0;
+    }
+
+    /// The process still runs but has to prove its health again from scratch without it being
+    /// a failure (the TaskManager after a JobManager restart must re-register).
+    pub fn revalidate(&mut self, now: Instant, why: &str) {
+        if self.is_live() {
+            self.reason = Some(why.to_string());
+            self.enter_starting(now);
+        }
+    }
+
+    /// Keeps a Starting process's start timeout from running out while it cannot become healthy
+    /// through no fault of its own (the TaskManager while the JobManager is down).
+    pub fn hold(&mut self, now: Instant) {
+        if self.state == ProcessState::Starting {
+            self.deadline = Some(now + self.start_timeout());
+        }
+    }
+
+    /// A health probe succeeded.
+    pub fn healthy(&mut self) {
+        if matches!(self.state, ProcessState::Starting | ProcessState::Unhealthy) {
+            self.state = ProcessState::Running;
+            self.deadline = None;
+            self.consecutive = 0;
+        }
+        self.probe_failures = 0;
+    }
+
+    /// A health probe failed. Starting processes are judged by their start timeout instead.
+    pub fn probe_failed(&mut self, now: Instant, why: &str) -> Action {
+        if !matches!(self.state, ProcessState::Running | ProcessState::Unhealthy) {
+            return Action::Nothing;
+        }
+        self.probe_failures += 1;
+        self.state = ProcessState::Unhealthy;
+        if self.probe_failures < UNHEALTHY_PROBES {
+            return Action::Nothing;
+        }
+        let cause = format!("unhealthy for {} probes: {why}", self.probe_failures);
+        self.fail(now, cause)
+    }
+
+    /// The process exited (`how`: "exited with status 1", "killed by signal 9").
+    pub fn exited(&mut self, now: Instant, how: &str) -> Action {
+        self.last_exit = Some(how.to_string());
+        match self.state {
+            ProcessState::Starting | ProcessState::Running | ProcessState::Unhealthy => {
+                match self.fail(now, how.to_string()) {
+                    // Already gone: nothing to kill beyond the group sweep the driver always does.
+                    Action::Kill => Action::Nothing,
+                    other => other,
+                }
+            }
+            ProcessState::Stopping => {
+                self.state = ProcessState::Stopped;
+                Action::Nothing
+            }
+            _ => Action::Nothing,
+        }
+    }
+
+    /// Time passed: start timeouts and back-off ends.
+    pub fn tick(&mut self, now: Instant) -> Action {
+        let due = self.deadline.is_some_and(|d| now >= d);
+        match self.state {
+            ProcessState::Starting if due => {
+                let cause = format!(
+                    "not healthy within the start timeout of {} s",
+                    self.settings.start_timeout_secs
+                );
+                self.fail(now, cause)
+            }
+            ProcessState::BackingOff if due => Action::Launch,
+            _ => Action::Nothing,
+        }
+    }
+
+    /// A stop was asked for (shutdown, operator restart, config change).
+    pub fn stopping(&mut self) {
+        self.deadline = None;
+        self.state = if self.is_live() || self.state == ProcessState::Stopping {
+            ProcessState::Stopping
+        } else {
+            ProcessState::Stopped
+        };
+    }
+
+    /// The process is gone after a stop.
+    pub fn stopped(&mut self) {
+        self.state = ProcessState::Stopped;
+        self.deadline = None;
+    }
+
+    /// An operator asked for a restart: forget the failures, so a `failed` process gets a new
+    /// budget.
+    pub fn reset_budget(&mut self) {
+        self.failures.clear();
+        self.consecutive = 0;
+    }
+
+    /// Counts one failure against the budget: back off, or give up.
+    fn fail(&mut self, now: Instant, cause: String) -> Action {
+        let window = Duration::from_secs(self.settings.restart_window_secs);
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(now);
+        self.consecutive += 1;
+        self.probe_failures = 0;
+        if self.failures.len() > self.settings.max_restarts as usize {
+            self.state = ProcessState::Failed;
+            self.deadline = None;
+            self.reason = Some(format!(
+                "crashed {} times in {} s (last: {cause}); run `flink-agent restart {}` after fixing the cause",
+                self.failures.len(),
+                self.settings.restart_window_secs,
+                self.name
+            ));
+            return Action::GiveUp;
+        }
+        let delay = backoff(&self.settings, self.consecutive);
+        self.state = ProcessState::BackingOff;
+        self.deadline = Some(now + delay);
+        self.reason = Some(format!(
+            "{cause}; restarting in {:.1} s",
+            delay.as_secs_f64()
+        ));
+        Action::Kill
+    }
+
+    fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.start_timeout_secs)
+    }
+}
+
+/// Delay before restart number `consecutive` (1 = first failure): `backoff_initial_ms`
+/// doubling per consecutive failure, capped at `backoff_max_ms`.
+pub fn backoff(settings: &SupervisorSection, consecutive: u32) -> Duration {
+    let doublings = consecutive.saturating_sub(1).min(63);
+    let ms = settings
+        .backoff_initial_ms
+        .saturating_mul(1u64 << doublings)
+        .min(settings.backoff_max_ms);
+    Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> SupervisorSection {
+        SupervisorSection {
+            start_timeout_secs: 60,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 30_000,
+            max_restarts: 5,
+            restart_window_secs: 300,
+            ..SupervisorSection::default()
+        }
+    }
+
+    fn running(now: Instant) -> Machine {
+        let mut m = Machine::new("taskmanager", settings());
+        m.launched(now);
+        m.healthy();
+        m
+    }
+
+    #[test]
+    fn backoff_doubles_from_initial_up_to_the_cap() {
+        let s = settings();
+        let delays: Vec<u64> = (1..=7).map(|n| backoff(&s, n).as_millis() as u64).collect();
+        assert_eq!(delays, [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
+        assert_eq!(backoff(&s, u32::MAX), Duration::from_millis(30_000));
+    }
+
+    #[test]
+    fn start_then_healthy_is_running() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("jobmanager", settings());
+        assert_eq!(m.state(), ProcessState::Stopped);
+        m.launched(t0);
+        assert_eq!(m.state(), ProcessState::Starting);
+        m.healthy();
+        assert_eq!(m.state(), ProcessState::Running);
+        assert_eq!(m.restarts(), 0);
+    }
+
+    #[test]
+    fn crash_backs_off_then_relaunches_and_counts_a_restart() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        assert_eq!(m.exited(t0, "killed by signal 9"), Action::Nothing);
+        assert_eq!(m.state(), ProcessState::BackingOff);
+        assert_eq!(m.last_exit(), Some("killed by signal 9"));
+        assert_eq!(m.tick(t0 + Duration::from_millis(999)), Action::Nothing);
+        assert_eq!(m.tick(t0 + Duration::from_millis(1_000)), Action::Launch);
+        m.launched(t0 + Duration::from_secs(1));
+        assert_eq!(m.state(), ProcessState::Starting);
+        assert_eq!(m.restarts(), 1);
+    }
+
+    #[test]
+    fn back_off_grows_with_consecutive_failures_and_resets_when_healthy() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        m.exited(t0, "exited with status 1");
+        m.launched(t0);
+        m.exited(t0, "exited with status 1");
+        assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(2)));
+        m.launched(t0);
+        m.healthy();
+        m.exited(t0, "exited with status 1");
+        assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn more_than_max_restarts_in_the_window_is_failed_with_the_reason() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("taskmanager", settings());
+        for i in 0..5 {
+            m.launched(t0 + Duration::from_secs(i));
+            assert_ne!(m.exited(t0, "exited with status 1"), Action::GiveUp);
+        }
+        m.launched(t0);
+        assert_eq!(m.exited(t0, "exited with status 1"), Action::GiveUp);
+        assert_eq!(m.state(), ProcessState::Failed);
+        assert_eq!(
+            m.reason(),
+            Some(
+                "crashed 6 times in 300 s (last: exited with status 1); run \
+                 `flink-agent restart taskmanager` after fixing the cause"
+            )
+        );
+        assert_eq!(m.tick(t0 + Duration::from_secs(3_600)), Action::Nothing);
+    }
+
+    #[test]
+    fn failures_older_than_the_window_do_not_count() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("taskmanager", settings());
+        for i in 0..20u64 {
+            // One failure every 61 s: never more than 5 inside 300 s.
+            let t = t0 + Duration::from_secs(61 * i);
+            m.launched(t);
+            assert_ne!(
+                m.exited(t, "exited with status 1"),
+                Action::GiveUp,
+                "at {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn operator_reset_gives_a_failed_process_a_new_budget() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("taskmanager", settings());
+        for _ in 0..6 {
+            m.launched(t0);
+            m.exited(t0, "exited with status 1");
+        }
+        assert_eq!(m.state(), ProcessState::Failed);
+        m.reset_budget();
+        m.relaunched(t0, "restart requested by the operator");
+        assert_eq!(m.state(), ProcessState::Starting);
+        assert_eq!(m.exited(t0, "exited with status 1"), Action::Nothing);
+        assert_eq!(m.state(), ProcessState::BackingOff);
+    }
+
+    #[test]
+    fn start_timeout_counts_as_a_failure_and_kills() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("jobmanager", settings());
+        m.launched(t0);
+        assert_eq!(m.tick(t0 + Duration::from_secs(59)), Action::Nothing);
+        assert_eq!(m.tick(t0 + Duration::from_secs(60)), Action::Kill);
+        assert_eq!(m.state(), ProcessState::BackingOff);
+        assert!(m
+            .reason()
+            .is_some_and(|r| r.contains("start timeout of 60 s")));
+        // The kill's exit is recorded, not counted again.
+        assert_eq!(
+            m.exited(t0 + Duration::from_secs(60), "killed by signal 9"),
+            Action::Nothing
+        );
+        assert_eq!(m.state(), ProcessState::BackingOff);
+    }
+
+    #[test]
+    fn three_failed_probes_restart_a_running_process_and_one_good_probe_recovers() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        assert_eq!(m.probe_failed(t0, "timeout"), Action::Nothing);
+        assert_eq!(m.state(), ProcessState::Unhealthy);
+        m.healthy();
+        assert_eq!(m.state(), ProcessState::Running);
+        assert_eq!(m.probe_failed(t0, "timeout"), Action::Nothing);
+        assert_eq!(m.probe_failed(t0, "timeout"), Action::Nothing);
+        assert_eq!(m.probe_failed(t0, "timeout"), Action::Kill);
+        assert_eq!(m.state(), ProcessState::BackingOff);
+    }
+
+    #[test]
+    fn failed_probes_while_starting_only_wait_for_the_timeout() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("taskmanager", settings());
+        m.launched(t0);
+        for _ in 0..10 {
+            assert_eq!(m.probe_failed(t0, "not registered"), Action::Nothing);
+        }
+        assert_eq!(m.state(), ProcessState::Starting);
+    }
+
+    #[test]
+    fn hold_postpones_the_start_timeout_and_revalidate_is_not_a_failure() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        m.revalidate(t0, "re-registering with the restarted JobManager");
+        assert_eq!(m.state(), ProcessState::Starting);
+        m.hold(t0 + Duration::from_secs(50));
+        assert_eq!(m.tick(t0 + Duration::from_secs(100)), Action::Nothing);
+        assert_eq!(m.tick(t0 + Duration::from_secs(110)), Action::Kill);
+        // The only failure is the timeout: the first back-off step.
+        assert_eq!(
+            m.deadline(),
+            Some(t0 + Duration::from_secs(110) + Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn stop_of_a_live_process_waits_for_its_exit() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        m.stopping();
+        assert_eq!(m.state(), ProcessState::Stopping);
+        assert_eq!(m.exited(t0, "exited with status 143"), Action::Nothing);
+        assert_eq!(m.state(), ProcessState::Stopped);
+        assert_eq!(m.restarts(), 0);
+        let mut failed = Machine::new("taskmanager", settings());
+        failed.stopping();
+        assert_eq!(failed.state(), ProcessState::Stopped);
+    }
+}

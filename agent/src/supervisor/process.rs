@@ -1,0 +1,244 @@
+//! Starting, watching and killing one Flink process (the side-effect edge of supervision).
+//!
+//! Each process is launched through Flink's own `bin/*.sh start-foreground` script (it execs the
+//! JVM, so the pid we get is the JVM's) as the leader of a new process group, so one `killpg`
+//! reaches everything it may have forked. The environment is rebuilt from scratch: the agent's
+//! own environment (systemd's, an operator's shell) must not leak into Flink.
+
+use super::{LaunchSpec, SupervisorError};
+use nix::errno::Errno;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::{Gid, Pid, Uid, User};
+use std::ffi::CString;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::oneshot;
+
+/// The two supervised processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    JobManager,
+    TaskManager,
+}
+
+impl Kind {
+    /// Name in status, logs (the `log` target) and CLI arguments.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::JobManager => "jobmanager",
+            Kind::TaskManager => "taskmanager",
+        }
+    }
+
+    fn script(self) -> &'static str {
+        match self {
+            Kind::JobManager => "bin/jobmanager.sh",
+            Kind::TaskManager => "bin/taskmanager.sh",
+        }
+    }
+}
+
+/// A launched process: its group, and the reaper's answer when it exits.
+#[derive(Debug)]
+pub struct Live {
+    /// Pid of the JVM, which is also its process group id.
+    pub pid: i32,
+    pub started: Instant,
+    /// How the process ended ("exited with status 1"), sent once it was reaped.
+    pub exit: oneshot::Receiver<String>,
+}
+
+/// `PATH` for the scripts: they need bash, coreutils, sed, grep, find, sort, flock, hostname.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The identity the process runs as, resolved before forking (no lookups between fork and exec).
+#[derive(Debug)]
+struct Identity {
+    name: String,
+    home: String,
+    /// uid, gid and supplementary groups when switching user; None = the agent's own identity.
+    switch: Option<(Uid, Gid, Vec<Gid>)>,
+}
+
+fn identity(user: Option<&str>) -> Result<Identity, SupervisorError> {
+    let Some(name) = user else {
+        let me = User::from_uid(Uid::current()).ok().flatten();
+        return Ok(Identity {
+            name: me
+                .as_ref()
+                .map_or_else(|| "root".into(), |u| u.name.clone()),
+            home: me.map_or_else(|| "/".into(), |u| u.dir.display().to_string()),
+            switch: None,
+        });
+    };
+    let unknown = || SupervisorError::User {
+        user: name.to_string(),
+        detail: "no such user".into(),
+    };
+    let found = User::from_name(name).ok().flatten().ok_or_else(unknown)?;
+    let cname = CString::new(name).map_err(|_| unknown())?;
+    let groups =
+        nix::unistd::getgrouplist(&cname, found.gid).map_err(|e| SupervisorError::User {
+            user: name.to_string(),
+            detail: format!("cannot list its groups: {e}"),
+        })?;
+    Ok(Identity {
+        name: found.name.clone(),
+        home: found.dir.display().to_string(),
+        switch: Some((found.uid, found.gid, groups)),
+    })
+}
+
+/// Starts `kind` in its own process group and spawns the tasks that log its output and reap it.
+pub fn launch(
+    spec: &LaunchSpec,
+    kind: Kind,
+    extra_args: &[String],
+) -> Result<Live, SupervisorError> {
+    let who = identity(spec.user.as_deref())?;
+    let script = spec.flink_home.join(kind.script());
+    let mut command = Command::new(&script);
+    command
+        .arg("start-foreground")
+        .args(extra_args)
+        .current_dir(&spec.log_dir)
+        .env_clear()
+        .env("PATH", PATH)
+        .env("HOME", &who.home)
+        .env("USER", &who.name)
+        .env("LOGNAME", &who.name)
+        .env("LANG", "C.UTF-8")
+        .env("JAVA_HOME", &spec.java_home)
+        .env("FLINK_CONF_DIR", &spec.conf_dir)
+        .env("FLINK_LOG_DIR", &spec.log_dir)
+        // Otherwise the scripts keep pid files (and a lock) in the shared /tmp.
+        .env("FLINK_PID_DIR", &spec.log_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some((uid, gid, groups)) = who.switch {
+        switch_user(&mut command, uid, gid, groups);
+    }
+    let mut child = command.spawn().map_err(|source| SupervisorError::Spawn {
+        script: script.display().to_string(),
+        source,
+    })?;
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| SupervisorError::Spawn {
+            script: script.display().to_string(),
+            source: std::io::Error::other("the child exited before its pid was read"),
+        })?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward_lines(out, kind.name(), log::Level::Info));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward_lines(err, kind.name(), log::Level::Warn));
+    }
+    let (tx, exit) = oneshot::channel();
+    tokio::spawn(async move {
+        let how = match child.wait().await {
+            Ok(status) => describe(status),
+            Err(e) => format!("could not be waited for: {e}"),
+        };
+        let _ = tx.send(how);
+    });
+    Ok(Live {
+        pid,
+        started: Instant::now(),
+        exit,
+    })
+}
+
+/// Drops root to `uid`/`gid` with the user's supplementary groups in the child before exec.
+/// std's `Command::uid` would clear the supplementary groups (and stable Rust cannot set them),
+/// so all three calls happen here, in the order the kernel requires (groups before gid before uid).
+#[allow(unsafe_code)]
+fn switch_user(command: &mut Command, uid: Uid, gid: Gid, groups: Vec<Gid>) {
+    // SAFETY: the closure runs between fork and exec and only makes three raw syscalls on
+    // data prepared before the fork (no allocation, no locks), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setgroups(&groups)?;
+            nix::unistd::setgid(gid)?;
+            nix::unistd::setuid(uid)?;
+            Ok(())
+        });
+    }
+}
+
+/// Copies a child's output into the agent's log line by line, with the process name as target.
+async fn forward_lines(stream: impl AsyncRead + Unpin, target: &'static str, level: log::Level) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                log::log!(target: target, level, "{}", text.trim_end());
+            }
+        }
+    }
+}
+
+/// "exited with status 1" / "killed by signal 9", as shown in `status`.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => format!("ended ({status})"),
+    }
+}
+
+/// Sends `sig` to the whole group. A group that is already gone is fine.
+pub fn signal_group(pgid: i32, sig: Signal) {
+    match signal::killpg(Pid::from_raw(pgid), sig) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => log::warn!("cannot send {sig} to process group {pgid}: {e}"),
+    }
+}
+
+/// True while any process of the group exists (`kill(-pgid, 0)` is not ESRCH).
+pub fn group_alive(pgid: i32) -> bool {
+    !matches!(signal::kill(Pid::from_raw(-pgid), None), Err(Errno::ESRCH))
+}
+
+/// Kills the group and waits (bounded) until no member is left, so ports are free for the
+/// next launch. Members that are not our children are reaped by init, which takes a moment.
+pub async fn sweep_group(pgid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_alive(pgid) && Instant::now() < deadline {
+        signal_group(pgid, Signal::SIGKILL);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if group_alive(pgid) {
+        log::error!("process group {pgid} survived SIGKILL for 10 s");
+    }
+}
+
+/// Graceful stop: SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL;
+/// returns how the leader ended. Every member of the group is gone when this returns.
+pub async fn terminate(live: Live, grace: Duration) -> String {
+    let Live { pid, mut exit, .. } = live;
+    signal_group(pid, Signal::SIGTERM);
+    let how = match tokio::time::timeout(grace, &mut exit).await {
+        Ok(how) => how.unwrap_or_else(|_| "ended (not reaped)".into()),
+        Err(_) => {
+            log::warn!(
+                "process group {pid} did not stop within {} s of SIGTERM; sending SIGKILL",
+                grace.as_secs()
+            );
+            signal_group(pid, Signal::SIGKILL);
+            exit.await.unwrap_or_else(|_| "ended (not reaped)".into())
+        }
+    };
+    sweep_group(pid).await;
+    how
+}

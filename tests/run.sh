@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what the tests need (Debian
+# packages, the Flink distribution and the S3 server into a cache outside the repo), checks
+# formatting and lints, then runs every test with real Flink, nftables, S3 and systemd.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+bash tests/setup/deps.sh
+FLINK_HOME="$(bash tests/setup/flink.sh)"
+export FLINK_HOME
+for setup in tests/setup/moto.sh; do
+  [ -f "$setup" ] && bash "$setup" >/dev/null
+done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+# Tests that start Flink share the 2 cores: one test binary at a time, tests in a binary
+# serialize themselves where they start JVMs.
+cargo test --workspace --locked -- --test-threads=2
+
+for e2e in tests/e2e/run.sh; do
+  if [ -f "$e2e" ]; then
+    echo "== $e2e"
+    bash "$e2e"
+  fi
+done
