@@ -46,7 +46,12 @@ for line in '^socket_group = "flink-agent"' '^user = "flink"'; do
 done
 
 deb_args=() rpm_args=()
-if [ -n "$version" ]; then
+if [ -z "$version" ]; then
+  # A release: the Debian changelog's newest entry must name this version.
+  workspace_version=$(cargo pkgid -p flink-agent | sed 's/.*@//')
+  head -n1 packaging/debian/changelog | grep -qF "($workspace_version-1)" \
+    || { echo "build.sh: packaging/debian/changelog has no entry for $workspace_version-1" >&2; exit 1; }
+else
   # dpkg versions carry a Debian revision; cargo-deb's default is "-1", keep it.
   deb_args=(--deb-version "$version-1")
   rpm_args=(--set-metadata "version = \"$version\"")

@@ -70,7 +70,7 @@ check "the rpm marks the config %config(noreplace)" equals \
 check "the deb marks the config as a conffile" equals "$(dpkg-deb -I "$deb" conffiles)" /etc/flink-agent/agent.toml
 scriptlets=$(rpm -qp --scripts "$rpm" 2>/dev/null)
 # rpm --scripts prints "<kind> scriptlet (using /bin/sh):" then the body, for each scriptlet.
-rpm_scriptlet() { awk -v want="$1 scriptlet" 'index($0, want) == 1 { on = 1; next } / scriptlet \(using / { on = 0 } on' <<<"$scriptlets"; }
+rpm_scriptlet() { awk -v want="$1 scriptlet (using /bin/sh):" '/^[a-z]+ scriptlet.*:$/ { on = ($0 == want); next } on' <<<"$scriptlets"; }
 for pair in postinst:postinstall prerm:preuninstall postrm:postuninstall; do
   s=${pair%%:*}
   check "rpm $s scriptlet is packaging/scripts/$s" equals "$(rpm_scriptlet "${pair#*:}")" "$(cat "$repo/packaging/scripts/$s")"
