@@ -1,6 +1,10 @@
 //! The local API as a user of the socket sees it: the real server on a temp-dir socket, the real
 //! client, and hand-written HTTP where a client would misbehave. The daemon side is a small
 //! task answering the API's own `ApiRequest` channel.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap fails the test with the error it carries"
+)]
 
 use flink_agent::api::{self, ApiRequest, Client, ClientError, Limits, ReloadReport};
 use flink_agent::status::AgentStatus;

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::UnixStream;
 
@@ -60,11 +60,6 @@ pub struct Client {
 impl Client {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into() }
-    }
-
-    /// The socket this client talks to.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     pub async fn status(&self) -> Result<AgentStatus, ClientError> {

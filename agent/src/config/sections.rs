@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The whole agent configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AgentConfig {
     pub agent: AgentSection,
@@ -17,21 +17,6 @@ pub struct AgentConfig {
     pub plan: PlanSection,
     pub advanced: AdvancedSection,
     pub supervisor: SupervisorSection,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self {
-            agent: AgentSection::default(),
-            node: NodeSection::default(),
-            cluster: ClusterSection::default(),
-            flink: FlinkSection::default(),
-            ports: PortsSection::default(),
-            plan: PlanSection::default(),
-            advanced: AdvancedSection::default(),
-            supervisor: SupervisorSection::default(),
-        }
-    }
 }
 
 /// The agent's own files: state, socket.

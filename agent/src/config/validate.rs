@@ -40,6 +40,7 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("execution.checkpointing.incremental", "the agent needs self-contained checkpoints"),
     ("jobmanager.memory.", "memory is derived from plan.memory_mib"),
     ("taskmanager.memory.", "memory is derived from plan.memory_mib"),
+    ("heartbeat.timeout", "the agent sets it so TaskManagers re-register quickly after a JobManager restart"),
     ("high-availability", "HA is managed by the agent"),
     ("taskmanager.numberOfTaskSlots", "set advanced.number_of_task_slots"),
     ("parallelism.default", "set advanced.default_parallelism"),

@@ -51,6 +51,7 @@ pub fn prepare(config: &AgentConfig) -> Result<Prepared, PrepareError> {
     }
     ensure_dir(&config.agent.state_dir, None)?;
     let conf_dir = flinkconf::conf_dir(config);
+    share_conf_dir(&conf_dir, owner)?;
     let changed = flinkconf::write_conf_dir(&conf_dir, &config.flink.home, &rendered)?;
     Ok(Prepared {
         version,
@@ -86,6 +87,36 @@ fn flink_owner(config: &AgentConfig) -> Option<(nix::unistd::Uid, nix::unistd::G
     let name = config.flink.user.as_deref()?;
     let user = nix::unistd::User::from_name(name).ok()??;
     Some((user.uid, user.gid))
+}
+
+/// The rendered config is mode 0640 (it may hold secrets) and Flink may run as another user:
+/// the conf dir gets that user's group and the setgid bit, so every file the agent writes into
+/// it (atomic writes create new files) is born readable by Flink, with no window where it is not.
+fn share_conf_dir(
+    conf_dir: &Path,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> Result<(), PrepareError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PrepareError::Dir { path, source }
+    };
+    std::fs::create_dir_all(conf_dir).map_err(err(conf_dir))?;
+    let Some((_, gid)) = owner else {
+        return Ok(());
+    };
+    nix::unistd::chown(conf_dir, None, Some(gid)).map_err(|e| err(conf_dir)(e.into()))?;
+    std::fs::set_permissions(conf_dir, std::fs::Permissions::from_mode(0o2750))
+        .map_err(err(conf_dir))?;
+    // Files written before the group was set (an earlier run as another user).
+    for entry in std::fs::read_dir(conf_dir)
+        .map_err(err(conf_dir))?
+        .flatten()
+    {
+        let path = entry.path();
+        nix::unistd::chown(&path, None, Some(gid)).map_err(|e| err(&path)(e.into()))?;
+    }
+    Ok(())
 }
 
 fn ensure_dir(

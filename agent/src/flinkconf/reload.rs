@@ -111,6 +111,7 @@ pub fn redacted(entries: &BTreeMap<String, String>) -> BTreeMap<String, String> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::config::AgentConfig;

@@ -206,6 +206,13 @@ pub fn render(cfg: &AgentConfig, version: FlinkVersion) -> RenderedConf {
         "taskmanager.memory.process.size",
         format!("{}m", mem.taskmanager_mib),
     );
+    // Managed memory serves RocksDB and batch operators; with the HashMap backend, state lives
+    // on the task heap, so Flink's default 40% would sit idle while state runs out of heap.
+    put("taskmanager.memory.managed.fraction", "0.1".into());
+
+    // After a JobManager restart the TaskManager only re-registers once its heartbeat to the
+    // dead one times out: Flink's 50 s default would dominate recovery time on a single node.
+    put("heartbeat.timeout", "20000".into());
 
     // Directories and the JVM. `env.java.home` is honoured by Flink 1.x and 2.x alike: the
     // scripts read it with sed from the raw file before starting any JVM (bash-java-utils.sh
@@ -262,9 +269,10 @@ fn file_uri(p: &Path) -> String {
 }
 
 /// Standard YAML with one flat key per line (`taskmanager.numberOfTaskSlots: 1`), so each option
-/// appears exactly once (Flink rejects duplicate keys). Values that are plain decimal integers
-/// or booleans are written as such; everything else is a string, quoted by the YAML writer
-/// whenever YAML would otherwise read it differently (`'1.0'`, `'yes'`, `': '`, `'#'`).
+/// appears exactly once (Flink rejects duplicate keys). Values that are booleans, or numbers
+/// whose YAML form is the very same text (`3`, `1.5`), are written plain; everything else is a
+/// string, quoted by the YAML writer whenever YAML would otherwise read it differently
+/// (`'0777'`, `'1e3'`, `'yes'`, `': '`, `' #'`).
 fn standard_yaml(entries: &BTreeMap<String, String>) -> String {
     use serde_norway::{Mapping, Value};
     let mut map = Mapping::new();
@@ -291,6 +299,12 @@ fn typed(v: &str) -> serde_norway::Value {
             return Value::Number(n.into());
         }
     }
+    if let Ok(x) = v.parse::<f64>() {
+        let number = Value::Number(x.into());
+        if x.is_finite() && serde_norway::to_string(&number).is_ok_and(|s| s.trim_end() == v) {
+            return number;
+        }
+    }
     Value::String(v.to_string())
 }
 
@@ -308,6 +322,7 @@ fn legacy_yaml(entries: &BTreeMap<String, String>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -104,6 +104,7 @@ fn is_logging_conf(name: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::flinkconf::{render, FlinkVersion};

@@ -94,6 +94,8 @@ pub enum SupervisorError {
         #[source]
         source: std::io::Error,
     },
+    #[error("Flink's log directory {path} does not exist; create it (writable by the Flink user) or fix `flink.log_dir`")]
+    LogDir { path: String },
     #[error("cannot run Flink as user `{user}`: {detail}; fix `flink.user` or create the user")]
     User { user: String, detail: String },
 }

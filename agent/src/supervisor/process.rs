@@ -51,6 +51,9 @@ pub struct Live {
     pub exit: oneshot::Receiver<String>,
 }
 
+/// How long SIGKILL may take to empty a group (a process in uninterruptible I/O delays it).
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
 /// `PATH` for the scripts: they need bash, coreutils, sed, grep, find, sort, flock, hostname.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -99,6 +102,11 @@ pub fn launch(
     extra_args: &[String],
 ) -> Result<Live, SupervisorError> {
     let who = identity(spec.user.as_deref())?;
+    if !spec.log_dir.is_dir() {
+        return Err(SupervisorError::LogDir {
+            path: spec.log_dir.display().to_string(),
+        });
+    }
     let script = spec.flink_home.join(kind.script());
     let mut command = Command::new(&script);
     command
@@ -213,13 +221,16 @@ pub fn group_alive(pgid: i32) -> bool {
 /// Kills the group and waits (bounded) until no member is left, so ports are free for the
 /// next launch. Members that are not our children are reaped by init, which takes a moment.
 pub async fn sweep_group(pgid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + KILL_WAIT;
     while group_alive(pgid) && Instant::now() < deadline {
         signal_group(pgid, Signal::SIGKILL);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if group_alive(pgid) {
-        log::error!("process group {pgid} survived SIGKILL for 10 s");
+        log::error!(
+            "process group {pgid} survived SIGKILL for {} s",
+            KILL_WAIT.as_secs()
+        );
     }
 }
 
@@ -236,9 +247,136 @@ pub async fn terminate(live: Live, grace: Duration) -> String {
                 grace.as_secs()
             );
             signal_group(pid, Signal::SIGKILL);
-            exit.await.unwrap_or_else(|_| "ended (not reaped)".into())
+            match tokio::time::timeout(KILL_WAIT, exit).await {
+                Ok(Ok(how)) => how,
+                _ => "did not end after SIGKILL (not reaped)".into(),
+            }
         }
     };
     sweep_group(pid).await;
     how
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+
+    /// A stand-in for Flink's launcher script: it records what a launched JVM would inherit
+    /// (identity, environment, process group) and then behaves as told by `tail`.
+    fn stub_home(dir: &Path, tail: &str) -> PathBuf {
+        let home = dir.join("flink");
+        std::fs::create_dir_all(home.join("bin")).expect("bin");
+        let script = home.join("bin/jobmanager.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n\
+                 {{ echo \"uid=$(id -u) groups=$(id -G)\"; echo \"pgid=$(ps -o pgid= -p $$ | tr -d ' ') pid=$$\"; \
+                 env | sort; }} > launched.txt\n\
+                 echo to-stdout\n{tail}\n"
+            ),
+        )
+        .expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        for d in [dir, &home, &home.join("bin")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        home
+    }
+
+    fn spec(dir: &Path, home: PathBuf, user: Option<&str>) -> LaunchSpec {
+        let log_dir = dir.join("log");
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        std::fs::set_permissions(&log_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        LaunchSpec {
+            flink_home: home,
+            java_home: PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64"),
+            conf_dir: dir.join("conf"),
+            log_dir,
+            user: user.map(str::to_string),
+            rest_url: "http://127.0.0.1:1".into(),
+            expected_slots: 1,
+            settings: crate::config::SupervisorSection::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn launches_with_a_clean_environment_in_its_own_group() {
+        std::env::set_var("FLINK_AGENT_LEAK_CHECK", "leaked");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(dir.path(), stub_home(dir.path(), "exit 3"), None);
+        let live = launch(&spec, Kind::JobManager, &[]).expect("launch");
+        let how = live.exit.await.expect("reaped");
+        assert_eq!(how, "exited with status 3");
+        let seen = std::fs::read_to_string(spec.log_dir.join("launched.txt")).expect("record");
+        assert!(
+            seen.contains(&format!("pgid={0} pid={0}", live.pid)),
+            "{seen}"
+        );
+        let names: Vec<&str> = seen
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .filter(|k| k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .collect();
+        for expected in [
+            "FLINK_CONF_DIR",
+            "FLINK_LOG_DIR",
+            "FLINK_PID_DIR",
+            "HOME",
+            "JAVA_HOME",
+            "LANG",
+            "PATH",
+            "USER",
+        ] {
+            assert!(names.contains(&expected), "{expected} missing: {seen}");
+        }
+        assert!(!seen.contains("FLINK_AGENT_LEAK_CHECK"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn runs_as_the_configured_user_and_terminate_kills_the_whole_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A child in the group that ignores SIGTERM, next to a leader that obeys it.
+        let tail = "sh -c 'trap \"\" TERM; while :; do sleep 1; done' &\nexec sleep 600";
+        let spec = spec(dir.path(), stub_home(dir.path(), tail), Some("nobody"));
+        let nobody = User::from_name("nobody")
+            .ok()
+            .flatten()
+            .expect("user nobody");
+        let live = launch(&spec, Kind::JobManager, &[]).expect("launch");
+        let pid = live.pid;
+        let record = spec.log_dir.join("launched.txt");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&record).is_ok_and(|s| s.contains("PATH=")) {
+            assert!(Instant::now() < deadline, "the stub never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let seen = std::fs::read_to_string(&record).expect("record");
+        assert!(
+            seen.contains(&format!("uid={} groups={}", nobody.uid, nobody.gid)),
+            "{seen}"
+        );
+        assert!(seen.contains("USER=nobody"), "{seen}");
+        let how = terminate(live, Duration::from_secs(5)).await;
+        assert_eq!(how, "killed by signal 15");
+        assert!(!group_alive(pid), "a member of group {pid} survived");
+    }
+
+    #[test]
+    fn an_unknown_user_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(
+            dir.path(),
+            dir.path().to_path_buf(),
+            Some("no-such-user-4711"),
+        );
+        let err = launch(&spec, Kind::JobManager, &[]).expect_err("no such user");
+        assert!(
+            err.to_string()
+                .contains("`no-such-user-4711`: no such user"),
+            "{err}"
+        );
+    }
 }

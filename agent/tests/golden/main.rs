@@ -5,6 +5,8 @@
 //! Any difference fails the test; `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the files
 //! (review the diff before committing).
 
+#![allow(clippy::unwrap_used)]
+
 use flink_agent::config::{self, AgentConfig};
 use flink_agent::flinkconf::{render, write_conf_dir, FlinkVersion};
 use std::collections::BTreeMap;

@@ -152,8 +152,9 @@ mod tests {
     #[test]
     fn process_names_are_the_targets_serde_names() {
         for name in PROCESS_NAMES {
-            let target = parse_target(name).unwrap();
-            assert_eq!(serde_json::to_value(target).unwrap(), *name);
+            let target = parse_target(name).expect("every listed name parses");
+            let spelled = serde_json::to_value(target).expect("a target serializes");
+            assert_eq!(spelled, *name);
         }
         assert!(matches!(
             parse_target("JobManager"),
