@@ -31,6 +31,10 @@ equals() { [ "$1" = "$2" ] || { echo "       expected '$2', got '$1'"; return 1;
 
 finish() {
   local rc=$?
+  if [ -n "$leader" ] && { [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; }; then
+    echo "--- flink-agent journal (last 40 lines) ---"
+    inside journalctl -u flink-agent -n 40 --no-pager 2>&1 || true
+  fi
   container_teardown
   [ -n "$pkgs" ] && rm -rf "$pkgs"
   echo "e2e: $passed passed, $failed failed"
@@ -147,13 +151,13 @@ check "one JobManager and one TaskManager JVM, children of the agent" jvms_owned
 check "the JVMs run as flink" equals "$(inside ps -o user= -C java | sort -u | tr -d ' ')" flink
 
 # --- Socket permissions --------------------------------------------------------------------------
-inside useradd --no-create-home --groups flink-agent operator
-inside useradd --no-create-home outsider
+inside useradd --no-create-home --groups flink-agent e2e-member
+inside useradd --no-create-home e2e-outsider
 check "the socket is root:flink-agent 0660" equals "$(inside stat -c '%U:%G %a' $sock)" "root:flink-agent 660"
 check "root can use the CLI" quiet inside flink-agent status
-check "a member of flink-agent can use the CLI" quiet inside runuser -u operator -- flink-agent status
-# --socket: the outsider cannot read the config either; the socket's own permission is under test.
-denied=$(inside runuser -u outsider -- flink-agent status --socket $sock 2>&1) && denied="accepted: $denied"
+check "a member of flink-agent can use the CLI" quiet inside runuser -u e2e-member -- flink-agent status
+# --socket: e2e-outsider cannot read the config either; the socket's own permission is under test.
+denied=$(inside runuser -u e2e-outsider -- flink-agent status --socket $sock 2>&1) && denied="accepted: $denied"
 check "another user is refused by the socket" grep -qi "permission denied" <<<"$denied"
 
 # --- Journal -------------------------------------------------------------------------------------
