@@ -12,7 +12,8 @@ import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.path.join(ROOT, "target/release/flink-agent")
-PORTS = dict(rest=28081, jobmanager_rpc=28123, blob=28124, taskmanager_rpc=28122, taskmanager_data=28121)
+PORTS = dict(rest=28081, jobmanager_rpc=28123, blob=28124, taskmanager_rpc=28122, taskmanager_data=28121,
+             taskmanager_collect=28125, metrics_query=28126)
 
 
 def overview_ready(port, deadline):

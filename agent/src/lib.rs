@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod firewall;
 pub mod flinkconf;
 pub mod flinkrest;
 pub mod fsutil;

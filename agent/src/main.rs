@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use flink_agent::api::client::Client;
 use flink_agent::supervisor::Target;
-use flink_agent::{config, daemon, flinkconf, logging};
+use flink_agent::{config, daemon, firewall, flinkconf, logging};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -49,6 +49,28 @@ enum Command {
     },
     /// Print the rendered Flink configuration in force (secrets redacted).
     Config(SocketArg),
+    /// The node's nftables firewall, from a config file, acting directly (needs root).
+    Firewall {
+        #[command(subcommand)]
+        action: FirewallAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FirewallAction {
+    /// Compare the live table with the config's rules; exits 1 when they differ.
+    Show {
+        #[command(flatten)]
+        arg: ConfigArg,
+        /// Print desired and live rulesets as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the config's rules now, in one atomic transaction.
+    Apply(ConfigArg),
+    /// Delete the agent's table, and only it. A running agent with the firewall enabled
+    /// restores it; set firewall.enabled = false and reload to turn the firewall off.
+    Remove(ConfigArg),
 }
 
 #[derive(clap::Args, Debug)]
@@ -174,12 +196,52 @@ fn execute(command: Command) -> Result<ExitCode> {
             println!("restarted {process:?}");
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Firewall { action } => firewall_command(action),
         Command::Config(at) => block_on(async {
             let value = at.client()?.config().await?;
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+fn firewall_command(action: FirewallAction) -> Result<ExitCode> {
+    let (FirewallAction::Show { arg, .. }
+    | FirewallAction::Apply(arg)
+    | FirewallAction::Remove(arg)) = &action;
+    // Values only: the firewall needs no Flink installation.
+    let cfg = config::load_unchecked(&arg.config)?;
+    if let FirewallAction::Remove(_) = action {
+        firewall::apply::remove(&cfg.firewall.table)?;
+        println!(
+            "table inet {} removed (no other table touched)",
+            cfg.firewall.table
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let policy = firewall::Policy::from_config(&cfg).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(|e| format!("  - {e}")).collect();
+        anyhow::anyhow!(
+            "{}: the firewall rules cannot be planned:\n{}",
+            arg.config.display(),
+            list.join("\n")
+        )
+    })?;
+    if let FirewallAction::Apply(_) = action {
+        let swap = firewall::apply::compare(&policy)?.swap();
+        firewall::apply::apply(&policy, swap)?;
+    }
+    let comparison = firewall::apply::compare(&policy)?;
+    if matches!(action, FirewallAction::Show { json: true, .. }) {
+        println!("{}", serde_json::to_string_pretty(&comparison)?);
+    } else {
+        print!("{}", comparison.render_human());
+    }
+    Ok(if comparison.in_sync {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn validate(path: &Path) -> Result<ExitCode> {

@@ -20,6 +20,9 @@ pub struct AgentStatus {
     pub overview: Option<FlinkOverview>,
     /// The most recent error anywhere in the agent, for a one-line answer to "what is wrong".
     pub last_error: Option<String>,
+    /// The node's nftables firewall, as its reconcile loop last saw it.
+    #[serde(default)]
+    pub firewall: crate::firewall::FirewallStatus,
 }
 
 /// Which configuration is in force.

@@ -44,12 +44,13 @@ fn agent_runs_a_real_cluster_and_keeps_it_healthy() {
             "{name} not running: {status}"
         );
     }
-    let st = wait_for("status overview", START, || {
+    // Flink lists a new TaskManager a moment before its slots: wait for both figures.
+    let st = wait_for("status with Flink's figures", START, || {
         agent
             .status()
-            .filter(|s| s["overview"]["taskmanagers"] == 1)
+            .filter(|s| s["overview"]["slots-total"] == o["slots-total"])
     });
-    assert_eq!(st["overview"]["slots-total"], o["slots-total"]);
+    assert_eq!(st["overview"]["taskmanagers"], o["taskmanagers"]);
 
     // The socket is 0660, and a second agent on it refuses to start.
     let mode = std::fs::metadata(&agent.socket)

@@ -7,6 +7,7 @@
 )]
 
 use flink_agent::api::{self, ApiRequest, Client, ClientError, Limits, ReloadReport};
+use flink_agent::firewall::FirewallStatus;
 use flink_agent::status::AgentStatus;
 use flink_agent::supervisor::Target;
 use nix::unistd::{getegid, geteuid, getgroups, Gid, Group};
@@ -39,6 +40,16 @@ fn sample_status() -> AgentStatus {
         agent_version: "0.1.0".into(),
         ready: true,
         ..AgentStatus::default()
+    }
+}
+
+fn sample_firewall() -> FirewallStatus {
+    FirewallStatus {
+        enabled: true,
+        table: "flink_agent".into(),
+        repairs: 2,
+        last_drift: vec!["table inet flink_agent does not exist".into()],
+        ..FirewallStatus::default()
     }
 }
 
@@ -98,6 +109,7 @@ async fn answer(
                 drop(reply.send(serde_json::json!({ "taskmanager.numberOfTaskSlots": 1 })))
             }
             ApiRequest::Reload(reply) => drop(reply.send(reload.clone())),
+            ApiRequest::Firewall(reply) => drop(reply.send(sample_firewall())),
             ApiRequest::Restart(target, reply) => {
                 restarts.push(target);
                 drop(reply.send(Ok(())));
@@ -353,6 +365,8 @@ async fn reload_restart_and_config_reach_the_daemon() {
         .unwrap();
     let config = within("config", client.config()).await.unwrap();
     assert_eq!(config["taskmanager.numberOfTaskSlots"], 1);
+    let firewall = within("firewall", client.firewall()).await.unwrap();
+    assert_eq!(firewall, sample_firewall());
     assert_eq!(served.stop().await, [Target::TaskManager, Target::All]);
 }
 

@@ -71,6 +71,11 @@ impl Client {
         self.get_json("/v1/config").await
     }
 
+    /// The firewall loop's view: in sync, repairs, last drift, why it is not enforced.
+    pub async fn firewall(&self) -> Result<crate::firewall::FirewallStatus, ClientError> {
+        self.get_json("/v1/firewall").await
+    }
+
     /// Asks the agent to re-read its configuration; a refusal carries every problem found.
     pub async fn reload(&self) -> Result<ReloadReport, ClientError> {
         self.post_json("/v1/reload", &NoParams {}).await

@@ -24,6 +24,8 @@ pub enum ApiRequest {
         crate::supervisor::Target,
         oneshot::Sender<Result<(), String>>,
     ),
+    /// `GET /v1/firewall`: the firewall loop's status (in sync, repairs, last drift, errors).
+    Firewall(oneshot::Sender<crate::firewall::FirewallStatus>),
 }
 
 /// What a successful reload changed.

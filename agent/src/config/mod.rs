@@ -8,10 +8,12 @@
 //!    Java, user) are checked by [`validate`], again collecting everything.
 
 mod error;
+mod firewall;
 mod sections;
 mod validate;
 
 pub use error::{ConfigError, Errors, FieldError};
+pub use firewall::{FirewallSection, ManagementSection};
 pub use sections::*;
 pub use validate::{check_environment, validate_values, OWNED_KEY_PREFIXES};
 
@@ -76,6 +78,7 @@ fn parse_collect(
             "plan" => section(key, value, &mut config.plan, &mut errors),
             "advanced" => section(key, value, &mut config.advanced, &mut errors),
             "supervisor" => section(key, value, &mut config.supervisor, &mut errors),
+            "firewall" => section(key, value, &mut config.firewall, &mut errors),
             other => errors.push(
                 other,
                 format!(
@@ -134,6 +137,7 @@ const SECTIONS: &[&str] = &[
     "plan",
     "advanced",
     "supervisor",
+    "firewall",
 ];
 
 fn into_result(
@@ -209,6 +213,8 @@ fn explain_type_error(message: &str) -> String {
     let message = message.trim();
     if message.contains("expected u") && message.contains("integer `-") {
         format!("{message}; this value cannot be negative")
+    } else if message.contains("expected u16") {
+        format!("{message}; ports range from 1 to 65535")
     } else if message.contains("unknown variant") {
         format!("{message}; use one of the listed values")
     } else {

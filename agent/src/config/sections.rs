@@ -17,6 +17,7 @@ pub struct AgentConfig {
     pub plan: PlanSection,
     pub advanced: AdvancedSection,
     pub supervisor: SupervisorSection,
+    pub firewall: super::FirewallSection,
 }
 
 /// The agent's own files: state, socket.

@@ -94,6 +94,7 @@ pub fn validate_values(c: &AgentConfig, e: &mut Errors) {
     validate_restart_strategy(&c.advanced.restart_strategy, e);
     validate_passthrough(c, e);
     validate_supervisor(c, e);
+    super::firewall::validate(c, e);
     for (path, p) in [
         ("agent.state_dir", &c.agent.state_dir),
         ("agent.socket", &c.agent.socket),

@@ -10,6 +10,7 @@ pub use reload::{needs_agent_restart, restart_set};
 
 use crate::api::{self, ApiRequest, ReloadReport};
 use crate::config::{self, AgentConfig};
+use crate::firewall::{self, FirewallHandle};
 use crate::flinkconf;
 use crate::sdnotify::{notify, watchdog_period};
 use crate::status::{AgentStatus, ConfigStatus, FlinkOverview};
@@ -53,6 +54,7 @@ struct Daemon {
     config_path: PathBuf,
     in_force: InForce,
     supervisor: SupervisorHandle,
+    firewall: FirewallHandle,
     overview: watch::Receiver<Option<FlinkOverview>>,
     last_reload_error: Option<String>,
     last_error: Option<String>,
@@ -84,6 +86,8 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         let _ = api_stopped.await;
     }));
 
+    // Before Flink starts, so its ports are never open unfiltered.
+    let firewall = firewall::spawn(cfg);
     let supervisor = supervisor::spawn(launch_spec(cfg));
     let overview = spawn_overview_poller(launch_spec(cfg).rest_url);
     let (reload_done, mut reload_done_rx) = mpsc::channel(4);
@@ -91,6 +95,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         config_path,
         in_force,
         supervisor,
+        firewall,
         overview,
         last_reload_error: None,
         last_error: None,
@@ -161,6 +166,9 @@ impl Daemon {
                     "flink_version": self.in_force.prepared.version.to_string(),
                     "entries": flinkconf::redacted(&rendered.entries),
                 }));
+            }
+            ApiRequest::Firewall(reply) => {
+                let _ = reply.send(self.firewall.status());
             }
             ApiRequest::Reload(reply) => self.begin_reload(Some(reply)),
             ApiRequest::Restart(target, reply) => {
@@ -241,6 +249,7 @@ impl Daemon {
         );
         let spec = launch_spec(&next.config);
         self.in_force = next;
+        self.firewall.update(&self.in_force.config);
         self.reloading = true;
         let supervisor = self.supervisor.clone();
         let done = self.reload_done.clone();
@@ -274,6 +283,7 @@ impl Daemon {
             processes,
             overview: self.overview.borrow().clone(),
             last_error,
+            firewall: self.firewall.status(),
         }
     }
 }

@@ -32,10 +32,28 @@ impl AgentStatus {
         out.push_str(&process_table(&self.processes));
         out.push('\n');
         let _ = writeln!(out, "{}", overview_line(self.overview.as_ref()));
+        let _ = writeln!(out, "{}", firewall_line(&self.firewall));
         let last_error = self.last_error.as_deref().unwrap_or("none");
         let _ = writeln!(out, "last error: {last_error}");
         out
     }
+}
+
+fn firewall_line(f: &crate::firewall::FirewallStatus) -> String {
+    let state = match (&f.last_error, f.enabled, f.in_sync) {
+        (Some(e), _, _) => format!("NOT enforced: {e}"),
+        (None, false, _) => "off".to_string(),
+        (None, true, true) => format!("in force (table inet {})", f.table),
+        (None, true, false) => format!("applying (table inet {})", f.table),
+    };
+    let refused = match &f.config_refused {
+        Some(why) => format!("; last config refused, previous rules stay: {why}"),
+        None => String::new(),
+    };
+    format!(
+        "firewall: {state}, {} repair(s) of drift{refused}",
+        f.repairs
+    )
 }
 
 fn process_table(processes: &[ProcessStatus]) -> String {
@@ -168,6 +186,13 @@ mod tests {
                 ..FlinkOverview::default()
             }),
             last_error: Some("taskmanager: exited with status 1".into()),
+            firewall: crate::firewall::FirewallStatus {
+                enabled: true,
+                table: "flink_agent".into(),
+                in_sync: true,
+                repairs: 1,
+                ..Default::default()
+            },
         }
     }
 
@@ -185,6 +210,7 @@ jobmanager   running  4242  0         1h02m   -
 taskmanager  failed   -     5         -       exited with status 1; failed 5 times in 10m; run `flink-agent restart taskmanager`
 
 flink: 1 TaskManager(s), slots 2 total / 1 available, 1 job(s) running
+firewall: in force (table inet flink_agent), 1 repair(s) of drift
 last error: taskmanager: exited with status 1
 ";
         assert_eq!(sample().render_human(), expected);
@@ -204,6 +230,35 @@ last error: taskmanager: exited with status 1
         assert!(text.contains("ready: no"), "{text}");
         assert!(text.contains("flink: no /overview (the JobManager is not answering)"));
         assert!(text.contains("last error: none"), "{text}");
+    }
+
+    #[test]
+    fn the_firewall_line_says_plainly_when_it_is_not_enforced() {
+        let f = |firewall| sample_with(firewall).render_human();
+        let not_enforced = crate::firewall::FirewallStatus {
+            enabled: true,
+            last_error: Some(
+                "`nft` was refused (Operation not permitted): the agent lacks CAP_NET_ADMIN".into(),
+            ),
+            ..Default::default()
+        };
+        assert!(f(not_enforced).contains("firewall: NOT enforced: `nft` was refused (Operation not permitted): the agent lacks CAP_NET_ADMIN, 0 repair(s) of drift\n"));
+        assert!(f(Default::default()).contains("firewall: off, 0 repair(s) of drift\n"));
+        let refused = crate::firewall::FirewallStatus {
+            enabled: true,
+            in_sync: true,
+            table: "flink_agent".into(),
+            config_refused: Some("firewall.rest_clients[0]: bad".into()),
+            ..Default::default()
+        };
+        assert!(f(refused).contains("firewall: in force (table inet flink_agent), 0 repair(s) of drift; last config refused, previous rules stay: firewall.rest_clients[0]: bad\n"));
+    }
+
+    fn sample_with(firewall: crate::firewall::FirewallStatus) -> AgentStatus {
+        AgentStatus {
+            firewall,
+            ..sample()
+        }
     }
 
     #[test]

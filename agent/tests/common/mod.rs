@@ -75,12 +75,15 @@ impl Ports {
 
     pub fn toml(&self) -> String {
         format!(
-            "[ports]\nrest = {}\njobmanager_rpc = {}\nblob = {}\ntaskmanager_rpc = {}\ntaskmanager_data = {}\n",
+            "[ports]\nrest = {}\njobmanager_rpc = {}\nblob = {}\ntaskmanager_rpc = {}\ntaskmanager_data = {}\ntaskmanager_collect = {}\nmetrics_query = {}\n",
             self.rest,
             self.base + 1,
             self.base + 2,
             self.base + 3,
-            self.base + 4
+            self.base + 4,
+            self.base + 5,
+            // metrics_query takes two ports (JobManager and TaskManager): base+6 and base+7.
+            self.base + 6
         )
     }
 }
@@ -143,6 +146,10 @@ start_timeout_secs = 90
 backoff_initial_ms = 200
 backoff_max_ms = 2000
 stop_grace_secs = 20
+
+# The agent runs on the test host here: it must not put firewall rules there.
+[firewall]
+enabled = false
 
 {ports}
 {extra}"#,

@@ -31,6 +31,7 @@ pub(super) fn router(tx: mpsc::Sender<ApiRequest>, limits: Limits) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/config", get(config))
+        .route("/v1/firewall", get(firewall))
         .route("/v1/reload", post(reload))
         .route("/v1/processes/{name}/restart", post(restart))
         .fallback(no_route)
@@ -47,6 +48,14 @@ async fn status(State(app): State<AppState>) -> Result<Json<AgentStatus>, Refusa
 
 async fn config(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Refusal> {
     ask(&app.tx, ApiRequest::Config, app.limits.query_timeout)
+        .await
+        .map(Json)
+}
+
+async fn firewall(
+    State(app): State<AppState>,
+) -> Result<Json<crate::firewall::FirewallStatus>, Refusal> {
+    ask(&app.tx, ApiRequest::Firewall, app.limits.query_timeout)
         .await
         .map(Json)
 }
