@@ -88,11 +88,16 @@ for _ in $(seq "$runs"); do
 done
 main_pid=$(inside systemctl show -P MainPID flink-agent)
 rss_kib=$(inside awk '/^VmRSS:/ { print $2 }' "/proc/$main_pid/status")
-cgroup_mib=$(( $(inside systemctl show -P MemoryCurrent flink-agent) / 1024 / 1024 ))
+cgroup_bytes=$(inside systemctl show -P MemoryCurrent flink-agent)
+# "[not set]" when the container's cgroup has no memory accounting.
+case "$cgroup_bytes" in
+  *[!0-9]*|"") cgroup_mem="n/a" ;;
+  *) cgroup_mem="$((cgroup_bytes / 1024 / 1024)) MiB" ;;
+esac
 
 echo "start to ready ($runs runs each, median):"
 echo "  systemctl start → active (container, incl. ExecStartPre validate): $(echo "${unit_times[*]}" | median) s   [${unit_times[*]}]"
 echo "  agent exec → READY=1 under systemd:                                $(echo "${agent_times[*]}" | median) s   [${agent_times[*]}]"
 echo "  agent started directly → ready (no systemd, host):                 $(echo "${direct_times[*]}" | median) s   [${direct_times[*]}]"
 echo "memory under systemd:"
-echo "  agent RSS: $((rss_kib / 1024)) MiB ($rss_kib KiB); whole unit cgroup incl. Flink JVMs: $cgroup_mib MiB"
+echo "  agent RSS: $((rss_kib / 1024)) MiB ($rss_kib KiB); whole unit cgroup incl. Flink JVMs: $cgroup_mem"

@@ -37,6 +37,7 @@ finish() {
   fi
   container_teardown
   [ -n "$pkgs" ] && rm -rf "$pkgs"
+  echo "e2e: took ${SECONDS}s"
   echo "e2e: $passed passed, $failed failed"
   if [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; then exit 1; fi
 }
@@ -149,6 +150,8 @@ check "when the unit turned active the agent reported ready" equals "$ready_when
 check "flink-agent status: JobManager and TaskManager running" processes_running
 eventually "Flink's /overview shows the TaskManager" 60 overview_shows_tm
 check "one JobManager and one TaskManager JVM, children of the agent" jvms_owned_by_agent
+check "the agent's nftables table is in place (CAP_NET_ADMIN under the unit's sandbox)" \
+  quiet inside nft list table inet flink_agent
 check "the JVMs run as flink" equals "$(inside ps -o user= -C java | sort -u | tr -d ' ')" flink
 
 # --- Socket permissions --------------------------------------------------------------------------
@@ -225,6 +228,7 @@ check "dpkg --purge succeeds" inside dpkg --purge flink-agent
 check "the unit is gone" equals "$(prop LoadState)" not-found
 check "no agent process is left" not quiet inside pgrep -x flink-agent
 check "no Flink JVM is left" no_jvms
+check "the agent's nftables table is removed" not quiet inside nft list table inet flink_agent
 check "the config dir is removed" not inside test -e /etc/flink-agent
 check "the agent's state dir is removed" not inside test -e /var/lib/flink-agent
 check "checkpoint data is kept" inside test -f /var/lib/flink/checkpoints/e2e/chk-1
