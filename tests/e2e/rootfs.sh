@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once) and prints the path of a minimal Debian 12 rootfs that can be booted with
 # systemd-nspawn and can install the flink-agent .deb. The rootfs lives in the download cache,
-# never in the repo, keyed by a hash of everything that determines its content, so changing the
-# package list builds a fresh one instead of silently reusing a stale tree.
+# never in the repo, keyed by a hash of the suite and the package list, so changing the list
+# builds a fresh one instead of silently reusing a stale tree.
 # debootstrap writes into a temporary directory that is renamed only when complete: an interrupted
 # run never leaves a half-built rootfs that a later run would trust.
 set -euo pipefail
@@ -10,8 +10,9 @@ set -euo pipefail
 suite=bookworm
 # systemd + systemd-sysv: PID 1 for `nspawn -b`. No dbus: systemctl talks to PID 1 over its private
 # socket as root, and dbus-daemon cannot finish starting inside nspawn on these machines (it never
-# sends READY=1), which would hold `systemctl is-system-running` at "starting". openjdk-17-jre-headless, nftables: the .deb's dependencies. procps (pgrep/ps), curl (Flink REST),
-# iproute2 (ss): used by the e2e assertions inside the container.
+# sends READY=1), which would hold `systemctl is-system-running` at "starting".
+# openjdk-17-jre-headless, nftables: the .deb's dependencies. procps (pgrep/ps), curl (Flink REST),
+# iproute2: used by the e2e assertions and the agent's tooling inside the container.
 packages=(systemd systemd-sysv openjdk-17-jre-headless nftables procps curl iproute2)
 
 # The mirror apt on this machine already uses; host names are read at run time, not stored here.
@@ -29,6 +30,7 @@ mirror_from_apt() {
           if ($i ~ /^URIs:/)    { uris=$i;   sub(/^URIs:[ \t]*/, "", uris) }
           if ($i ~ /^Suites:/)  { suites=" " $i " "; sub(/^ Suites:/, "", suites) }
           if ($i ~ /^Enabled:[ \t]*no/) enabled=0
+          if ($i ~ /^Types:/ && $i !~ /[ \t]deb([ \t]|$)/) enabled=0
         }
         if (enabled && suites ~ ("[ \t]" suite "[ \t]")) { split(uris, u, /[ \t]+/); print u[1]; exit }
       }' "$f"
