@@ -4,12 +4,14 @@
 //! observe → act); planning is pure and unit-tested, side effects stay at the edges.
 
 pub mod api;
+pub mod checkpoints;
 pub mod config;
 pub mod daemon;
 pub mod firewall;
 pub mod flinkconf;
 pub mod flinkrest;
 pub mod fsutil;
+pub mod jobs;
 pub mod logging;
 pub mod sdnotify;
 pub mod status;

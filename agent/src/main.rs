@@ -49,11 +49,51 @@ enum Command {
     },
     /// Print the rendered Flink configuration in force (secrets redacted).
     Config(SocketArg),
+    /// Show where each declared job would be restored from (the agent restores by itself
+    /// after every JobManager start; this only plans).
+    Restore {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Required: only show the plan.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Declared jobs: list them (default), or deploy, stop, delete one.
+    Jobs {
+        #[command(subcommand)]
+        action: Option<JobsAction>,
+        #[command(flatten)]
+        at: SocketArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The node's nftables firewall, from a config file, acting directly (needs root).
     Firewall {
         #[command(subcommand)]
         action: FirewallAction,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobsAction {
+    /// Upload a jar to Flink, run it, and record it so it comes back after any restart.
+    Deploy {
+        name: String,
+        #[arg(long)]
+        jar: PathBuf,
+        #[arg(long)]
+        entry_class: Option<String>,
+        #[arg(long)]
+        parallelism: Option<u32>,
+        /// Program arguments, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Stop with a savepoint (falls back to cancel); the job is no longer re-submitted.
+    Stop { name: String },
+    /// Forget the job: cancel it, remove its records and its checkpoints in object storage.
+    Delete { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,6 +236,54 @@ fn execute(command: Command) -> Result<ExitCode> {
             println!("restarted {process:?}");
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Jobs { action, at, json } => block_on(async {
+            let client = at.client()?;
+            let answer: serde_json::Value = match action {
+                None => client.get_json("/v1/jobs").await?,
+                Some(JobsAction::Deploy {
+                    name,
+                    jar,
+                    entry_class,
+                    parallelism,
+                    args,
+                }) => {
+                    // The agent reads the jar itself: send an absolute path.
+                    let jar = std::path::absolute(&jar).unwrap_or(jar);
+                    let request = flink_agent::jobs::DeployRequest {
+                        name,
+                        jar,
+                        entry_class,
+                        parallelism,
+                        args,
+                    };
+                    client.post_json("/v1/jobs", &request).await?
+                }
+                Some(JobsAction::Stop { name }) => {
+                    client
+                        .post_json(&format!("/v1/jobs/{name}/stop"), &serde_json::json!({}))
+                        .await?
+                }
+                Some(JobsAction::Delete { name }) => {
+                    client
+                        .post_json(&format!("/v1/jobs/{name}/delete"), &serde_json::json!({}))
+                        .await?
+                }
+            };
+            match serde_json::from_value::<Vec<flink_agent::jobs::JobStatus>>(answer.clone()) {
+                Ok(list) if !json && list.is_empty() => println!("{}", flink_agent::jobs::NO_JOBS),
+                Ok(list) if !json => print!("{}", flink_agent::jobs::render_human(&list, None)),
+                _ => println!("{}", serde_json::to_string_pretty(&answer)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Restore { config, dry_run } => {
+            anyhow::ensure!(
+                dry_run,
+                "the agent restores declared jobs by itself after every JobManager start; \
+                 `restore --dry-run` shows what it would do"
+            );
+            block_on(restore_plan(&config.config))
+        }
         Command::Firewall { action } => firewall_command(action),
         Command::Config(at) => block_on(async {
             let value = at.client()?.config().await?;
@@ -203,6 +291,37 @@ fn execute(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+async fn restore_plan(path: &Path) -> Result<ExitCode> {
+    use flink_agent::jobs::{Jobs, JobsRest, RestoreChoice};
+    let cfg = config::load_unchecked(path)?;
+    let remote = flink_agent::checkpoints::Remote::build(&cfg.object_store, &cfg.cluster.id)?;
+    remote.probe().await?;
+    let rest = JobsRest::new(&format!("http://{}:{}", cfg.node.address, cfg.ports.rest))?;
+    let jobs = Jobs::new(
+        &cfg.agent.state_dir,
+        &cfg.flink.data_dir,
+        remote,
+        rest,
+        Default::default(),
+    );
+    let plan = jobs.plan().await?;
+    if plan.is_empty() {
+        println!("no declared jobs locally or in {}", cfg.object_store.url);
+    }
+    for (name, choice) in plan {
+        let what = match choice {
+            RestoreChoice::Local(id) => format!("local checkpoint {id}"),
+            RestoreChoice::Remote(id) => format!(
+                "checkpoint {id} from {} (verified first; an older one if it is corrupt)",
+                cfg.object_store.url
+            ),
+            RestoreChoice::Fresh => "no checkpoint: starts fresh".to_string(),
+        };
+        println!("{name}: {what}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn firewall_command(action: FirewallAction) -> Result<ExitCode> {

@@ -20,6 +20,12 @@ pub struct AgentStatus {
     pub overview: Option<FlinkOverview>,
     /// The most recent error anywhere in the agent, for a one-line answer to "what is wrong".
     pub last_error: Option<String>,
+    /// Checkpoint sync to object storage (None when the sync is not running).
+    #[serde(default)]
+    pub checkpoints: Option<crate::checkpoints::SyncStatus>,
+    /// Declared jobs.
+    #[serde(default)]
+    pub jobs: Vec<crate::jobs::JobStatus>,
     /// The node's nftables firewall, as its reconcile loop last saw it.
     #[serde(default)]
     pub firewall: crate::firewall::FirewallStatus,

@@ -26,6 +26,24 @@ pub enum ApiRequest {
     ),
     /// `GET /v1/firewall`: the firewall loop's status (in sync, repairs, last drift, errors).
     Firewall(oneshot::Sender<crate::firewall::FirewallStatus>),
+    /// `/v1/jobs...`: declared jobs; Err carries the reason and what to do.
+    Jobs(
+        JobsCommand,
+        oneshot::Sender<Result<serde_json::Value, String>>,
+    ),
+}
+
+/// What a `/v1/jobs` request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobsCommand {
+    /// `GET /v1/jobs`
+    List,
+    /// `POST /v1/jobs` with a [`crate::jobs::DeployRequest`] body.
+    Deploy(crate::jobs::DeployRequest),
+    /// `POST /v1/jobs/{name}/stop`: savepoint, else cancel.
+    Stop(String),
+    /// `POST /v1/jobs/{name}/delete`: forget the job and its remote checkpoints.
+    Delete(String),
 }
 
 /// What a successful reload changed.

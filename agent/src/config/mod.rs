@@ -10,11 +10,16 @@
 mod error;
 mod firewall;
 mod sections;
+mod storage;
 mod validate;
 
 pub use error::{ConfigError, Errors, FieldError};
 pub use firewall::{FirewallSection, ManagementSection};
 pub use sections::*;
+pub use storage::{
+    credentials_file_problem, parse_store_url, redact_userinfo, CheckpointsSection,
+    ObjectStoreSection, StoreUrl,
+};
 pub use validate::{check_environment, validate_values, OWNED_KEY_PREFIXES};
 
 use serde::de::DeserializeOwned;
@@ -24,6 +29,7 @@ use std::path::Path;
 pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
     let (config, mut errors) = read_and_parse(path)?;
     check_environment(&config, &mut errors);
+    storage::check_credentials_file(&config.object_store, &mut errors);
     into_result(config, errors, path.display().to_string())
 }
 
@@ -78,6 +84,8 @@ fn parse_collect(
             "plan" => section(key, value, &mut config.plan, &mut errors),
             "advanced" => section(key, value, &mut config.advanced, &mut errors),
             "supervisor" => section(key, value, &mut config.supervisor, &mut errors),
+            "object_store" => section(key, value, &mut config.object_store, &mut errors),
+            "checkpoints" => section(key, value, &mut config.checkpoints, &mut errors),
             "firewall" => section(key, value, &mut config.firewall, &mut errors),
             other => errors.push(
                 other,
@@ -92,6 +100,7 @@ fn parse_collect(
         resolve_relative(&mut config, base);
     }
     validate_values(&config, &mut errors);
+    storage::validate_storage(&config.object_store, &config.checkpoints, &mut errors);
     Ok((config, errors))
 }
 
@@ -108,6 +117,19 @@ fn resolve_relative(config: &mut AgentConfig, base: &Path) {
         if p.is_relative() {
             *p = normalize(&base.join(&*p));
         }
+    }
+    if let Some(p) = config
+        .object_store
+        .credentials_file
+        .as_mut()
+        .filter(|p| p.is_relative())
+    {
+        *p = normalize(&base.join(&*p));
+    }
+    // `file://relative/dir` (the demo's object store) is taken relative to the file as well.
+    let url = &mut config.object_store.url;
+    if let Some(rest) = url.strip_prefix("file://").filter(|r| !r.starts_with('/')) {
+        *url = format!("file://{}", normalize(&base.join(rest)).display());
     }
 }
 
@@ -137,6 +159,8 @@ const SECTIONS: &[&str] = &[
     "plan",
     "advanced",
     "supervisor",
+    "object_store",
+    "checkpoints",
     "firewall",
 ];
 

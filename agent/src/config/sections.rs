@@ -17,6 +17,8 @@ pub struct AgentConfig {
     pub plan: PlanSection,
     pub advanced: AdvancedSection,
     pub supervisor: SupervisorSection,
+    pub object_store: super::ObjectStoreSection,
+    pub checkpoints: super::CheckpointsSection,
     pub firewall: super::FirewallSection,
 }
 

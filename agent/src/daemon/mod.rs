@@ -33,6 +33,9 @@ pub enum DaemonError {
     /// The API socket could not be bound (for instance another agent serves it).
     #[error(transparent)]
     Api(#[from] api::server::ApiError),
+    /// The object store or checkpoint staging could not be set up.
+    #[error(transparent)]
+    Checkpoints(#[from] crate::jobs::ServiceError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -60,6 +63,8 @@ struct Daemon {
     last_error: Option<String>,
     reloading: bool,
     reload_done: mpsc::Sender<()>,
+    /// Checkpoint sync and declared jobs.
+    jobs: crate::jobs::Service,
 }
 
 /// Runs the agent until SIGTERM/SIGINT. Returns after Flink is stopped and the socket removed.
@@ -86,6 +91,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         let _ = api_stopped.await;
     }));
 
+    let jobs = crate::jobs::Service::start(cfg, &in_force.prepared.version.to_string()).await?;
     // Before Flink starts, so its ports are never open unfiltered.
     let firewall = firewall::spawn(cfg);
     let supervisor = supervisor::spawn(launch_spec(cfg));
@@ -101,6 +107,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         last_error: None,
         reloading: false,
         reload_done,
+        jobs,
     };
     let mut ready_rx = daemon.supervisor.ready();
     let mut events = daemon.supervisor.events();
@@ -138,6 +145,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     }
 
     notify("STOPPING=1");
+    daemon.jobs.shutdown();
     let shutdown = daemon.supervisor.shutdown();
     tokio::pin!(shutdown);
     loop {
@@ -171,6 +179,12 @@ impl Daemon {
                 let _ = reply.send(self.firewall.status());
             }
             ApiRequest::Reload(reply) => self.begin_reload(Some(reply)),
+            ApiRequest::Jobs(command, reply) => {
+                let jobs = self.jobs.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(jobs.handle(command).await);
+                });
+            }
             ApiRequest::Restart(target, reply) => {
                 let supervisor = self.supervisor.clone();
                 tokio::spawn(async move {
@@ -185,8 +199,13 @@ impl Daemon {
         &mut self,
         event: Result<SupervisorEvent, tokio::sync::broadcast::error::RecvError>,
     ) {
-        if let Ok(SupervisorEvent::ProcessExited { name, how }) = event {
-            self.last_error = Some(format!("{name} {how}"));
+        match event {
+            Ok(SupervisorEvent::ProcessExited { name, how }) => {
+                self.last_error = Some(format!("{name} {how}"));
+            }
+            // A fresh JobManager knows no jobs: declared ones come back from their checkpoints.
+            Ok(SupervisorEvent::JobManagerHealthy { .. }) => self.jobs.on_jobmanager_healthy(),
+            _ => {}
         }
     }
 
@@ -283,6 +302,8 @@ impl Daemon {
             processes,
             overview: self.overview.borrow().clone(),
             last_error,
+            checkpoints: Some(self.jobs.sync_status()),
+            jobs: self.jobs.jobs_status(),
             firewall: self.firewall.status(),
         }
     }

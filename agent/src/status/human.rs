@@ -32,6 +32,10 @@ impl AgentStatus {
         out.push_str(&process_table(&self.processes));
         out.push('\n');
         let _ = writeln!(out, "{}", overview_line(self.overview.as_ref()));
+        out.push_str(&crate::jobs::render_human(
+            &self.jobs,
+            self.checkpoints.as_ref(),
+        ));
         let _ = writeln!(out, "{}", firewall_line(&self.firewall));
         let last_error = self.last_error.as_deref().unwrap_or("none");
         let _ = writeln!(out, "last error: {last_error}");
@@ -178,6 +182,8 @@ mod tests {
                     ..process("taskmanager", ProcessState::Failed)
                 },
             ],
+            checkpoints: None,
+            jobs: Vec::new(),
             overview: Some(FlinkOverview {
                 taskmanagers: 1,
                 slots_total: 2,

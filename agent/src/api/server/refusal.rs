@@ -9,7 +9,8 @@ use std::time::Duration;
 
 /// The routes, for the messages of unknown routes and wrong methods.
 pub(super) const ROUTES: &str = "GET /v1/status, GET /v1/config, POST /v1/reload, \
-     POST /v1/processes/{jobmanager|taskmanager|all}/restart";
+     POST /v1/processes/{jobmanager|taskmanager|all}/restart, GET /v1/jobs, POST /v1/jobs, \
+     POST /v1/jobs/{name}/stop, POST /v1/jobs/{name}/delete";
 
 /// A request the API did not fulfil; rendered as `{"error": "<sentence>"}`.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub(super) enum Refusal {
     ReloadRefused(String),
     #[error("restart refused: {0}")]
     RestartRefused(String),
+    #[error("{0}")]
+    JobRefused(String),
     #[error("the agent is shutting down; retry once it is running again")]
     ShuttingDown,
     #[error("the agent did not answer within {0:?} (busy restarting processes?); retry, and see `journalctl -u flink-agent` if it persists")]
@@ -45,7 +48,7 @@ impl Refusal {
             Refusal::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Refusal::ReloadRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Refusal::RestartRefused(_) => StatusCode::CONFLICT,
+            Refusal::RestartRefused(_) | Refusal::JobRefused(_) => StatusCode::CONFLICT,
             Refusal::ShuttingDown | Refusal::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

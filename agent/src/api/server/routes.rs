@@ -4,7 +4,7 @@
 
 use super::refusal::Refusal;
 use super::Limits;
-use crate::api::{ApiRequest, NoParams, ReloadReport};
+use crate::api::{ApiRequest, JobsCommand, NoParams, ReloadReport};
 use crate::status::AgentStatus;
 use crate::supervisor::Target;
 use axum::body::Bytes;
@@ -34,6 +34,8 @@ pub(super) fn router(tx: mpsc::Sender<ApiRequest>, limits: Limits) -> Router {
         .route("/v1/firewall", get(firewall))
         .route("/v1/reload", post(reload))
         .route("/v1/processes/{name}/restart", post(restart))
+        .route("/v1/jobs", get(jobs_list).post(jobs_deploy))
+        .route("/v1/jobs/{name}/{action}", post(jobs_action))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -44,6 +46,47 @@ async fn status(State(app): State<AppState>) -> Result<Json<AgentStatus>, Refusa
     ask(&app.tx, ApiRequest::Status, app.limits.query_timeout)
         .await
         .map(Json)
+}
+
+async fn jobs(app: &AppState, command: JobsCommand) -> Result<Json<serde_json::Value>, Refusal> {
+    ask(
+        &app.tx,
+        |reply| ApiRequest::Jobs(command, reply),
+        app.limits.action_timeout,
+    )
+    .await?
+    .map(Json)
+    .map_err(Refusal::JobRefused)
+}
+
+async fn jobs_list(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Refusal> {
+    jobs(&app, JobsCommand::List).await
+}
+
+async fn jobs_deploy(
+    State(app): State<AppState>,
+    Params(request): Params<crate::jobs::DeployRequest>,
+) -> Result<Json<serde_json::Value>, Refusal> {
+    jobs(&app, JobsCommand::Deploy(request)).await
+}
+
+async fn jobs_action(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    _: Params<NoParams>,
+) -> Result<Json<serde_json::Value>, Refusal> {
+    let Path((name, action)) =
+        path.map_err(|rejection| Refusal::Malformed(rejection.body_text()))?;
+    let command = match action.as_str() {
+        "stop" => JobsCommand::Stop(name),
+        "delete" => JobsCommand::Delete(name),
+        other => {
+            return Err(Refusal::Malformed(format!(
+                "unknown job action `{other}`; use stop or delete"
+            )))
+        }
+    };
+    jobs(&app, command).await
 }
 
 async fn config(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Refusal> {

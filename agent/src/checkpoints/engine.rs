@@ -1,0 +1,467 @@
+//! The sync loop: a detector (inotify + periodic rescan) that stages every newly completed
+//! checkpoint at once, and an uploader that publishes staged checkpoints, retries forever with
+//! back-off, raises an alert after repeated failures, and applies retention after each publish.
+//! Staging on disk is the queue: a restarted agent picks up exactly where it stopped.
+
+use super::layout::{group_checkpoints, job_prefix};
+use super::local::{list_staged, scan_complete, stage, StageError, Staged};
+use super::plan::{plan_retention, plan_uploads, Key};
+use super::remote::Remote;
+use super::status::{PendingUpload, SyncStatus};
+use super::upload::{publish, Origin, UploadError, UploadSettings};
+use futures::TryStreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{watch, Notify};
+
+/// Everything the engine needs to know, derived from the agent config.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub origin: Origin,
+    /// Flink's checkpoint dir (`<flink.data_dir>/checkpoints`).
+    pub checkpoints_dir: PathBuf,
+    pub staging_root: PathBuf,
+    pub retain: usize,
+    pub rescan_interval: Duration,
+    pub orphan_grace: Duration,
+    pub alert_after_failures: u32,
+    pub upload: UploadSettings,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl SyncConfig {
+    /// Derives the engine's settings; decides where staging lives (see [`super::local::staging_root`]).
+    pub fn from_agent(
+        config: &crate::config::AgentConfig,
+        flink_version: &str,
+    ) -> std::io::Result<Self> {
+        let c = &config.checkpoints;
+        Ok(Self {
+            origin: Origin {
+                cluster_id: config.cluster.id.clone(),
+                flink_version: flink_version.to_string(),
+            },
+            checkpoints_dir: config.flink.data_dir.join("checkpoints"),
+            staging_root: super::local::staging_root(
+                &config.agent.state_dir,
+                &config.flink.data_dir,
+            )?,
+            retain: c.retain as usize,
+            rescan_interval: Duration::from_secs(c.rescan_interval_secs),
+            orphan_grace: Duration::from_secs(c.orphan_grace_secs),
+            alert_after_failures: c.alert_after_failures,
+            upload: UploadSettings {
+                concurrency: c.upload_concurrency,
+                ..UploadSettings::default()
+            },
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+        })
+    }
+}
+
+/// Flink job id → declared job name (the remote directory). Undeclared jobs go under their
+/// Flink job id, so their checkpoints are still durable.
+#[derive(Debug, Clone, Default)]
+pub struct JobNames(Arc<RwLock<BTreeMap<String, String>>>);
+
+impl JobNames {
+    pub fn set(&self, flink_job_id: &str, name: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(flink_job_id.to_string(), name.to_string());
+    }
+
+    pub fn name_for(&self, flink_job_id: &str) -> String {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(flink_job_id)
+            .cloned()
+            .unwrap_or_else(|| flink_job_id.to_string())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    status: SyncStatus,
+    durable: BTreeSet<Key>,
+    /// Jobs whose remote listing was read since start (durable ids known).
+    listed: BTreeSet<String>,
+    /// Deleted jobs: never staged, uploaded or shown again (until deployed again).
+    forgotten: BTreeSet<String>,
+}
+
+/// The checkpoint sync engine. Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct SyncEngine {
+    remote: Remote,
+    config: Arc<SyncConfig>,
+    names: JobNames,
+    shared: Arc<Mutex<Shared>>,
+    detect: Arc<Notify>,
+    staged: Arc<Notify>,
+}
+
+impl SyncEngine {
+    pub fn new(remote: Remote, config: SyncConfig, names: JobNames) -> Self {
+        let shared = Shared {
+            status: SyncStatus {
+                url: remote.url.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Self {
+            remote,
+            config: Arc::new(config),
+            names,
+            shared: Arc::new(Mutex::new(shared)),
+            detect: Arc::new(Notify::new()),
+            staged: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        self.lock().status.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs detector and uploader until `shutdown` turns true.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let uploader = tokio::spawn(self.clone().upload_loop(shutdown.clone()));
+        self.detect_loop(shutdown).await;
+        let _ = uploader.await;
+    }
+
+    /// Stages newly completed checkpoints on every filesystem event and every rescan tick.
+    async fn detect_loop(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut watch: Option<(notify::RecommendedWatcher, bool)> = None;
+        let mut tick = tokio::time::interval(self.config.rescan_interval);
+        loop {
+            if !watch.as_ref().is_some_and(|(_, recursive)| *recursive) {
+                watch = self.watch().or(watch);
+            }
+            self.detect_once();
+            tokio::select! {
+                _ = self.detect.notified() => {}
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Watches Flink's checkpoint dir recursively once it exists (`true`); until then its
+    /// parent, whose events tell us when to try again (`false`).
+    fn watch(&self) -> Option<(notify::RecommendedWatcher, bool)> {
+        use notify::Watcher;
+        let wake = self.detect.clone();
+        let mut w = notify::recommended_watcher(move |_event| wake.notify_one()).ok()?;
+        let dir = &self.config.checkpoints_dir;
+        if dir.is_dir() {
+            w.watch(dir, notify::RecursiveMode::Recursive).ok()?;
+            Some((w, true))
+        } else {
+            w.watch(dir.parent()?, notify::RecursiveMode::NonRecursive)
+                .ok()?;
+            Some((w, false))
+        }
+    }
+
+    /// One scan of Flink's dir: stages each complete checkpoint that is not durable yet and
+    /// newer than the newest durable one of its job.
+    pub fn detect_once(&self) {
+        let found = match scan_complete(&self.config.checkpoints_dir) {
+            Ok(found) => found,
+            Err(e) => {
+                self.lock().status.last_error = Some(format!(
+                    "cannot scan {}: {e}",
+                    self.config.checkpoints_dir.display()
+                ));
+                return;
+            }
+        };
+        let mut staged_any = false;
+        for local in found {
+            let job = self.names.name_for(&local.flink_job_id);
+            let skip = {
+                let shared = self.lock();
+                if shared.forgotten.contains(&job) {
+                    continue;
+                }
+                let newest = shared
+                    .durable
+                    .iter()
+                    .filter(|(j, _)| *j == job)
+                    .map(|(_, id)| *id)
+                    .max();
+                shared.durable.contains(&(job.clone(), local.id))
+                    || newest.is_some_and(|n| local.id < n)
+            };
+            if skip || Staged::dir_for(&self.config.staging_root, &job, local.id).exists() {
+                continue;
+            }
+            match stage(&local, &job, &self.config.staging_root) {
+                Ok(_) => {
+                    log::info!(
+                        "job {job}: checkpoint {} completed; staged for upload",
+                        local.id
+                    );
+                    staged_any = true;
+                }
+                Err(e @ StageError::Vanished { .. }) => log::info!("{e}"),
+                Err(e) => {
+                    log::error!("{e}");
+                    self.lock().status.last_error = Some(e.to_string());
+                }
+            }
+        }
+        if staged_any {
+            self.staged.notify_one();
+        }
+    }
+
+    /// Publishes staged checkpoints; on failure waits with exponential back-off and retries.
+    async fn upload_loop(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = self.config.backoff_initial;
+        loop {
+            let wait = match self.upload_step().await {
+                Ok(true) => {
+                    backoff = self.config.backoff_initial;
+                    continue;
+                }
+                Ok(false) => None,
+                Err(e) => {
+                    self.record_failure(&e);
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(self.config.backoff_max);
+                    Some(wait)
+                }
+            };
+            tokio::select! {
+                _ = self.staged.notified(), if wait.is_none() => {}
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    fn record_failure(&self, e: &UploadError) {
+        let mut shared = self.lock();
+        let s = &mut shared.status;
+        s.consecutive_failures += 1;
+        s.last_error = Some(e.to_string());
+        log::warn!(
+            "checkpoint upload failed (attempt {}): {e}",
+            s.consecutive_failures
+        );
+        if s.consecutive_failures >= self.config.alert_after_failures {
+            s.alert = Some(format!(
+                "checkpoints are not reaching {} ({} failed attempts, still retrying): {e}",
+                s.url, s.consecutive_failures
+            ));
+        }
+    }
+
+    /// Does one unit of work. `Ok(true)`: published one, look again at once; `Ok(false)`:
+    /// nothing to do.
+    pub async fn upload_step(&self) -> Result<bool, UploadError> {
+        let staged = list_staged(&self.config.staging_root).map_err(|source| UploadError::Io {
+            path: self.config.staging_root.display().to_string(),
+            source,
+        })?;
+        for job in staged
+            .iter()
+            .map(|s| s.info.job.clone())
+            .collect::<BTreeSet<_>>()
+        {
+            if !self.lock().listed.contains(&job) {
+                self.apply_retention(&job, &staged).await?;
+            }
+        }
+        let keys: Vec<Key> = staged
+            .iter()
+            .map(|s| (s.info.job.clone(), s.info.checkpoint_id))
+            .collect();
+        let plan = plan_uploads(&keys, &self.lock().durable, self.config.retain);
+        for key in &plan.discard {
+            if let Some(s) = staged
+                .iter()
+                .find(|s| (&s.info.job, s.info.checkpoint_id) == (&key.0, key.1))
+            {
+                log::info!(
+                    "job {}: checkpoint {} no longer needs uploading; freeing its staging",
+                    key.0,
+                    key.1
+                );
+                s.remove().map_err(|source| UploadError::Io {
+                    path: s.dir.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        self.lock().status.pending = plan
+            .upload
+            .iter()
+            .map(|(job, id)| PendingUpload {
+                job: job.clone(),
+                checkpoint_id: *id,
+            })
+            .collect();
+        let Some(next) = plan.upload.first() else {
+            return Ok(false);
+        };
+        let Some(item) = staged
+            .iter()
+            .find(|s| (&s.info.job, s.info.checkpoint_id) == (&next.0, next.1))
+        else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        let manifest = publish(&self.remote, item, &self.config.origin, self.config.upload).await?;
+        log::info!(
+            "job {}: checkpoint {} is durable ({} files, {} bytes, {:.2}s)",
+            manifest.job,
+            manifest.checkpoint_id,
+            manifest.files.len(),
+            manifest.total_bytes(),
+            started.elapsed().as_secs_f64()
+        );
+        item.remove().map_err(|source| UploadError::Io {
+            path: item.dir.display().to_string(),
+            source,
+        })?;
+        {
+            let mut shared = self.lock();
+            if shared.forgotten.contains(&next.0) {
+                // Deleted while this upload ran: what it wrote stays under the deleted job's
+                // prefix (a known gap: `jobs delete` does not wait for a running upload).
+                return Ok(true);
+            }
+            shared.durable.insert(next.clone());
+            let s = &mut shared.status;
+            s.consecutive_failures = 0;
+            s.alert = None;
+            s.pending
+                .retain(|p| (&p.job, p.checkpoint_id) != (&next.0, next.1));
+            let job = s.jobs.entry(next.0.clone()).or_default();
+            if job.last_durable.is_none_or(|d| d < next.1) {
+                job.last_durable = Some(next.1);
+                job.last_durable_at = Some(unix_now() as u64);
+            }
+        }
+        let remaining = list_staged(&self.config.staging_root).unwrap_or_default();
+        self.apply_retention(&next.0, &remaining).await?;
+        Ok(true)
+    }
+
+    /// Forgets a deleted job: its staged checkpoints are dropped unuploaded (they would
+    /// recreate its remote prefix) and it leaves `status`.
+    /// Call after the job's local Flink checkpoints are gone, or the detector stages them again.
+    pub fn forget_job(&self, job: &str) -> std::io::Result<()> {
+        let dir = self.config.staging_root.join(job);
+        // The detector or uploader may be writing into it right now: retry a few times.
+        let mut attempts = 0;
+        loop {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempts < 5 => {
+                    attempts += 1;
+                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => break,
+            }
+        }
+        let mut shared = self.lock();
+        shared.forgotten.insert(job.to_string());
+        shared.durable.retain(|(j, _)| j != job);
+        shared.listed.remove(job);
+        shared.status.jobs.remove(job);
+        shared.status.pending.retain(|p| p.job != job);
+        Ok(())
+    }
+
+    /// A job (re)deployed under `job`: undoes [`SyncEngine::forget_job`].
+    pub fn remember_job(&self, job: &str) {
+        self.lock().forgotten.remove(job);
+    }
+
+    /// Lists the job's remote checkpoints, deletes what retention says, and refreshes the
+    /// durable ids from what remains.
+    pub async fn apply_retention(&self, job: &str, staged: &[Staged]) -> Result<(), UploadError> {
+        let prefix = job_prefix(&self.remote.root, job);
+        let listing: Vec<_> = self
+            .remote
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|source| UploadError::Store {
+                op: "listing",
+                path: prefix.to_string(),
+                source,
+            })?;
+        let checkpoints = group_checkpoints(&prefix, &listing);
+        let in_flight: BTreeSet<u64> = staged
+            .iter()
+            .filter(|s| s.info.job == job)
+            .map(|s| s.info.checkpoint_id)
+            .collect();
+        let deletions = plan_retention(
+            &checkpoints,
+            self.config.retain,
+            unix_now(),
+            self.config.orphan_grace.as_secs() as i64,
+            &in_flight,
+        );
+        for path in &deletions {
+            match self.remote.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(UploadError::Store {
+                        op: "deleting",
+                        path: path.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        let deleted: BTreeSet<&object_store::path::Path> = deletions.iter().collect();
+        let remote: Vec<u64> = checkpoints
+            .iter()
+            .filter(|(_, c)| c.has_manifest && c.objects.iter().all(|o| !deleted.contains(o)))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut shared = self.lock();
+        if shared.forgotten.contains(job) {
+            return Ok(());
+        }
+        shared.durable.retain(|(j, _)| j != job);
+        shared
+            .durable
+            .extend(remote.iter().map(|id| (job.to_string(), *id)));
+        shared.listed.insert(job.to_string());
+        let entry = shared.status.jobs.entry(job.to_string()).or_default();
+        entry.last_durable = remote.last().copied().or(entry.last_durable);
+        entry.remote = remote;
+        Ok(())
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

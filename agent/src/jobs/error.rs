@@ -1,0 +1,50 @@
+//! Why a job operation failed: each message names the job or file and says what to do.
+
+use super::rest::RestError;
+use crate::checkpoints::restore::RestoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("jar {path} cannot be read: {source}; give the path of an existing .jar file")]
+    JarUnreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a jar (no zip header); build the job with `jar` or Maven and pass the .jar"
+    )]
+    NotAJar { path: String },
+    #[error("a job named `{name}` is already deployed; `flink-agent jobs delete {name}` first or choose another name")]
+    Exists { name: String },
+    #[error("no job named `{name}` is deployed; `flink-agent jobs` lists them")]
+    Unknown { name: String },
+    #[error(transparent)]
+    Rest(#[from] RestError),
+    #[error("{what} in object storage failed: {source}")]
+    Store {
+        what: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+}
+
+pub(super) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> JobError {
+    let what = what.into();
+    move |source| JobError::Io { what, source }
+}
+
+pub(super) fn store(what: impl Into<String>) -> impl FnOnce(object_store::Error) -> JobError {
+    let what = what.into();
+    move |source| JobError::Store { what, source }
+}

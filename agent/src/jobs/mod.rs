@@ -1,0 +1,25 @@
+//! Declared jobs that come back by themselves.
+//!
+//! `jobs deploy` uploads a jar to Flink, runs it and records the deployment locally and in
+//! object storage. Without HA a restarted JobManager forgets its jobs, so after every
+//! `SupervisorEvent::JobManagerHealthy` the daemon calls [`Jobs::resubmit_all`]: each declared,
+//! not stopped job that Flink does not know is run again from its newest complete checkpoint —
+//! the local one when it is at least as new as the newest durable remote one, else the newest
+//! remote one that verifies (see `checkpoints::restore`). A node that lost its disk first gets
+//! the records and jars back from object storage ([`Jobs::recover_records`]).
+
+mod error;
+mod human;
+mod manager;
+pub mod record;
+pub mod rest;
+mod resubmit;
+mod service;
+
+pub use error::JobError;
+pub use human::{render_human, NO_JOBS};
+pub use manager::{DeployRequest, JobStatus, Jobs, StopOutcome};
+pub use record::{JobRecord, RestoredFrom, RunState};
+pub use rest::{JobsRest, RestError};
+pub use resubmit::{choose_restore, RestoreChoice};
+pub use service::{Service, ServiceError};

@@ -1,0 +1,274 @@
+//! Declared jobs: what was deployed (the record) and what the agent last did with it (the run
+//! state). Records live in `<agent.state_dir>/jobs/NAME.json` (+ `NAME.jar`), written
+//! atomically, and in object storage next to the job's checkpoints, so a node that lost its
+//! disk finds them again. The run state is local only: it names Flink job ids of this node.
+
+use crate::checkpoints::layout::job_prefix;
+use crate::checkpoints::Remote;
+use object_store::path::Path as ObjectPath;
+use object_store::PutPayload;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A deployment as the operator declared it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub name: String,
+    /// File name of the jar as uploaded (shown to Flink).
+    pub jar_name: String,
+    pub jar_sha256: String,
+    pub entry_class: Option<String>,
+    pub parallelism: Option<u32>,
+    pub args: Vec<String>,
+    /// Per-job Flink configuration (`flinkConfiguration` of the run request).
+    #[serde(default)]
+    pub flink_config: BTreeMap<String, String>,
+    pub deployed_at: u64,
+}
+
+/// Where a submission restored from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredFrom {
+    pub checkpoint_id: u64,
+    /// `local` (Flink's own checkpoint dir) or `remote` (downloaded and verified).
+    pub source: String,
+    pub path: String,
+}
+
+/// What the agent last did with a job on this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Flink job ids this job ran under, oldest first (their checkpoint dirs hold its
+    /// checkpoints). The last one is current.
+    pub flink_job_ids: Vec<String>,
+    pub restored_from: Option<RestoredFrom>,
+    /// Stopped on purpose: not re-submitted.
+    pub stopped: bool,
+    pub savepoint: Option<String>,
+}
+
+/// Job names become directory and object key names: keep them boring.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "job name `{name}` is invalid: use 1 to 63 lower-case letters, digits, `-` or `_`, starting with a letter or digit"
+        ))
+    }
+}
+
+/// The local files of declared jobs.
+#[derive(Debug, Clone)]
+pub struct LocalRecords {
+    dir: PathBuf,
+}
+
+impl LocalRecords {
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            dir: state_dir.join("jobs"),
+        }
+    }
+
+    pub fn record_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    pub fn jar_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.jar"))
+    }
+
+    fn run_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.run.json"))
+    }
+
+    pub fn names(&self) -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                for e in entries {
+                    let file = e?.file_name().to_string_lossy().into_owned();
+                    if let Some(name) = file.strip_suffix(".json").filter(|n| !n.ends_with(".run"))
+                    {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn read(&self, name: &str) -> std::io::Result<Option<JobRecord>> {
+        read_json(&self.record_path(name))
+    }
+
+    pub fn run_state(&self, name: &str) -> std::io::Result<RunState> {
+        Ok(read_json(&self.run_path(name))?.unwrap_or_default())
+    }
+
+    /// Writes jar then record (a record always has its jar).
+    pub fn write(&self, record: &JobRecord, jar: &[u8]) -> std::io::Result<()> {
+        crate::fsutil::write_atomic(&self.jar_path(&record.name), jar, 0o640)?;
+        let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&self.record_path(&record.name), &json, 0o640)
+    }
+
+    pub fn write_run_state(&self, name: &str, state: &RunState) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&self.run_path(name), &json, 0o640)
+    }
+
+    /// Removes record first (so a crash leaves no record without its jar), then the rest.
+    pub fn remove(&self, name: &str) -> std::io::Result<()> {
+        for p in [
+            self.record_path(name),
+            self.jar_path(name),
+            self.run_path(name),
+        ] {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Keys of a job's record and jar in object storage.
+pub fn remote_record(remote: &Remote, name: &str) -> ObjectPath {
+    crate::checkpoints::layout::job_record(&remote.root, name)
+}
+
+pub fn remote_jar(remote: &Remote, name: &str) -> ObjectPath {
+    job_prefix(&remote.root, name).child("job.jar")
+}
+
+/// Uploads jar then record: a remote record always has its jar.
+pub async fn put_remote(
+    remote: &Remote,
+    record: &JobRecord,
+    jar: Vec<u8>,
+) -> object_store::Result<()> {
+    remote
+        .store
+        .put(&remote_jar(remote, &record.name), PutPayload::from(jar))
+        .await?;
+    let json = serde_json::to_vec_pretty(record).map_err(|e| object_store::Error::Generic {
+        store: "json",
+        source: Box::new(e),
+    })?;
+    remote
+        .store
+        .put(&remote_record(remote, &record.name), PutPayload::from(json))
+        .await?;
+    Ok(())
+}
+
+/// Record first, then jar, so an interrupted delete never leaves a record without its jar.
+pub async fn delete_remote(remote: &Remote, name: &str) -> object_store::Result<()> {
+    for key in [remote_record(remote, name), remote_jar(remote, name)] {
+        match remote.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Every job declared in object storage, with its jar (node loss: the local disk is empty).
+pub async fn fetch_remote(remote: &Remote) -> object_store::Result<Vec<(JobRecord, Vec<u8>)>> {
+    let jobs = remote.root.child("jobs");
+    let listing = remote.store.list_with_delimiter(Some(&jobs)).await?;
+    let mut out = Vec::new();
+    for prefix in listing.common_prefixes {
+        let Some(name) = prefix.filename() else {
+            continue;
+        };
+        let record = match remote.store.get(&remote_record(remote, name)).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let Ok(record) = serde_json::from_slice::<JobRecord>(&record) else {
+            log::warn!(
+                "ignoring the unreadable job record of `{name}` in {}",
+                remote.url
+            );
+            continue;
+        };
+        let jar = remote
+            .store
+            .get(&remote_jar(remote, name))
+            .await?
+            .bytes()
+            .await?;
+        out.push((record, jar.to_vec()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        validate_name("word-count_2").unwrap();
+        for bad in ["", "-x", "Upper", "a/b", "..", &"x".repeat(64)] {
+            assert!(
+                validate_name(bad).unwrap_err().contains("is invalid"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_roundtrip_and_list() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = LocalRecords::new(tmp.path());
+        let record = JobRecord {
+            name: "wc".into(),
+            jar_name: "wc.jar".into(),
+            jar_sha256: "00".into(),
+            entry_class: None,
+            parallelism: Some(1),
+            args: vec!["a".into()],
+            flink_config: BTreeMap::new(),
+            deployed_at: 1,
+        };
+        local.write(&record, b"PK").unwrap();
+        local.write_run_state("wc", &RunState::default()).unwrap();
+        assert_eq!(local.names().unwrap(), vec!["wc"]);
+        assert_eq!(local.read("wc").unwrap(), Some(record));
+        local.remove("wc").unwrap();
+        assert!(local.names().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,288 @@
+//! Declared jobs through the product surface: the real `flink-agent run` daemon (which runs the
+//! checkpoint sync and re-submits jobs after every JobManager start), the CLI, a real Flink, a
+//! real stateful job (`tests/jobs`, compiled here) and moto as S3. Issue tests 1 (durable
+//! checkpoints equal Flink's files byte for byte), 2 (`kill -9` of the JobManager) and 3 (node
+//! loss) end with the job RUNNING again, restored from a checkpoint, with nobody calling
+//! anything; 8 (bad deploys) leave nothing behind.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod s3;
+
+use common::{agent_bin, wait_for, AgentDir};
+use flink_agent::checkpoints::layout::{data_path, manifest_path};
+use flink_agent::checkpoints::restore::candidates;
+use flink_agent::checkpoints::{Manifest, Remote};
+use s3::Moto;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn build_test_jobs(out: &Path) -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/jobs/build.sh");
+    let o = Command::new("bash").arg(script).arg(out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+}
+
+/// Runs `flink-agent <command> --socket S <rest...>`: (success, stdout, stderr).
+fn cli(socket: &Path, args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(agent_bin())
+        .arg(args[0])
+        .arg("--socket")
+        .arg(socket)
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+fn jobs_json(socket: &Path) -> Option<serde_json::Value> {
+    let (ok, out, _) = cli(socket, &["jobs", "--json"]);
+    ok.then(|| serde_json::from_str(&out).ok()).flatten()
+}
+
+/// The job's entry while it RUNS under a Flink id other than `not`, restored from a checkpoint.
+fn restored_running(socket: &Path, not: &str) -> Option<serde_json::Value> {
+    let jobs = jobs_json(socket)?;
+    let job = jobs.as_array()?.first()?.clone();
+    (job["state"] == "RUNNING" && job["flink_job_id"] != not && job["restored_from"].is_object())
+        .then_some(job)
+}
+
+/// Counts per key continue after a restore: from line `skip` on, `want` lines, none at 1.
+fn assert_output_continues(path: &Path, skip: usize, want: usize) {
+    let lines: Vec<Vec<u64>> = wait_for(
+        "new output after the restore",
+        Duration::from_secs(60),
+        || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let l: Vec<Vec<u64>> = text
+                .lines()
+                .skip(skip)
+                .map(|l| {
+                    l.split(' ')
+                        .filter_map(|x| x.parse().ok())
+                        .collect::<Vec<u64>>()
+                })
+                .filter(|v| v.len() == 3)
+                .collect();
+            (l.len() >= want).then_some(l)
+        },
+    );
+    assert!(
+        lines.iter().all(|v| v[1] > 1 && v[2] >= 4),
+        "output started over: {:?}",
+        &lines[..want]
+    );
+}
+
+/// For the newest durable checkpoint of `counter` whose local `chk-N` still exists: asserts every
+/// remote file equals the local one and returns (N, file count). None while there is none.
+async fn same_bytes(remote: &Remote, local_dir: &Path) -> Option<(u64, usize)> {
+    let ids = candidates(remote, "counter").await.ok()?;
+    for id in ids {
+        let chk = local_dir.join(format!("chk-{id}"));
+        let key = manifest_path(&remote.root, "counter", id);
+        let manifest: Manifest =
+            serde_json::from_slice(&remote.store.get(&key).await.ok()?.bytes().await.ok()?).ok()?;
+        let Some(local) = manifest
+            .files
+            .iter()
+            .map(|f| std::fs::read(chk.join(&f.path)).ok())
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue; // Flink already subsumed it locally
+        };
+        for (f, bytes) in manifest.files.iter().zip(local) {
+            let key = data_path(&remote.root, "counter", id, &f.path);
+            let got = remote.store.get(&key).await.unwrap().bytes().await.unwrap();
+            assert_eq!(
+                got.as_ref(),
+                bytes.as_slice(),
+                "chk-{id}/{} differs",
+                f.path
+            );
+        }
+        assert_eq!(manifest.flink_version, "2.3.0");
+        return Some((id, manifest.files.len()));
+    }
+    None
+}
+
+fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[test]
+fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
+    let moto = Moto::start();
+    moto.create_bucket("flink");
+    let dir = AgentDir::new(8);
+    let jar = build_test_jobs(&dir.path().join("jobs-build"));
+    let counts = dir.path().join("counts.txt");
+    let s3 = s3::s3_section(&moto.endpoint(), "flink", "prod", dir.path());
+    dir.write_config(&format!(
+        "[advanced]\ncheckpoint_interval_ms = 1000\n\n[object_store]\nurl = \"{}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nallow_http = true\ncredentials_file = \"{}\"\n\n[checkpoints]\nrescan_interval_secs = 1\n",
+        s3.url,
+        moto.endpoint(),
+        s3.credentials_file.unwrap().display()
+    ));
+    let mut agent = dir.start();
+    agent.wait_ready(Duration::from_secs(120));
+    let socket = dir.socket();
+    let jar_arg = jar.display().to_string();
+    let counts_arg = counts.display().to_string();
+
+    // Issue test 8 through the CLI: clear errors, nothing deployed.
+    let (ok, _, err) = cli(
+        &socket,
+        &["jobs", "deploy", "counter", "--jar", "/nonexistent/x.jar"],
+    );
+    assert!(
+        !ok && err.contains("/nonexistent/x.jar") && err.contains("cannot be read"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&socket, &["jobs", "deploy", "Bad/Name", "--jar", &jar_arg]);
+    assert!(!ok && err.contains("is invalid"), "{err}");
+    assert_eq!(jobs_json(&socket).unwrap(), serde_json::json!([]));
+
+    let deploy = [
+        "jobs",
+        "deploy",
+        "counter",
+        "--jar",
+        &jar_arg,
+        "--entry-class",
+        "flinkagent.testjobs.KeyedCounter",
+        "--parallelism",
+        "1",
+        "--",
+        &counts_arg,
+        "20",
+    ];
+    let (ok, out, err) = cli(&socket, &deploy);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = cli(&socket, &deploy);
+    assert!(!ok && err.contains("already deployed"), "{err}");
+
+    // Checkpoints become durable and status says so.
+    let first = wait_for(
+        "a durable checkpoint in status",
+        Duration::from_secs(60),
+        || {
+            let jobs = jobs_json(&socket)?;
+            let job = jobs.as_array()?.first()?.clone();
+            (job["state"] == "RUNNING" && job["last_durable_checkpoint"].as_u64().is_some())
+                .then_some(job)
+        },
+    );
+    let first_id = first["flink_job_id"].as_str().unwrap().to_string();
+
+    // Issue test 1: a durable checkpoint matches Flink's local files byte for byte.
+    let config = flink_agent::config::load_unchecked(&dir.config_path()).unwrap();
+    let local_dir = config.flink.data_dir.join("checkpoints").join(&first_id);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let remote = Remote::build(&config.object_store, &config.cluster.id).unwrap();
+    // (This job's state is small, so Flink inlines it into `_metadata`: one file per checkpoint.)
+    wait_for(
+        "a durable checkpoint still present locally",
+        Duration::from_secs(60),
+        || runtime.block_on(same_bytes(&remote, &local_dir)),
+    );
+    let (_, human, _) = cli(&socket, &["status"]);
+    assert!(
+        human.contains("checkpoints → s3://flink/prod") && human.contains("counter"),
+        "{human}"
+    );
+
+    // Issue test 2: kill -9 the JobManager. The agent restarts it and re-submits the job from
+    // its newest checkpoint by itself.
+    let jm = agent.running_pid("jobmanager").unwrap();
+    let lines_before = line_count(&counts);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(jm),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed = Instant::now();
+    let job = wait_for(
+        "the job RUNNING again, restored",
+        Duration::from_secs(120),
+        || restored_running(&socket, &first_id),
+    );
+    eprintln!(
+        "JobManager kill -9 → job RUNNING restored: {:.1}s",
+        killed.elapsed().as_secs_f64()
+    );
+    let from = job["restored_from"]["checkpoint_id"].as_u64().unwrap();
+    assert!(
+        from >= first["last_durable_checkpoint"].as_u64().unwrap(),
+        "{job}"
+    );
+    assert_output_continues(&counts, lines_before, 40);
+    let second_id = job["flink_job_id"].as_str().unwrap().to_string();
+
+    // Issue test 3: node loss. Stop everything, delete the state dir and Flink's data dir
+    // (local checkpoints), start a fresh agent with the same config.
+    let durable = wait_for(
+        "a durable checkpoint of the re-submitted job",
+        Duration::from_secs(60),
+        || {
+            let job = jobs_json(&socket)?.as_array()?.first()?.clone();
+            job["last_durable_checkpoint"]
+                .as_u64()
+                .filter(|d| *d > from)
+        },
+    );
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    agent.wait_exit(Duration::from_secs(60));
+    drop(agent);
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("flink-data")).unwrap();
+    // `restore --dry-run` plans from object storage alone.
+    let o = Command::new(agent_bin())
+        .args(["restore", "--dry-run", "--config"])
+        .arg(dir.config_path())
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{plan}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        plan.starts_with("counter: checkpoint ") && plan.contains("from s3://flink/prod"),
+        "{plan}"
+    );
+    let lines_before = line_count(&counts);
+    let mut agent = dir.start();
+    agent.wait_ready(Duration::from_secs(120));
+    let job = wait_for(
+        "the job back after node loss",
+        Duration::from_secs(120),
+        || restored_running(&socket, &second_id),
+    );
+    assert_eq!(job["restored_from"]["source"], "remote", "{job}");
+    assert!(
+        job["restored_from"]["checkpoint_id"].as_u64().unwrap() >= durable,
+        "{job}"
+    );
+    assert_output_continues(&counts, lines_before, 40);
+
+    // Stop (savepoint) and delete.
+    let (ok, out, err) = cli(&socket, &["jobs", "stop", "counter"]);
+    assert!(ok && out.contains("savepoint"), "{out}{err}");
+    let (ok, out, err) = cli(&socket, &["jobs", "delete", "counter"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(jobs_json(&socket).unwrap(), serde_json::json!([]));
+    drop(agent);
+}

@@ -1,0 +1,215 @@
+//! A real S3-compatible server for tests: moto's `moto_server` on 127.0.0.1 (installed by
+//! `tests/setup/moto.sh`), behind a small TCP proxy the test can take down and bring back to
+//! simulate an outage without losing the server's (in-memory) objects. Both are stopped when
+//! their guard drops, also when the test fails: moto by PID, the proxy with the runtime.
+#![allow(dead_code, clippy::unwrap_used)] // each test binary uses a different part
+
+use flink_agent::checkpoints::Remote;
+use flink_agent::config::ObjectStoreSection;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of `moto_server`, installing it into the cache on first use.
+fn moto_server_path() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/setup/moto.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tests/setup/moto.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `moto_server`; killed by PID on drop.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(moto_server_path())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = Moto { child, port };
+        wait_listening(port, Duration::from_secs(30));
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates `bucket` with a plain PUT (moto accepts unsigned requests).
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = raw_http(self.port, "PUT", &format!("/{bucket}"), "").0;
+        assert_eq!(status, 200, "creating bucket {bucket}");
+    }
+
+    /// Turns on versioning, so every PUT of a key is kept and can be counted.
+    pub fn enable_versioning(&self, bucket: &str) {
+        let body = "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>";
+        let (status, answer) = raw_http(self.port, "PUT", &format!("/{bucket}?versioning"), body);
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    /// How many times `key` was written (`ListObjectVersions`; needs versioning).
+    pub fn versions_of(&self, bucket: &str, key: &str) -> usize {
+        let (status, body) = raw_http(
+            self.port,
+            "GET",
+            &format!("/{bucket}?versions&prefix={key}"),
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        body.matches("<Version>").count()
+    }
+
+    /// Multipart uploads in progress in `bucket` (`ListMultipartUploads`): their keys.
+    pub fn open_multipart_uploads(&self, bucket: &str) -> Vec<String> {
+        let (status, body) = raw_http(self.port, "GET", &format!("/{bucket}?uploads"), "");
+        assert_eq!(status, 200, "{body}");
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn raw_http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let len = body.len();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len}\r\n\r\n{body}"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// `[object_store]` for `s3://bucket/prefix` at `endpoint`, with throw-away credentials.
+pub fn s3_section(
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+    creds_dir: &std::path::Path,
+) -> ObjectStoreSection {
+    use std::os::unix::fs::PermissionsExt;
+    let creds = creds_dir.join("s3-credentials.toml");
+    std::fs::write(
+        &creds,
+        "aws_access_key_id = \"testing\"\naws_secret_access_key = \"testing\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ObjectStoreSection {
+        url: format!("s3://{bucket}/{prefix}"),
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint.to_string()),
+        allow_http: true,
+        credentials_file: Some(creds),
+    }
+}
+
+pub fn s3_remote(endpoint: &str, bucket: &str, dir: &std::path::Path) -> Remote {
+    Remote::build(&s3_section(endpoint, bucket, "flink", dir), "test-cluster").unwrap()
+}
+
+/// A TCP proxy on its own port in front of `upstream`; `down()` closes the listener and every
+/// connection (clients then get "connection refused"), `up()` listens again on the same port.
+#[derive(Debug)]
+pub struct Proxy {
+    pub port: u16,
+    upstream: u16,
+    tasks: Arc<Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: u16) -> Self {
+        let proxy = Proxy {
+            port: free_port(),
+            upstream,
+            tasks: Arc::new(Mutex::new(tokio::task::JoinSet::new())),
+        };
+        proxy.up().await;
+        proxy
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn up(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let upstream = self.upstream;
+        let tasks = self.tasks.clone();
+        self.tasks.lock().unwrap().spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tasks.lock().unwrap().spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+    }
+
+    pub fn down(&self) {
+        self.tasks.lock().unwrap().abort_all();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
