@@ -222,13 +222,16 @@ eventually "the cluster is back after the upgrade" 120 cluster_up
 check "no Flink JVM orphaned or duplicated after the upgrade" jvms_owned_by_agent
 
 # --- Purge ---------------------------------------------------------------------------------------
-# Stand-in for checkpoint data: Flink writes its local checkpoints under its data dir.
-inside runuser -u flink -- sh -c 'mkdir -p /var/lib/flink/checkpoints/e2e && echo state > /var/lib/flink/checkpoints/e2e/chk-1'
+# Stand-ins for checkpoint data: Flink's local checkpoints under its data dir, and the copies in
+# the default file:// object store under the agent's state dir.
+inside runuser -u flink -- sh -c 'echo state > /var/lib/flink/checkpoints/e2e-marker'
+inside sh -c 'mkdir -p /var/lib/flink-agent/object-store && echo state > /var/lib/flink-agent/object-store/e2e-marker'
 check "dpkg --purge succeeds" inside dpkg --purge flink-agent
 check "the unit is gone" equals "$(prop LoadState)" not-found
 check "no agent process is left" not quiet inside pgrep -x flink-agent
 check "no Flink JVM is left" no_jvms
 check "the agent's nftables table is removed" not quiet inside nft list table inet flink_agent
 check "the config dir is removed" not inside test -e /etc/flink-agent
-check "the agent's state dir is removed" not inside test -e /var/lib/flink-agent
-check "checkpoint data is kept" inside test -f /var/lib/flink/checkpoints/e2e/chk-1
+check "the agent's state is removed" equals "$(inside ls /var/lib/flink-agent)" object-store
+check "local checkpoint data is kept" inside test -f /var/lib/flink/checkpoints/e2e-marker
+check "the default object store is kept" inside test -f /var/lib/flink-agent/object-store/e2e-marker
