@@ -37,6 +37,9 @@ container_boot() { # <dir to copy into the container's /root/pkgs>
   mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$work/upper,workdir=$work/ovl" "$work/root"
   mkdir -p "$work/root/opt" "$work/root/root/pkgs"
   cp -a "$flink_home" "$work/root/opt/flink"
+  # As on a VM, the host name resolves (Flink's log4j and RPC look it up); the minimal rootfs has
+  # no nss-myhostname to answer for it.
+  printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$(cat "$work/root/etc/hostname")" > "$work/root/etc/hosts"
   cp -a "$1"/. "$work/root/root/pkgs/"
   systemd-nspawn -D "$work/root" --register=no --keep-unit --private-network -b \
     --console=passive </dev/null >"$work/nspawn.log" 2>&1 &

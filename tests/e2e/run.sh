@@ -183,6 +183,14 @@ sys.exit(1)' "$@" <<<"$journal"; }
 check "journal: agent records with PRIORITY and SYSLOG_IDENTIFIER=flink-agent" journal_has SYSLOG_IDENTIFIER=flink-agent
 check "journal: JobManager output tagged FLINK_PROCESS=jobmanager" journal_has FLINK_PROCESS=jobmanager
 check "journal: TaskManager output tagged FLINK_PROCESS=taskmanager" journal_has FLINK_PROCESS=taskmanager
+# The sandbox shows up as EPERM/EACCES errors in the agent's own records (not Flink's output).
+agent_errors() { python3 -c '
+import json, sys
+for line in sys.stdin:
+    e = json.loads(line)
+    if e.get("SYSLOG_IDENTIFIER") == "flink-agent" and "FLINK_PROCESS" not in e and int(e.get("PRIORITY", 6)) <= 4:
+        print("       " + e.get("MESSAGE", ""))' <<<"$journal"; }
+check "journal: no warnings or errors from the agent itself" equals "$(agent_errors)" ""
 
 # --- Watchdog ------------------------------------------------------------------------------------
 restarts_before=$(prop NRestarts)
