@@ -2,7 +2,8 @@
 # Installs the Debian packages the agent and its test suite need on a fresh Debian 12 machine.
 # Idempotent and quiet when everything is present.
 set -euo pipefail
-pkgs=(openjdk-17-jdk-headless nftables iproute2 debootstrap systemd-container zookeeper python3-venv)
+pkgs=(openjdk-17-jdk-headless nftables iproute2 debootstrap systemd-container zookeeper python3-venv
+  rpm rpmlint lintian)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -143,10 +143,10 @@ pub fn launch(
             source: std::io::Error::other("the child exited before its pid was read"),
         })?;
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward_lines(out, kind.name(), log::Level::Info));
+        tokio::spawn(forward_lines(out, kind.name(), false));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward_lines(err, kind.name(), log::Level::Warn));
+        tokio::spawn(forward_lines(err, kind.name(), true));
     }
     let (tx, exit) = oneshot::channel();
     tokio::spawn(async move {
@@ -180,8 +180,9 @@ fn switch_user(command: &mut Command, uid: Uid, gid: Gid, groups: Vec<Gid>) {
     }
 }
 
-/// Copies a child's output into the agent's log line by line, with the process name as target.
-async fn forward_lines(stream: impl AsyncRead + Unpin, target: &'static str, level: log::Level) {
+/// Copies a child's output into the agent's log line by line through [`crate::logging::process_line`],
+/// which tags each line with the process name (log target and journal field `FLINK_PROCESS`).
+async fn forward_lines(stream: impl AsyncRead + Unpin, process: &'static str, is_stderr: bool) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -190,7 +191,7 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, target: &'static str, lev
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
-                log::log!(target: target, level, "{}", text.trim_end());
+                crate::logging::process_line(process, is_stderr, text.trim_end());
             }
         }
     }
