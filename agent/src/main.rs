@@ -158,11 +158,9 @@ impl SocketArg {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
         let socket = if config_path.exists() {
-            config::load_unchecked(&config_path)
-                .map(|c| c.agent.socket)
-                .with_context(|| {
-                    format!("reading the socket path from {}", config_path.display())
-                })?
+            config::socket_path(&config_path).with_context(|| {
+                format!("reading the socket path from {}", config_path.display())
+            })?
         } else {
             config::AgentConfig::default().agent.socket
         };

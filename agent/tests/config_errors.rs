@@ -411,3 +411,24 @@ fn reference_config_is_valid_and_complete() {
         );
     }
 }
+
+/// `flink-agent status` must still find the agent when the config on disk is broken: that is
+/// when an operator needs it most.
+#[test]
+fn the_socket_is_found_in_an_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        "[agent]\nsocket = \"run/agent.sock\"\n[advanced]\nnumber_of_task_slots = 0\nbogus = 1\n",
+    )
+    .unwrap();
+    assert!(flink_agent::config::load_unchecked(&path).is_err());
+    let socket = flink_agent::config::socket_path(&path).unwrap();
+    assert_eq!(socket, dir.path().join("run/agent.sock"));
+    std::fs::write(&path, "[node]\nid = \"x\"\n").unwrap();
+    assert_eq!(
+        flink_agent::config::socket_path(&path).unwrap(),
+        std::path::PathBuf::from("/run/flink-agent/agent.sock")
+    );
+}
