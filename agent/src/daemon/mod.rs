@@ -95,7 +95,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     // Before Flink starts, so its ports are never open unfiltered.
     let firewall = firewall::spawn(cfg);
     let supervisor = supervisor::spawn(launch_spec(cfg));
-    let overview = spawn_overview_poller(launch_spec(cfg).rest_url);
+    let overview = spawn_overview_poller(launch_spec(cfg).rest_url, supervisor.ready());
     let (reload_done, mut reload_done_rx) = mpsc::channel(4);
     let mut daemon = Daemon {
         config_path,
@@ -329,7 +329,12 @@ fn load_in_force(path: &Path) -> Result<InForce, DaemonError> {
 }
 
 /// Keeps Flink's `/overview` figures fresh for `status` without making requests wait on Flink.
-fn spawn_overview_poller(rest_url: String) -> watch::Receiver<Option<FlinkOverview>> {
+/// Refreshes at once when readiness changes, so `status` never says "ready" next to figures
+/// from before the TaskManager registered.
+fn spawn_overview_poller(
+    rest_url: String,
+    mut ready: watch::Receiver<bool>,
+) -> watch::Receiver<Option<FlinkOverview>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         let client = match crate::flinkrest::FlinkRest::new(&rest_url) {
@@ -342,8 +347,12 @@ fn spawn_overview_poller(rest_url: String) -> watch::Receiver<Option<FlinkOvervi
             }
         };
         let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut supervisor_alive = true;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = ready.changed(), if supervisor_alive => supervisor_alive = changed.is_ok(),
+            }
             if tx.is_closed() {
                 return;
             }
