@@ -161,6 +161,16 @@ impl Running {
     }
 }
 
+/// The conformance tests every backend we support must pass.
+async fn conformance_common(store: &dyn object_store::ObjectStore) {
+    use object_store::integration::*;
+    put_get_delete_list(store).await;
+    get_opts(store).await;
+    list_uses_directories_correctly(store).await;
+    list_with_delimiter(store).await;
+    rename_and_copy(store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_store_conformance_against_moto() {
     let moto = Moto::start();
@@ -169,11 +179,7 @@ async fn object_store_conformance_against_moto() {
     let remote = s3_remote(&moto.endpoint(), "conformance", tmp.path());
     let store = &*remote.store;
     use object_store::integration::*;
-    put_get_delete_list(store).await;
-    get_opts(store).await;
-    list_uses_directories_correctly(store).await;
-    list_with_delimiter(store).await;
-    rename_and_copy(store).await;
+    conformance_common(store).await;
     stream_get(store).await;
     multipart(store, &*remote.multipart.clone().unwrap()).await;
     multipart_race_condition(store, true).await;
@@ -232,11 +238,7 @@ async fn object_store_conformance_against_local_dir() {
     let remote = Remote::build(&section, "c").unwrap();
     let store = &*remote.store;
     use object_store::integration::*;
-    put_get_delete_list(store).await;
-    get_opts(store).await;
-    list_uses_directories_correctly(store).await;
-    list_with_delimiter(store).await;
-    rename_and_copy(store).await;
+    conformance_common(store).await;
     copy_if_not_exists(store).await;
     copy_rename_nonexistent_object(store).await;
     stream_get(store).await;
