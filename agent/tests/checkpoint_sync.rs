@@ -161,6 +161,16 @@ impl Running {
     }
 }
 
+/// A fresh moto server with one bucket, a temp dir, and our remote over them. The server lives
+/// (and is killed on drop) with the first element.
+fn moto_bucket(bucket: &str) -> (Moto, tempfile::TempDir, Remote) {
+    let moto = Moto::start();
+    moto.create_bucket(bucket);
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = s3_remote(&moto.endpoint(), bucket, tmp.path());
+    (moto, tmp, remote)
+}
+
 /// The conformance tests every backend we support must pass.
 async fn conformance_common(store: &dyn object_store::ObjectStore) {
     use object_store::integration::*;
@@ -173,10 +183,7 @@ async fn conformance_common(store: &dyn object_store::ObjectStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_store_conformance_against_moto() {
-    let moto = Moto::start();
-    moto.create_bucket("conformance");
-    let tmp = tempfile::tempdir().unwrap();
-    let remote = s3_remote(&moto.endpoint(), "conformance", tmp.path());
+    let (_moto, _tmp, remote) = moto_bucket("conformance");
     let store = &*remote.store;
     use object_store::integration::*;
     conformance_common(store).await;
@@ -221,10 +228,7 @@ async fn object_store_conformance_against_moto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "flaky: moto's If-Match compare-and-swap is not atomic under concurrent writers"]
 async fn object_store_conditional_put_conformance_against_moto() {
-    let moto = Moto::start();
-    moto.create_bucket("conditional");
-    let tmp = tempfile::tempdir().unwrap();
-    let remote = s3_remote(&moto.endpoint(), "conditional", tmp.path());
+    let (_moto, _tmp, remote) = moto_bucket("conditional");
     object_store::integration::put_opts(&*remote.store, true).await;
 }
 
@@ -307,10 +311,8 @@ async fn roundtrip(remote: Remote, dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_roundtrip_through_s3() {
-    let moto = Moto::start();
-    moto.create_bucket("ckpt");
-    let tmp = tempfile::tempdir().unwrap();
-    roundtrip(s3_remote(&moto.endpoint(), "ckpt", tmp.path()), tmp.path()).await;
+    let (moto, tmp, remote) = moto_bucket("ckpt");
+    roundtrip(remote, tmp.path()).await;
     assert!(moto.open_multipart_uploads("ckpt").is_empty());
 }
 
@@ -328,10 +330,7 @@ async fn checkpoints_roundtrip_through_local_dir() {
 /// others is gone, stale partial uploads are deleted, and no multipart upload is left open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_newest_and_leaves_nothing_behind() {
-    let moto = Moto::start();
-    moto.create_bucket("ret");
-    let tmp = tempfile::tempdir().unwrap();
-    let remote = s3_remote(&moto.endpoint(), "ret", tmp.path());
+    let (moto, tmp, remote) = moto_bucket("ret");
     let mut cfg = sync_config(tmp.path(), 3);
     cfg.orphan_grace = Duration::from_secs(1);
     // A partial upload from an earlier life: data without a manifest.
@@ -373,10 +372,7 @@ async fn retention_keeps_the_newest_and_leaves_nothing_behind() {
 /// say why, and use the previous one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_newest_checkpoint_is_skipped_on_restore() {
-    let moto = Moto::start();
-    moto.create_bucket("corrupt");
-    let tmp = tempfile::tempdir().unwrap();
-    let remote = s3_remote(&moto.endpoint(), "corrupt", tmp.path());
+    let (_moto, tmp, remote) = moto_bucket("corrupt");
     let cfg = sync_config(tmp.path(), 3);
     let running = Running::start(remote.clone(), cfg.clone());
     let first = write_checkpoint(&cfg, 1, &[("op", bytes(1, 5000))]);
@@ -622,10 +618,7 @@ async fn agent_killed_mid_upload_resumes_and_publishes_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: prints the RPO lag, run explicitly"]
 async fn bench_rpo_lag_10mib() {
-    let moto = Moto::start();
-    moto.create_bucket("rpo");
-    let tmp = tempfile::tempdir().unwrap();
-    let remote = s3_remote(&moto.endpoint(), "rpo", tmp.path());
+    let (_moto, tmp, remote) = moto_bucket("rpo");
     let cfg = sync_config(tmp.path(), 3);
     let running = Running::start(remote.clone(), cfg.clone());
     let mut lags = Vec::new();

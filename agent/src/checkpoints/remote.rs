@@ -112,7 +112,10 @@ impl Remote {
                 (gcs.clone(), Some(gcs))
             }
             "az" => {
-                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&url.bucket);
+                let mut b = MicrosoftAzureBuilder::from_env()
+                    .with_retry(retry())
+                    .with_client_options(client_options())
+                    .with_container_name(&url.bucket);
                 for (key, value) in credential_options(section)? {
                     let key = AzureConfigKey::from_str(&key).map_err(|_| {
                             RemoteError::Credentials(format!(
