@@ -6,6 +6,7 @@
 mod s3;
 
 use flink_agent::checkpoints::layout::{group_checkpoints, job_prefix};
+use flink_agent::checkpoints::status::PendingUpload;
 use flink_agent::checkpoints::{
     restore_newest, JobNames, Manifest, Origin, Remote, SyncConfig, SyncEngine, UploadSettings,
 };
@@ -13,7 +14,7 @@ use flink_agent::config::ObjectStoreSection;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::PutPayload;
-use s3::{s3_remote, Moto, Proxy};
+use s3::{s3_remote, s3_section, Moto, Proxy};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -666,6 +667,57 @@ async fn missing_bucket_is_reported_with_advice() {
         text.contains("s3://no-such-bucket/flink") && text.contains("the bucket does not exist"),
         "{text}"
     );
+}
+
+/// Issue test 8 (credentials): a store that rejects the credentials says so at start-up and
+/// in `status`, the checkpoint waits in staging instead of being dropped, and the secret shows
+/// up in no message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_are_reported_and_nothing_is_dropped() {
+    const SECRET: &str = "wJalrXUtnFEMI-not-for-logs";
+    let moto = Moto::start_authenticating("locked");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut section = s3_section(&moto.endpoint(), "locked", "flink", tmp.path());
+    let creds = section.credentials_file.take().unwrap();
+    std::fs::write(
+        &creds,
+        format!("aws_access_key_id = \"AKIAUNKNOWN\"\naws_secret_access_key = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    section.credentials_file = Some(creds);
+    let remote = Remote::build(&section, "test-cluster").unwrap();
+
+    let probed = remote.probe().await.unwrap_err().to_string();
+    assert!(
+        probed.contains("the credentials were rejected; fix object_store.credentials_file"),
+        "{probed}"
+    );
+
+    let cfg = sync_config(tmp.path(), 3);
+    let running = Running::start(remote, cfg.clone());
+    write_checkpoint(&cfg, 1, &[("op", bytes(1, 1000))]);
+    let alert = wait_until("the alert", Duration::from_secs(30), || async {
+        running.engine.status().alert
+    })
+    .await;
+    assert!(
+        alert.contains("not reaching s3://locked/flink")
+            && alert.contains("the credentials were rejected"),
+        "{alert}"
+    );
+    let status = running.engine.status();
+    assert_eq!(
+        status.pending,
+        vec![PendingUpload {
+            job: JOB.into(),
+            checkpoint_id: 1
+        }]
+    );
+    assert!(cfg.staging_root.join(JOB).join("chk-1").is_dir());
+    for text in [&probed, &alert, &status.last_error.unwrap()] {
+        assert!(!text.contains(SECRET), "secret in {text}");
+    }
+    running.stop().await;
 }
 
 /// `jobs delete`: checkpoints of a forgotten job still waiting for upload are dropped, so they

@@ -5,8 +5,8 @@
 
 use super::layout::{group_checkpoints, job_prefix};
 use super::local::{list_staged, scan_complete, stage, StageError, Staged};
-use super::plan::{plan_retention, plan_uploads, Key};
-use super::remote::Remote;
+use super::plan::{plan_retention, plan_uploads, Key, UploadPlan};
+use super::remote::{advice, Remote};
 use super::status::{PendingUpload, SyncStatus};
 use super::upload::{publish, Origin, UploadError, UploadSettings};
 use futures::TryStreamExt;
@@ -266,6 +266,21 @@ impl SyncEngine {
         }
     }
 
+    /// What to upload and what to free, given what is known durable; `status` shows the former.
+    fn plan(&self, keys: &[Key]) -> UploadPlan {
+        let mut shared = self.lock();
+        let plan = plan_uploads(keys, &shared.durable, self.config.retain);
+        shared.status.pending = plan
+            .upload
+            .iter()
+            .map(|(job, id)| PendingUpload {
+                job: job.clone(),
+                checkpoint_id: *id,
+            })
+            .collect();
+        plan
+    }
+
     fn record_failure(&self, e: &UploadError) {
         let mut shared = self.lock();
         let s = &mut shared.status;
@@ -277,8 +292,10 @@ impl SyncEngine {
         );
         if s.consecutive_failures >= self.config.alert_after_failures {
             s.alert = Some(format!(
-                "checkpoints are not reaching {} ({} failed attempts, still retrying): {e}",
-                s.url, s.consecutive_failures
+                "checkpoints are not reaching {} ({} failed attempts, still retrying): {}{e}",
+                s.url,
+                s.consecutive_failures,
+                advice_prefix(e)
             ));
         }
     }
@@ -290,6 +307,13 @@ impl SyncEngine {
             path: self.config.staging_root.display().to_string(),
             source,
         })?;
+        let keys: Vec<Key> = staged
+            .iter()
+            .map(|s| (s.info.job.clone(), s.info.checkpoint_id))
+            .collect();
+        // Shown before the first listing of a job, which may fail: `status` must show what
+        // waits even while the store is unreachable.
+        self.plan(&keys);
         for job in staged
             .iter()
             .map(|s| s.info.job.clone())
@@ -299,11 +323,7 @@ impl SyncEngine {
                 self.apply_retention(&job, &staged).await?;
             }
         }
-        let keys: Vec<Key> = staged
-            .iter()
-            .map(|s| (s.info.job.clone(), s.info.checkpoint_id))
-            .collect();
-        let plan = plan_uploads(&keys, &self.lock().durable, self.config.retain);
+        let plan = self.plan(&keys);
         for key in &plan.discard {
             if let Some(s) = staged
                 .iter()
@@ -320,14 +340,6 @@ impl SyncEngine {
                 })?;
             }
         }
-        self.lock().status.pending = plan
-            .upload
-            .iter()
-            .map(|(job, id)| PendingUpload {
-                job: job.clone(),
-                checkpoint_id: *id,
-            })
-            .collect();
         let Some(next) = plan.upload.first() else {
             return Ok(false);
         };
@@ -471,4 +483,13 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// "the credentials were rejected; …" before an error that retrying alone will not fix.
+fn advice_prefix(e: &UploadError) -> String {
+    match e {
+        UploadError::Store { source, .. } => advice(source).map(|a| format!("{a}; ")),
+        _ => None,
+    }
+    .unwrap_or_default()
 }

@@ -79,7 +79,10 @@ impl Remote {
             .as_str()
         {
             "s3" => {
+                // Client options first: `with_allow_http` writes into them.
                 let mut b = AmazonS3Builder::from_env()
+                    .with_retry(retry())
+                    .with_client_options(client_options())
                     .with_bucket_name(&url.bucket)
                     .with_allow_http(section.allow_http);
                 if let Some(region) = &section.region {
@@ -148,25 +151,28 @@ impl Remote {
     pub async fn probe(&self) -> Result<(), RemoteError> {
         // The first page of a listing is enough to prove access.
         let first = self.store.list(Some(&self.root)).try_next().await;
-        first.map(drop).map_err(|source| {
-            let text = source.to_string();
-            let advice = if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") {
-                "the bucket does not exist; create it or fix object_store.url"
-            } else if text.contains("403")
-                || text.contains("InvalidAccessKeyId")
-                || text.contains("SignatureDoesNotMatch")
-                || text.contains("AccessDenied")
-            {
-                "the credentials were rejected; fix object_store.credentials_file or the environment"
-            } else {
-                "check object_store.url, endpoint and the network"
-            };
-            RemoteError::Unreachable {
-                url: self.url.clone(),
-                advice,
-                source,
-            }
+        first.map(drop).map_err(|source| RemoteError::Unreachable {
+            url: self.url.clone(),
+            advice: advice(&source).unwrap_or("check object_store.url, endpoint and the network"),
+            source,
         })
+    }
+}
+
+/// What an operator should do about a store error that configuration can fix: a missing
+/// bucket or rejected credentials never heal by retrying, so `status` and start-up say so.
+pub fn advice(error: &object_store::Error) -> Option<&'static str> {
+    let text = error.to_string();
+    if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") {
+        Some("the bucket does not exist; create it or fix object_store.url")
+    } else if text.contains("403")
+        || text.contains("InvalidAccessKeyId")
+        || text.contains("SignatureDoesNotMatch")
+        || text.contains("AccessDenied")
+    {
+        Some("the credentials were rejected; fix object_store.credentials_file or the environment")
+    } else {
+        None
     }
 }
 

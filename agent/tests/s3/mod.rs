@@ -52,8 +52,26 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
+        Self::spawn(None)
+    }
+
+    /// A server that checks credentials like AWS: `bucket` is created with its one free
+    /// unsigned request, then every request needs a key moto knows (none are known, so every
+    /// signed request is refused with `InvalidAccessKeyId`).
+    pub fn start_authenticating(bucket: &str) -> Self {
+        let moto = Self::spawn(Some(1));
+        moto.create_bucket(bucket);
+        moto
+    }
+
+    /// `free_requests`: moto's `INITIAL_NO_AUTH_ACTION_COUNT`; None = never check.
+    fn spawn(free_requests: Option<u32>) -> Self {
         let port = free_port();
-        let child = Command::new(moto_server_path())
+        let mut command = Command::new(moto_server_path());
+        if let Some(n) = free_requests {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+        }
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
