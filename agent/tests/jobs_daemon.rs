@@ -277,12 +277,19 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
         "{job}"
     );
     assert_output_continues(&counts, lines_before, 40);
+    let restored_dir = PathBuf::from(job["restored_from"]["path"].as_str().unwrap());
+    assert!(restored_dir.join("_metadata").is_file(), "{job}");
 
-    // Stop (savepoint) and delete.
+    // Stop (savepoint) and delete: the downloaded checkpoint goes with the job.
     let (ok, out, err) = cli(&socket, &["jobs", "stop", "counter"]);
     assert!(ok && out.contains("savepoint"), "{out}{err}");
     let (ok, out, err) = cli(&socket, &["jobs", "delete", "counter"]);
     assert!(ok, "{out}{err}");
     assert_eq!(jobs_json(&socket).unwrap(), serde_json::json!([]));
+    assert!(
+        !restored_dir.exists(),
+        "{} was left behind",
+        restored_dir.display()
+    );
     drop(agent);
 }

@@ -104,6 +104,27 @@ pub async fn restore_newest(
     Ok(None)
 }
 
+/// Frees what earlier restores of `job` downloaded, except `keep` (the checkpoint a job is
+/// starting from); `None` frees all of it. Safe because HashMap-backend checkpoints are
+/// self-contained: neither a running job nor its later checkpoints refer into another one.
+pub fn prune_restored(restore_root: &Path, job: &str, keep: Option<&Path>) -> std::io::Result<()> {
+    let dir = restore_root.join(job);
+    let Some(keep) = keep else {
+        return remove_dir_if_exists(&dir);
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path != keep {
+            remove_dir_if_exists(&path)?;
+        }
+    }
+    Ok(())
+}
+
 fn remove_dir_if_exists(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -206,4 +227,31 @@ async fn fetch_file(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_only_the_checkpoint_in_use() {
+        let root = tempfile::tempdir().unwrap();
+        let job = root.path().join("counter");
+        for d in ["chk-3", "chk-5", ".chk-6.partial"] {
+            std::fs::create_dir_all(job.join(d)).unwrap();
+            std::fs::write(job.join(d).join("_metadata"), b"m").unwrap();
+        }
+        prune_restored(root.path(), "counter", Some(&job.join("chk-5"))).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&job)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["chk-5"]);
+        prune_restored(root.path(), "counter", None).unwrap();
+        assert!(!job.exists());
+        // Nothing restored yet (or already pruned) is not an error.
+        prune_restored(root.path(), "counter", Some(&job.join("chk-5"))).unwrap();
+        prune_restored(root.path(), "other", None).unwrap();
+    }
 }

@@ -243,6 +243,8 @@ impl Jobs {
                 _ => {}
             }
         }
+        crate::checkpoints::restore::prune_restored(&self.restore_root, name, None)
+            .map_err(io(format!("removing the restored checkpoints of `{name}`")))?;
         self.records
             .remove(name)
             .map_err(io("removing the job record"))?;

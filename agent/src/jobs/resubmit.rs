@@ -6,7 +6,7 @@ use super::error::{io, store, JobError};
 use super::manager::Jobs;
 use super::record::{self, RestoredFrom, RunState};
 use crate::checkpoints::local::scan_complete;
-use crate::checkpoints::restore::{candidates, restore_newest};
+use crate::checkpoints::restore::{candidates, prune_restored, restore_newest};
 use std::path::PathBuf;
 
 /// Where a re-submission restores from.
@@ -145,6 +145,10 @@ impl Jobs {
             .submit(&record, jar, from.as_ref().map(|f| f.path.clone()))
             .await?;
         self.names.set(&flink_job_id, name);
+        let keep = from.as_ref().map(|f| PathBuf::from(&f.path));
+        if let Err(e) = prune_restored(&self.restore_root, name, keep.as_deref()) {
+            log::warn!("job {name}: cannot free earlier restored checkpoints: {e}");
+        }
         run.flink_job_ids.push(flink_job_id);
         let excess = run.flink_job_ids.len().saturating_sub(KEEP_JOB_IDS);
         // Flink retains checkpoints of jobs lost with their JobManager forever; the agent
