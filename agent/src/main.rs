@@ -235,7 +235,9 @@ fn execute(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
         Command::Jobs { action, at, json } => block_on(async {
-            let client = at.client()?;
+            let client = at
+                .client()?
+                .with_timeout(flink_agent::jobs::OPERATION_TIMEOUT);
             let answer: serde_json::Value = match action {
                 None => client.get_json("/v1/jobs").await?,
                 Some(JobsAction::Deploy {

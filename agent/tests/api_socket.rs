@@ -424,3 +424,31 @@ async fn the_client_says_what_to_do_when_no_agent_runs() {
         )
     );
 }
+
+/// A listener that accepts but never answers: the client gives up after its timeout (job
+/// operations get a longer one) and says where to look, instead of hanging.
+#[tokio::test]
+async fn the_client_gives_up_on_a_silent_agent_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let _held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            open.push(conn);
+        }
+    });
+    let timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let err = within("status", Client::new(&path).with_timeout(timeout).status())
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() >= timeout);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the agent on {} did not answer within 300ms; see `systemctl status flink-agent`",
+            path.display()
+        )
+    );
+}

@@ -55,11 +55,21 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub struct Client {
     path: PathBuf,
+    timeout: Duration,
 }
 
 impl Client {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            timeout: REQUEST_TIMEOUT,
+        }
+    }
+
+    /// For requests the agent may legitimately work on longer than [`REQUEST_TIMEOUT`] (job
+    /// operations: a savepoint alone may take two minutes).
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
     }
 
     pub async fn status(&self) -> Result<AgentStatus, ClientError> {
@@ -122,13 +132,12 @@ impl Client {
         uri: &str,
         body: Bytes,
     ) -> Result<T, ClientError> {
-        let (status, bytes) =
-            tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(method, uri, body))
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    path: self.path.clone(),
-                    timeout: REQUEST_TIMEOUT,
-                })??;
+        let (status, bytes) = tokio::time::timeout(self.timeout, self.exchange(method, uri, body))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                path: self.path.clone(),
+                timeout: self.timeout,
+            })??;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::UnexpectedBody {
                 status: status.as_u16(),

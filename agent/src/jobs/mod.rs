@@ -23,3 +23,7 @@ pub use record::{JobRecord, RestoredFrom, RunState};
 pub use rest::{JobsRest, RestError};
 pub use resubmit::{choose_restore, RestoreChoice};
 pub use service::{Service, ServiceError};
+
+/// How long a client waits for a job operation: one may queue behind a re-submission (which
+/// may download a checkpoint), and a stop is a savepoint (up to 120 s) then maybe a cancel.
+pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
