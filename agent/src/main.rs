@@ -92,6 +92,8 @@ enum JobsAction {
     },
     /// Stop with a savepoint (falls back to cancel); the job is no longer re-submitted.
     Stop { name: String },
+    /// Run a stopped job again: from the savepoint its stop took, else its newest checkpoint.
+    Start { name: String },
     /// Forget the job: cancel it, remove its records and its checkpoints in object storage.
     Delete { name: String },
 }
@@ -263,6 +265,11 @@ fn execute(command: Command) -> Result<ExitCode> {
                         .post_json(&format!("/v1/jobs/{name}/stop"), &serde_json::json!({}))
                         .await?
                 }
+                Some(JobsAction::Start { name }) => {
+                    client
+                        .post_json(&format!("/v1/jobs/{name}/start"), &serde_json::json!({}))
+                        .await?
+                }
                 Some(JobsAction::Delete { name }) => {
                     client
                         .post_json(&format!("/v1/jobs/{name}/delete"), &serde_json::json!({}))
@@ -294,7 +301,7 @@ fn execute(command: Command) -> Result<ExitCode> {
 }
 
 async fn restore_plan(path: &Path) -> Result<ExitCode> {
-    use flink_agent::jobs::{Jobs, JobsRest, RestoreChoice};
+    use flink_agent::jobs::{Jobs, JobsRest, PlannedRestore, RestoreChoice};
     let cfg = config::load_unchecked(path)?;
     let remote = flink_agent::checkpoints::Remote::build(&cfg.object_store, &cfg.cluster.id)?;
     remote.probe().await?;
@@ -310,7 +317,12 @@ async fn restore_plan(path: &Path) -> Result<ExitCode> {
     if plan.is_empty() {
         println!("no declared jobs locally or in {}", cfg.object_store.url);
     }
-    for (name, choice) in plan {
+    for PlannedRestore {
+        name,
+        stopped,
+        choice,
+    } in plan
+    {
         let what = match choice {
             RestoreChoice::Local(id) => format!("local checkpoint {id}"),
             RestoreChoice::Remote(id) => format!(
@@ -319,7 +331,11 @@ async fn restore_plan(path: &Path) -> Result<ExitCode> {
             ),
             RestoreChoice::Fresh => "no checkpoint: starts fresh".to_string(),
         };
-        println!("{name}: {what}");
+        if stopped {
+            println!("{name}: stopped, stays stopped; `flink-agent jobs start {name}` would run it from its savepoint if present here, else {what}");
+        } else {
+            println!("{name}: {what}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -720,6 +720,69 @@ async fn rejected_credentials_are_reported_and_nothing_is_dropped() {
     running.stop().await;
 }
 
+/// `jobs delete` while a checkpoint of the job is being uploaded: forgetting the job waits for
+/// that upload, so deleting the job's prefix afterwards (as `jobs delete` does) leaves nothing
+/// that could later pass for a checkpoint of a new job of the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_mid_upload_leaves_nothing_behind() {
+    let moto = Moto::start();
+    moto.create_bucket("midway");
+    let proxy = Proxy::start(moto.port).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = s3_remote(&proxy.endpoint(), "midway", tmp.path());
+    let direct = s3_remote(&moto.endpoint(), "midway", tmp.path());
+    let cfg = sync_config(tmp.path(), 3);
+    let running = Running::start(remote, cfg.clone());
+    write_checkpoint(&cfg, 1, &[("op", bytes(1, 100))]);
+    wait_until("checkpoint 1", Duration::from_secs(30), || {
+        manifest(&direct, JOB, 1)
+    })
+    .await;
+    // The next upload starts, then hangs on the stalled link until `resume`.
+    proxy.stall();
+    write_checkpoint(
+        &cfg,
+        2,
+        &[("op", bytes(1, 12 << 20)), ("small", bytes(2, 10))],
+    );
+    let staged = cfg.staging_root.join(JOB).join("chk-2");
+    wait_until("the upload under way", Duration::from_secs(30), || async {
+        staged.join("attempted").exists().then_some(())
+    })
+    .await;
+    std::fs::remove_dir_all(cfg.checkpoints_dir.join(JOB_ID)).unwrap();
+    let engine = running.engine.clone();
+    let mut forget = tokio::spawn(async move { engine.forget_job(JOB).await });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut forget)
+            .await
+            .is_err(),
+        "forget_job returned while an upload of the job was under way"
+    );
+    proxy.resume();
+    tokio::time::timeout(Duration::from_secs(60), forget)
+        .await
+        .expect("forget_job returns once the upload is over")
+        .unwrap()
+        .unwrap();
+    // As `jobs delete` goes on: the job's prefix.
+    let prefix = job_prefix(&direct.root, JOB);
+    let keys: Vec<_> = direct
+        .store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .unwrap();
+    for meta in keys {
+        direct.store.delete(&meta.location).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(remote_state(&direct, JOB).await, (vec![], vec![]));
+    assert!(moto.open_multipart_uploads("midway").is_empty());
+    assert!(!staged.exists());
+    running.stop().await;
+}
+
 /// `jobs delete`: checkpoints of a forgotten job still waiting for upload are dropped, so they
 /// cannot recreate its remote prefix once the store is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -743,7 +806,7 @@ async fn forgotten_job_is_not_uploaded_later() {
     .await;
     // As `jobs delete` does: Flink's local checkpoints of the job go first, then the staging.
     std::fs::remove_dir_all(cfg.checkpoints_dir.join(JOB_ID)).unwrap();
-    running.engine.forget_job(JOB).unwrap();
+    running.engine.forget_job(JOB).await.unwrap();
     proxy.up().await;
     // The engine keeps running against a reachable store; nothing of the job may appear.
     let direct = s3_remote(&moto.endpoint(), "forget", tmp.path());

@@ -280,16 +280,35 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
     let restored_dir = PathBuf::from(job["restored_from"]["path"].as_str().unwrap());
     assert!(restored_dir.join("_metadata").is_file(), "{job}");
 
-    // Stop (savepoint) and delete: the downloaded checkpoint goes with the job.
+    // Stop (savepoint), start again from that savepoint: the downloaded checkpoint is freed
+    // once the job no longer starts from it.
+    let remote_id = job["restored_from"]["checkpoint_id"].as_u64().unwrap();
+    let third_id = job["flink_job_id"].as_str().unwrap().to_string();
     let (ok, out, err) = cli(&socket, &["jobs", "stop", "counter"]);
     assert!(ok && out.contains("savepoint"), "{out}{err}");
+    let lines_before = line_count(&counts);
+    let (ok, out, err) = cli(&socket, &["jobs", "start", "counter"]);
+    assert!(
+        ok && out.contains("\"source\": \"savepoint\""),
+        "{out}{err}"
+    );
+    let job = wait_for(
+        "the job running again from its savepoint",
+        Duration::from_secs(60),
+        || restored_running(&socket, &third_id),
+    );
+    assert_eq!(job["restored_from"]["source"], "savepoint", "{job}");
+    assert!(
+        job["restored_from"]["checkpoint_id"].as_u64().unwrap() > remote_id,
+        "the savepoint is newer than the checkpoint restored before it: {job}"
+    );
+    assert_output_continues(&counts, lines_before, 20);
+    assert!(!restored_dir.exists(), "{}", restored_dir.display());
+    let (ok, out, err) = cli(&socket, &["jobs", "start", "counter"]);
+    assert!(!ok && err.contains("is not stopped"), "{out}{err}");
+
     let (ok, out, err) = cli(&socket, &["jobs", "delete", "counter"]);
     assert!(ok, "{out}{err}");
     assert_eq!(jobs_json(&socket).unwrap(), serde_json::json!([]));
-    assert!(
-        !restored_dir.exists(),
-        "{} was left behind",
-        restored_dir.display()
-    );
     drop(agent);
 }

@@ -42,6 +42,8 @@ pub enum JobsCommand {
     Deploy(crate::jobs::DeployRequest),
     /// `POST /v1/jobs/{name}/stop`: savepoint, else cancel.
     Stop(String),
+    /// `POST /v1/jobs/{name}/start`: a stopped job runs again from its savepoint.
+    Start(String),
     /// `POST /v1/jobs/{name}/delete`: forget the job and its remote checkpoints.
     Delete(String),
 }

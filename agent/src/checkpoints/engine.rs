@@ -105,6 +105,9 @@ pub struct SyncEngine {
     shared: Arc<Mutex<Shared>>,
     detect: Arc<Notify>,
     staged: Arc<Notify>,
+    /// Held while a checkpoint is published, so [`SyncEngine::forget_job`] can wait for an
+    /// upload already under way: what it writes must land before the job's prefix is deleted.
+    publishing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SyncEngine {
@@ -123,6 +126,7 @@ impl SyncEngine {
             shared: Arc::new(Mutex::new(shared)),
             detect: Arc::new(Notify::new()),
             staged: Arc::new(Notify::new()),
+            publishing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -349,6 +353,10 @@ impl SyncEngine {
         else {
             return Ok(false);
         };
+        let _publishing = self.publishing.lock().await;
+        if self.lock().forgotten.contains(&next.0) {
+            return Ok(false);
+        }
         let started = std::time::Instant::now();
         let manifest = publish(&self.remote, item, &self.config.origin, self.config.upload).await?;
         log::info!(
@@ -366,8 +374,8 @@ impl SyncEngine {
         {
             let mut shared = self.lock();
             if shared.forgotten.contains(&next.0) {
-                // Deleted while this upload ran: what it wrote stays under the deleted job's
-                // prefix (a known gap: `jobs delete` does not wait for a running upload).
+                // Deleted while this upload ran: `forget_job` waited for it, and the caller
+                // deletes the job's prefix, this checkpoint included, afterwards.
                 return Ok(true);
             }
             shared.durable.insert(next.clone());
@@ -388,9 +396,12 @@ impl SyncEngine {
     }
 
     /// Forgets a deleted job: its staged checkpoints are dropped unuploaded (they would
-    /// recreate its remote prefix) and it leaves `status`.
-    /// Call after the job's local Flink checkpoints are gone, or the detector stages them again.
-    pub fn forget_job(&self, job: &str) -> std::io::Result<()> {
+    /// recreate its remote prefix) and it leaves `status`. Returns once no upload of the job
+    /// is under way any more, so deleting its remote prefix afterwards leaves nothing behind.
+    pub async fn forget_job(&self, job: &str) -> std::io::Result<()> {
+        // First, so neither the detector nor the uploader starts anything new for the job.
+        self.lock().forgotten.insert(job.to_string());
+        drop(self.publishing.lock().await);
         let dir = self.config.staging_root.join(job);
         // The detector or uploader may be writing into it right now: retry a few times.
         let mut attempts = 0;
@@ -404,7 +415,6 @@ impl SyncEngine {
             }
         }
         let mut shared = self.lock();
-        shared.forgotten.insert(job.to_string());
         shared.durable.retain(|(j, _)| j != job);
         shared.listed.remove(job);
         shared.status.jobs.remove(job);

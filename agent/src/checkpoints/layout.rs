@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <url prefix>/<cluster id>/jobs/<job>/job.json                 the job's declaration
+//! <url prefix>/<cluster id>/jobs/<job>/stopped.json             while stopped on purpose
 //! <url prefix>/<cluster id>/jobs/<job>/chk-<N>/data/<file>      checkpoint files, uploaded first
 //! <url prefix>/<cluster id>/jobs/<job>/chk-<N>/manifest.json    published last
 //! ```
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const JOB_RECORD: &str = "job.json";
+pub const STOPPED: &str = "stopped.json";
 
 /// Key prefix of one job.
 pub fn job_prefix(root: &Path, job: &str) -> Path {
@@ -22,6 +24,11 @@ pub fn job_prefix(root: &Path, job: &str) -> Path {
 /// Key of a job's declaration.
 pub fn job_record(root: &Path, job: &str) -> Path {
     job_prefix(root, job).child(JOB_RECORD)
+}
+
+/// Key of the marker `jobs stop` leaves: a replacement node must not start the job either.
+pub fn job_stopped(root: &Path, job: &str) -> Path {
+    job_prefix(root, job).child(STOPPED)
 }
 
 /// Key prefix of one checkpoint.

@@ -37,6 +37,7 @@ pub mod engine;
 pub mod layout;
 pub mod local;
 pub mod manifest;
+pub mod metadata;
 pub mod plan;
 pub mod remote;
 pub mod restore;

@@ -21,6 +21,8 @@ pub enum JobError {
     Exists { name: String },
     #[error("no job named `{name}` is deployed; `flink-agent jobs` lists them")]
     Unknown { name: String },
+    #[error("job `{name}` is not stopped; `flink-agent jobs` shows its state")]
+    NotStopped { name: String },
     #[error(transparent)]
     Rest(#[from] RestError),
     #[error("{what} in object storage failed: {source}")]

@@ -199,6 +199,11 @@ impl Jobs {
         let Some(id) = run.flink_job_ids.last().cloned() else {
             return Err(JobError::Unknown { name: name.into() });
         };
+        // The intent first, where a replacement node will see it: should the savepoint or the
+        // cancel fail below, the job is still declared stopped and nothing brings it back.
+        record::set_stopped_remote(&self.remote, name, true)
+            .await
+            .map_err(store(format!("recording that `{name}` is stopped")))?;
         let target = self.savepoint_dir.display().to_string();
         let outcome = match self
             .rest
@@ -226,8 +231,10 @@ impl Jobs {
         Ok(outcome)
     }
 
-    /// Forgets a job: cancels it if it runs, removes its records and its remote checkpoints.
-    pub async fn delete(&self, name: &str) -> Result<(), JobError> {
+    /// Forgetting a job, first half: cancels it if it runs and removes everything of it on
+    /// this node. The caller then stops the sync engine from uploading more of it and calls
+    /// [`Jobs::delete_remote`].
+    pub async fn delete_local(&self, name: &str) -> Result<(), JobError> {
         let run = self.known(name)?;
         if let (false, Some(id)) = (run.stopped, run.flink_job_ids.last()) {
             if let Err(e) = self.rest.cancel(id).await {
@@ -247,7 +254,11 @@ impl Jobs {
             .map_err(io(format!("removing the restored checkpoints of `{name}`")))?;
         self.records
             .remove(name)
-            .map_err(io("removing the job record"))?;
+            .map_err(io("removing the job record"))
+    }
+
+    /// Forgetting a job, second half: its record, jar and checkpoints in object storage.
+    pub async fn delete_remote(&self, name: &str) -> Result<(), JobError> {
         record::delete_remote(&self.remote, name)
             .await
             .map_err(store(format!("deleting job `{name}`")))?;

@@ -7,6 +7,10 @@
 //! the local one when it is at least as new as the newest durable remote one, else the newest
 //! remote one that verifies (see `checkpoints::restore`). A node that lost its disk first gets
 //! the records and jars back from object storage ([`Jobs::recover_records`]).
+//!
+//! `jobs stop` is a declaration too: it is recorded in object storage before Flink is asked
+//! for the savepoint, so neither a JobManager restart nor a replacement node brings the job
+//! back; `jobs start` withdraws it and runs the job from that savepoint.
 
 mod error;
 mod human;
@@ -21,7 +25,7 @@ pub use human::{render_human, NO_JOBS};
 pub use manager::{DeployRequest, JobStatus, Jobs, StopOutcome};
 pub use record::{JobRecord, RestoredFrom, RunState};
 pub use rest::{JobsRest, RestError};
-pub use resubmit::{choose_restore, RestoreChoice};
+pub use resubmit::{choose_restore, PlannedRestore, RestoreChoice};
 pub use service::{Service, ServiceError};
 
 /// How long a client waits for a job operation: one may queue behind a re-submission (which

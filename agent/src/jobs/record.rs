@@ -193,17 +193,64 @@ pub async fn put_remote(
 
 /// Record first, then jar, so an interrupted delete never leaves a record without its jar.
 pub async fn delete_remote(remote: &Remote, name: &str) -> object_store::Result<()> {
-    for key in [remote_record(remote, name), remote_jar(remote, name)] {
-        match remote.store.delete(&key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
+    for key in [
+        remote_record(remote, name),
+        remote_jar(remote, name),
+        remote_stopped(remote, name),
+    ] {
+        delete_if_exists(remote, &key).await?;
     }
     Ok(())
 }
 
+async fn delete_if_exists(remote: &Remote, key: &ObjectPath) -> object_store::Result<()> {
+    match remote.store.delete(key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn remote_stopped(remote: &Remote, name: &str) -> ObjectPath {
+    crate::checkpoints::layout::job_stopped(&remote.root, name)
+}
+
+/// Declares the job stopped in object storage too, so a node replacing this one leaves it
+/// stopped; `false` withdraws that.
+pub async fn set_stopped_remote(
+    remote: &Remote,
+    name: &str,
+    stopped: bool,
+) -> object_store::Result<()> {
+    let key = remote_stopped(remote, name);
+    if !stopped {
+        return delete_if_exists(remote, &key).await;
+    }
+    remote
+        .store
+        .put(&key, PutPayload::from_static(b"{\"stopped\": true}\n"))
+        .await
+        .map(drop)
+}
+
+/// Whether `jobs stop` declared the job stopped (on whichever node).
+pub async fn is_stopped_remote(remote: &Remote, name: &str) -> object_store::Result<bool> {
+    match remote.store.head(&remote_stopped(remote, name)).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A job declared in object storage.
+#[derive(Debug)]
+pub struct RemoteJob {
+    pub record: JobRecord,
+    pub jar: Vec<u8>,
+    pub stopped: bool,
+}
+
 /// Every job declared in object storage, with its jar (node loss: the local disk is empty).
-pub async fn fetch_remote(remote: &Remote) -> object_store::Result<Vec<(JobRecord, Vec<u8>)>> {
+pub async fn fetch_remote(remote: &Remote) -> object_store::Result<Vec<RemoteJob>> {
     let jobs = remote.root.child("jobs");
     let listing = remote.store.list_with_delimiter(Some(&jobs)).await?;
     let mut out = Vec::new();
@@ -229,7 +276,12 @@ pub async fn fetch_remote(remote: &Remote) -> object_store::Result<Vec<(JobRecor
             .await?
             .bytes()
             .await?;
-        out.push((record, jar.to_vec()));
+        let stopped = is_stopped_remote(remote, name).await?;
+        out.push(RemoteJob {
+            record,
+            jar: jar.to_vec(),
+            stopped,
+        });
     }
     Ok(out)
 }

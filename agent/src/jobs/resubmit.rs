@@ -4,10 +4,11 @@
 
 use super::error::{io, store, JobError};
 use super::manager::Jobs;
-use super::record::{self, RestoredFrom, RunState};
+use super::record::{self, RemoteJob, RestoredFrom, RunState};
 use crate::checkpoints::local::scan_complete;
+use crate::checkpoints::metadata::checkpoint_id;
 use crate::checkpoints::restore::{candidates, prune_restored, restore_newest};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where a re-submission restores from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,16 @@ pub enum RestoreChoice {
     Remote(u64),
     /// No checkpoint anywhere: start fresh.
     Fresh,
+}
+
+/// One line of `restore --dry-run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedRestore {
+    pub name: String,
+    /// Stopped on purpose: stays stopped until `jobs start`, which restores from `choice`
+    /// (or the savepoint its stop took, when that is still on this node).
+    pub stopped: bool,
+    pub choice: RestoreChoice,
 }
 
 /// Local wins when it is at least as new as the newest durable remote checkpoint: it needs no
@@ -51,14 +62,28 @@ impl Jobs {
             .await
             .map_err(store("reading job records"))?;
         let mut names = Vec::new();
-        for (record, jar) in fetched {
+        for RemoteJob {
+            record,
+            jar,
+            stopped,
+        } in fetched
+        {
+            // The run state first: a crash in between must not leave a stopped job startable.
+            let run = RunState {
+                stopped,
+                ..Default::default()
+            };
+            self.records
+                .write_run_state(&record.name, &run)
+                .map_err(io("writing a recovered job state"))?;
             self.records
                 .write(&record, &jar)
                 .map_err(io("writing a recovered job record"))?;
             log::info!(
-                "job {}: record recovered from {}",
+                "job {}: record recovered from {}{}",
                 record.name,
-                self.remote.url
+                self.remote.url,
+                if stopped { " (stopped)" } else { "" }
             );
             names.push(record.name);
         }
@@ -114,30 +139,9 @@ impl Jobs {
         if run.stopped || alive {
             return Ok(None);
         }
-        let local = self.newest_local(&run);
-        let remote = candidates(&self.remote, name).await?.first().copied();
-        let from = match choose_restore(local.as_ref().map(|(id, _)| *id), remote) {
-            RestoreChoice::Local(id) => local.map(|(_, dir)| RestoredFrom {
-                checkpoint_id: id,
-                source: "local".into(),
-                path: dir.display().to_string(),
-            }),
-            RestoreChoice::Remote(_) => {
-                match restore_newest(&self.remote, name, &self.restore_root, 8).await? {
-                    Some(r) => Some(RestoredFrom {
-                        checkpoint_id: r.checkpoint_id,
-                        source: "remote".into(),
-                        path: r.dir.display().to_string(),
-                    }),
-                    // Every remote one was corrupt: the local one, if any, is still better than nothing.
-                    None => local.map(|(id, dir)| RestoredFrom {
-                        checkpoint_id: id,
-                        source: "local".into(),
-                        path: dir.display().to_string(),
-                    }),
-                }
-            }
-            RestoreChoice::Fresh => None,
+        let from = match self.savepoint_of(name, &run) {
+            Some(savepoint) => Some(savepoint),
+            None => self.newest_checkpoint(name, &run).await?,
         };
         let jar = std::fs::read(self.records.jar_path(name))
             .map_err(io(format!("reading the jar of job `{name}`")))?;
@@ -165,15 +169,86 @@ impl Jobs {
             }
         }
         run.restored_from = from.clone();
+        // Consumed: after this run's first checkpoint, the savepoint is older than its state.
+        run.savepoint = None;
         self.records
             .write_run_state(name, &run)
             .map_err(io("writing the job state"))?;
         Ok(from)
     }
 
+    async fn newest_checkpoint(
+        &self,
+        name: &str,
+        run: &RunState,
+    ) -> Result<Option<RestoredFrom>, JobError> {
+        let local = self.newest_local(run);
+        let remote = candidates(&self.remote, name).await?.first().copied();
+        let from = match choose_restore(local.as_ref().map(|(id, _)| *id), remote) {
+            RestoreChoice::Local(id) => local.map(|(_, dir)| RestoredFrom {
+                checkpoint_id: id,
+                source: "local".into(),
+                path: dir.display().to_string(),
+            }),
+            RestoreChoice::Remote(_) => {
+                match restore_newest(&self.remote, name, &self.restore_root, 8).await? {
+                    Some(r) => Some(RestoredFrom {
+                        checkpoint_id: r.checkpoint_id,
+                        source: "remote".into(),
+                        path: r.dir.display().to_string(),
+                    }),
+                    // Every remote one was corrupt: the local one, if any, is still better than nothing.
+                    None => local.map(|(id, dir)| RestoredFrom {
+                        checkpoint_id: id,
+                        source: "local".into(),
+                        path: dir.display().to_string(),
+                    }),
+                }
+            }
+            RestoreChoice::Fresh => None,
+        };
+        Ok(from)
+    }
+
+    /// The savepoint the last `jobs stop` took, if it is still there: it is newer than every
+    /// checkpoint of the job. An unreadable one is passed over with a logged reason.
+    fn savepoint_of(&self, name: &str, run: &RunState) -> Option<RestoredFrom> {
+        let path = run.savepoint.as_ref()?;
+        let dir = Path::new(path.strip_prefix("file:").unwrap_or(path));
+        match checkpoint_id(dir) {
+            Ok(id) => Some(RestoredFrom {
+                checkpoint_id: id,
+                source: "savepoint".into(),
+                path: path.clone(),
+            }),
+            Err(e) => {
+                log::warn!("job {name}: not restoring from savepoint {path}: {e}");
+                None
+            }
+        }
+    }
+
+    /// `jobs start`: a stopped job runs again, from the savepoint its stop took if it is still
+    /// there, else from its newest checkpoint (a replacement node has only those).
+    pub async fn start(&self, name: &str) -> Result<Option<RestoredFrom>, JobError> {
+        let mut run = self.known(name)?;
+        if !run.stopped {
+            return Err(JobError::NotStopped { name: name.into() });
+        }
+        record::set_stopped_remote(&self.remote, name, false)
+            .await
+            .map_err(store(format!("recording that `{name}` runs again")))?;
+        run.stopped = false;
+        self.records
+            .write_run_state(name, &run)
+            .map_err(io("writing the job state"))?;
+        let known = self.rest.jobs().await?;
+        self.resubmit(name, &known).await
+    }
+
     /// What [`Jobs::resubmit_all`] would restore each declared job from, touching nothing
     /// (`flink-agent restore --dry-run`). Jobs only recorded remotely (node loss) count too.
-    pub async fn plan(&self) -> Result<Vec<(String, RestoreChoice)>, JobError> {
+    pub async fn plan(&self) -> Result<Vec<PlannedRestore>, JobError> {
         let mut names = self.records.names().map_err(io("listing job records"))?;
         let jobs = self.remote.root.child("jobs");
         let listing = self
@@ -202,7 +277,15 @@ impl Jobs {
                 .map_err(io("reading a job state"))?;
             let local = self.newest_local(&run).map(|(id, _)| id);
             let remote = candidates(&self.remote, &name).await?.first().copied();
-            out.push((name, choose_restore(local, remote)));
+            let stopped = run.stopped
+                || record::is_stopped_remote(&self.remote, &name)
+                    .await
+                    .map_err(store("reading job records"))?;
+            out.push(PlannedRestore {
+                choice: choose_restore(local, remote),
+                name,
+                stopped,
+            });
         }
         Ok(out)
     }
@@ -219,8 +302,84 @@ impl Jobs {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::checkpoints::{JobNames, Remote};
+    use crate::config::ObjectStoreSection;
+    use crate::jobs::{JobRecord, JobsRest};
+
+    /// A node with an empty disk, a local-directory store, and no Flink.
+    fn node(store: &std::path::Path, disk: &std::path::Path) -> Jobs {
+        let section = ObjectStoreSection {
+            url: format!("file://{}", store.display()),
+            ..Default::default()
+        };
+        let remote = Remote::build(&section, "c1").unwrap();
+        let rest = JobsRest::new("http://127.0.0.1:1").unwrap();
+        Jobs::new(
+            &disk.join("state"),
+            &disk.join("data"),
+            remote,
+            rest,
+            JobNames::default(),
+        )
+    }
+
+    fn record(name: &str) -> JobRecord {
+        JobRecord {
+            name: name.into(),
+            jar_name: "job.jar".into(),
+            jar_sha256: "00".into(),
+            entry_class: None,
+            parallelism: None,
+            args: Vec::new(),
+            flink_config: Default::default(),
+            deployed_at: 0,
+        }
+    }
+
+    /// A job stopped on one node stays stopped on the node that replaces it, and `jobs start`
+    /// is the way back; a job that was not stopped comes back by itself.
+    #[tokio::test]
+    async fn a_stopped_job_stays_stopped_after_node_loss() {
+        let store = tempfile::tempdir().unwrap();
+        let old = tempfile::tempdir().unwrap();
+        let jobs = node(store.path(), old.path());
+        for name in ["paused", "running"] {
+            record::put_remote(&jobs.remote, &record(name), b"PK".to_vec())
+                .await
+                .unwrap();
+        }
+        record::set_stopped_remote(&jobs.remote, "paused", true)
+            .await
+            .unwrap();
+
+        let fresh = tempfile::tempdir().unwrap();
+        let replacement = node(store.path(), fresh.path());
+        let plan = replacement.plan().await.unwrap();
+        let stopped: Vec<_> = plan.iter().map(|p| (p.name.as_str(), p.stopped)).collect();
+        assert_eq!(stopped, [("paused", true), ("running", false)]);
+
+        assert_eq!(
+            replacement.recover_records().await.unwrap(),
+            ["paused", "running"]
+        );
+        assert!(replacement.records.run_state("paused").unwrap().stopped);
+        assert!(!replacement.records.run_state("running").unwrap().stopped);
+        let err = replacement.start("running").await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "job `running` is not stopped; `flink-agent jobs` shows its state"
+        );
+
+        record::delete_remote(&replacement.remote, "paused")
+            .await
+            .unwrap();
+        assert!(!record::is_stopped_remote(&replacement.remote, "paused")
+            .await
+            .unwrap());
+    }
 
     #[test]
     fn restore_prefers_local_unless_remote_is_newer() {

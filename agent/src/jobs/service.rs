@@ -2,7 +2,7 @@
 //! re-submits declared jobs after each JobManager start, and keeps a job listing fresh for
 //! `status` (which must answer without waiting on Flink).
 
-use super::{DeployRequest, JobError, JobStatus, Jobs, JobsRest, StopOutcome};
+use super::{DeployRequest, JobError, JobStatus, Jobs, JobsRest, RestoredFrom, StopOutcome};
 use crate::checkpoints::{JobNames, Remote, RemoteError, SyncConfig, SyncEngine, SyncStatus};
 use crate::config::AgentConfig;
 use std::sync::Arc;
@@ -140,13 +140,24 @@ impl Service {
         self.jobs.stop(name).await
     }
 
+    /// Answers where the job was restored from (`null`: started fresh).
+    pub async fn start_job(&self, name: &str) -> Result<Option<RestoredFrom>, JobError> {
+        let _guard = self.busy.lock().await;
+        self.jobs.start(name).await
+    }
+
     pub async fn delete_job(&self, name: &str) -> Result<(), JobError> {
         let _guard = self.busy.lock().await;
-        self.jobs.delete(name).await?;
-        self.engine.forget_job(name).map_err(|source| JobError::Io {
-            what: format!("dropping the staged checkpoints of `{name}`"),
-            source,
-        })
+        self.jobs.delete_local(name).await?;
+        // An upload already under way must land before the remote prefix is deleted.
+        self.engine
+            .forget_job(name)
+            .await
+            .map_err(|source| JobError::Io {
+                what: format!("dropping the staged checkpoints of `{name}`"),
+                source,
+            })?;
+        self.jobs.delete_remote(name).await
     }
 
     /// Answers a `/v1/jobs` request with JSON, or the reason as a sentence.
@@ -165,6 +176,9 @@ impl Service {
             )),
             JobsCommand::Stop(name) => json(serde_json::to_value(
                 self.stop_job(&name).await.map_err(|e| e.to_string())?,
+            )),
+            JobsCommand::Start(name) => json(serde_json::to_value(
+                self.start_job(&name).await.map_err(|e| e.to_string())?,
             )),
             JobsCommand::Delete(name) => {
                 self.delete_job(&name).await.map_err(|e| e.to_string())?;

@@ -273,6 +273,15 @@ pub fn group_alive(pgid: i32) -> bool {
 
 impl Drop for RunningAgent {
     fn drop(&mut self) {
+        // The test dir goes with the test: a failing test shows what the agent said last.
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(80).collect();
+            eprintln!("--- last lines of {} ---", self.log.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -180,11 +180,13 @@ pub fn s3_remote(endpoint: &str, bucket: &str, dir: &std::path::Path) -> Remote 
 
 /// A TCP proxy on its own port in front of `upstream`; `down()` closes the listener and every
 /// connection (clients then get "connection refused"), `up()` listens again on the same port.
+/// `stall()` holds every request byte until `resume()`: requests hang as on a congested link.
 #[derive(Debug)]
 pub struct Proxy {
     pub port: u16,
     upstream: u16,
     tasks: Arc<Mutex<tokio::task::JoinSet<()>>>,
+    stalled: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -193,6 +195,7 @@ impl Proxy {
             port: free_port(),
             upstream,
             tasks: Arc::new(Mutex::new(tokio::task::JoinSet::new())),
+            stalled: tokio::sync::watch::channel(false).0,
         };
         proxy.up().await;
         proxy
@@ -208,17 +211,27 @@ impl Proxy {
             .unwrap();
         let upstream = self.upstream;
         let tasks = self.tasks.clone();
+        let stalled = self.stalled.subscribe();
         self.tasks.lock().unwrap().spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
+                let gate = stalled.clone();
                 tasks.lock().unwrap().spawn(async move {
-                    if let Ok(mut server) =
+                    if let Ok(server) =
                         tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                     {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        let _ = pump(client, server, gate).await;
                     }
                 });
             }
         });
+    }
+
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
     }
 
     pub fn down(&self) {
@@ -230,4 +243,28 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.down();
     }
+}
+
+/// Copies both ways; request bytes wait while `gate` says stalled.
+async fn pump(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    mut gate: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let requests = async move {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = client_rx.read(&mut buf).await?;
+            if n == 0 {
+                return server_tx.shutdown().await;
+            }
+            let _ = gate.wait_for(|stalled| !*stalled).await;
+            server_tx.write_all(&buf[..n]).await?;
+        }
+    };
+    let answers = tokio::io::copy(&mut server_rx, &mut client_tx);
+    tokio::try_join!(requests, answers).map(drop)
 }

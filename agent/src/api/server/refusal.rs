@@ -10,7 +10,7 @@ use std::time::Duration;
 /// The routes, for the messages of unknown routes and wrong methods.
 pub(super) const ROUTES: &str = "GET /v1/status, GET /v1/config, POST /v1/reload, \
      POST /v1/processes/{jobmanager|taskmanager|all}/restart, GET /v1/jobs, POST /v1/jobs, \
-     POST /v1/jobs/{name}/stop, POST /v1/jobs/{name}/delete";
+     POST /v1/jobs/{name}/stop, POST /v1/jobs/{name}/start, POST /v1/jobs/{name}/delete";
 
 /// A request the API did not fulfil; rendered as `{"error": "<sentence>"}`.
 #[derive(Debug, thiserror::Error)]

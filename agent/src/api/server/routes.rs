@@ -79,10 +79,11 @@ async fn jobs_action(
         path.map_err(|rejection| Refusal::Malformed(rejection.body_text()))?;
     let command = match action.as_str() {
         "stop" => JobsCommand::Stop(name),
+        "start" => JobsCommand::Start(name),
         "delete" => JobsCommand::Delete(name),
         other => {
             return Err(Refusal::Malformed(format!(
-                "unknown job action `{other}`; use stop or delete"
+                "unknown job action `{other}`; use stop, start or delete"
             )))
         }
     };
