@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what the tests need (Debian
-# packages, the Flink distribution and the S3 server into a cache outside the repo), checks
-# formatting and lints, then runs every test with real Flink, nftables, S3 and systemd.
+# packages; the Flink distribution, the S3 server and the Azure emulator into a cache outside
+# the repo), checks formatting and lints, then runs every test with real Flink, nftables, S3,
+# Azure Blob (Azurite) and systemd.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash tests/setup/deps.sh
 FLINK_HOME="$(bash tests/setup/flink.sh)"
 export FLINK_HOME
-for setup in tests/setup/moto.sh; do
+for setup in tests/setup/moto.sh tests/setup/azurite.sh; do
   [ -f "$setup" ] && bash "$setup" >/dev/null
 done
 

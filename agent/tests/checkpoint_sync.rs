@@ -3,8 +3,10 @@
 //! way Flink does (state files first, `_metadata` last).
 #![allow(clippy::unwrap_used)]
 
+mod azurite;
 mod s3;
 
+use azurite::{az_section, Azurite};
 use flink_agent::checkpoints::layout::{group_checkpoints, job_prefix};
 use flink_agent::checkpoints::status::PendingUpload;
 use flink_agent::checkpoints::{
@@ -250,6 +252,30 @@ async fn object_store_conformance_against_local_dir() {
     put_opts(store, false).await;
 }
 
+/// Azure Blob through Azurite, configured as an operator would: `az://` URL, account URL as
+/// `endpoint`, account name and key in the credentials file.
+fn azurite_container(container: &str) -> (Azurite, tempfile::TempDir, Remote) {
+    let azurite = Azurite::start();
+    azurite.create_container(container);
+    let tmp = tempfile::tempdir().unwrap();
+    let section = az_section(&azurite, container, "flink", tmp.path());
+    let remote = Remote::build(&section, "test-cluster").unwrap();
+    (azurite, tmp, remote)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_conformance_against_azurite() {
+    let (_azurite, _tmp, remote) = azurite_container("conformance");
+    let store = &*remote.store;
+    use object_store::integration::*;
+    conformance_common(store).await;
+    stream_get(store).await;
+    multipart(store, &*remote.multipart.clone().unwrap()).await;
+    multipart_out_of_order(store).await;
+    put_opts(store, true).await;
+    copy_if_not_exists(store).await;
+}
+
 /// Every checkpoint is published with a manifest that matches the local files byte for byte,
 /// and a restore brings exactly those bytes back.
 async fn roundtrip(remote: Remote, dir: &Path) {
@@ -315,6 +341,34 @@ async fn checkpoints_roundtrip_through_s3() {
     let (moto, tmp, remote) = moto_bucket("ckpt");
     roundtrip(remote, tmp.path()).await;
     assert!(moto.open_multipart_uploads("ckpt").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_roundtrip_through_azure_blob() {
+    let (_azurite, tmp, remote) = azurite_container("ckpt");
+    remote.probe().await.unwrap();
+    roundtrip(remote, tmp.path()).await;
+}
+
+/// A wrong account key is reported as rejected credentials, without the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_with_a_wrong_key_says_the_credentials_were_rejected() {
+    let azurite = Azurite::start();
+    azurite.create_container("locked");
+    let tmp = tempfile::tempdir().unwrap();
+    let section = az_section(&azurite, "locked", "flink", tmp.path());
+    let wrong = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk=";
+    let creds = section.credentials_file.clone().unwrap();
+    let text = std::fs::read_to_string(&creds).unwrap();
+    std::fs::write(&creds, text.replace(azurite::KEY, wrong)).unwrap();
+    let err = Remote::build(&section, "test-cluster")
+        .unwrap()
+        .probe()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the credentials were rejected"), "{err}");
+    assert!(!err.contains(wrong), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

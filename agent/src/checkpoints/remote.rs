@@ -115,10 +115,16 @@ impl Remote {
                 (gcs.clone(), Some(gcs))
             }
             "az" => {
+                // Client options first: `with_allow_http` writes into them.
                 let mut b = MicrosoftAzureBuilder::from_env()
                     .with_retry(retry())
                     .with_client_options(client_options())
-                    .with_container_name(&url.bucket);
+                    .with_container_name(&url.bucket)
+                    .with_allow_http(section.allow_http);
+                // The account URL, for sovereign clouds and emulators (Azurite).
+                if let Some(endpoint) = &section.endpoint {
+                    b = b.with_endpoint(endpoint.clone());
+                }
                 for (key, value) in credential_options(section)? {
                     let key = AzureConfigKey::from_str(&key).map_err(|_| {
                             RemoteError::Credentials(format!(

@@ -16,9 +16,10 @@ pub struct ObjectStoreSection {
     pub url: String,
     /// S3 region (S3 and S3-compatible only).
     pub region: Option<String>,
-    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`.
+    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`, or the Azure
+    /// account URL (sovereign clouds, the Azurite emulator).
     pub endpoint: Option<String>,
-    /// Allow plain-HTTP endpoints (S3-compatible servers on a private network).
+    /// Allow plain-HTTP endpoints (servers on a private network, emulators).
     pub allow_http: bool,
     /// Secrets: for `gs://` a service-account JSON key; otherwise a TOML table of the store's
     /// option keys (e.g. `aws_access_key_id`, `aws_secret_access_key`,
@@ -158,11 +159,16 @@ pub fn validate_storage(
     match parse_store_url(&store.url) {
         Err(message) => e.push("object_store.url", message),
         Ok(url) => {
-            let s3 = url.scheme == "s3";
-            if !s3 && (store.region.is_some() || store.endpoint.is_some()) {
+            if url.scheme != "s3" && store.region.is_some() {
                 e.push(
-                    "object_store",
-                    "region and endpoint apply to s3:// URLs only; remove them",
+                    "object_store.region",
+                    "applies to s3:// URLs only; remove it",
+                );
+            }
+            if !["s3", "az"].contains(&url.scheme.as_str()) && store.endpoint.is_some() {
+                e.push(
+                    "object_store.endpoint",
+                    "applies to s3:// and az:// URLs only; remove it",
                 );
             }
             if let Some(endpoint) = &store.endpoint {
@@ -249,6 +255,34 @@ pub fn credentials_file_problem(path: &Path) -> Result<(), String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_is_for_s3_and_azure_region_for_s3() {
+        let problems = |url: &str, region: Option<&str>, endpoint: Option<&str>| {
+            let store = ObjectStoreSection {
+                url: url.into(),
+                region: region.map(Into::into),
+                endpoint: endpoint.map(Into::into),
+                ..Default::default()
+            };
+            let mut e = Errors::default();
+            validate_storage(&store, &CheckpointsSection::default(), &mut e);
+            e.0.into_iter()
+                .map(|f| format!("{}: {}", f.path, f.message))
+                .collect::<Vec<_>>()
+        };
+        let account = Some("https://acct.blob.core.chinacloudapi.cn");
+        assert!(problems("az://c/p", None, account).is_empty());
+        assert!(problems("s3://b/p", Some("eu-west-1"), account).is_empty());
+        assert_eq!(
+            problems("az://c/p", Some("eu-west-1"), None),
+            ["object_store.region: applies to s3:// URLs only; remove it"]
+        );
+        assert_eq!(
+            problems("gs://b/p", None, account),
+            ["object_store.endpoint: applies to s3:// and az:// URLs only; remove it"]
+        );
+    }
 
     #[test]
     fn parses_supported_urls() {
