@@ -11,6 +11,7 @@ mod s3;
 
 use common::{agent_bin, wait_for, AgentDir};
 use flink_agent::checkpoints::layout::{data_path, manifest_path};
+use flink_agent::checkpoints::metadata;
 use flink_agent::checkpoints::restore::candidates;
 use flink_agent::checkpoints::{Manifest, Remote};
 use s3::Moto;
@@ -286,6 +287,18 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
     let third_id = job["flink_job_id"].as_str().unwrap().to_string();
     let (ok, out, err) = cli(&socket, &["jobs", "stop", "counter"]);
     assert!(ok && out.contains("savepoint"), "{out}{err}");
+    // The savepoint becomes the newest durable checkpoint, for a node that replaces this one.
+    let stopped: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let location = stopped["savepoint"].as_str().unwrap();
+    let savepoint_id = metadata::checkpoint_id(metadata::local_dir(location)).unwrap();
+    wait_for(
+        "the savepoint durable in object storage",
+        Duration::from_secs(30),
+        || {
+            let newest = runtime.block_on(candidates(&remote, "counter")).ok()?;
+            (newest.first() == Some(&savepoint_id)).then_some(())
+        },
+    );
     let lines_before = line_count(&counts);
     let (ok, out, err) = cli(&socket, &["jobs", "start", "counter"]);
     assert!(
@@ -298,8 +311,9 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
         || restored_running(&socket, &third_id),
     );
     assert_eq!(job["restored_from"]["source"], "savepoint", "{job}");
+    assert_eq!(job["restored_from"]["checkpoint_id"], savepoint_id, "{job}");
     assert!(
-        job["restored_from"]["checkpoint_id"].as_u64().unwrap() > remote_id,
+        savepoint_id > remote_id,
         "the savepoint is newer than the checkpoint restored before it: {job}"
     );
     assert_output_continues(&counts, lines_before, 20);

@@ -4,7 +4,7 @@
 //! Staging on disk is the queue: a restarted agent picks up exactly where it stopped.
 
 use super::layout::{group_checkpoints, job_prefix};
-use super::local::{list_staged, scan_complete, stage, StageError, Staged};
+use super::local::{list_staged, scan_complete, stage, LocalCheckpoint, StageError, Staged};
 use super::plan::{plan_retention, plan_uploads, Key, UploadPlan};
 use super::remote::{advice, Remote};
 use super::status::{PendingUpload, SyncStatus};
@@ -420,6 +420,31 @@ impl SyncEngine {
         shared.status.jobs.remove(job);
         shared.status.pending.retain(|p| p.job != job);
         Ok(())
+    }
+
+    /// A savepoint `jobs stop` took, at Flink's `location`: staged and published like a
+    /// checkpoint (its id continues the job's checkpoint ids, so it becomes the newest durable
+    /// one), and a replacement node resumes the job from it. Returns its id.
+    pub fn stage_savepoint(
+        &self,
+        job: &str,
+        flink_job_id: &str,
+        location: &str,
+    ) -> Result<u64, StageError> {
+        let dir = super::metadata::local_dir(location).to_path_buf();
+        let id = super::metadata::checkpoint_id(&dir).map_err(|source| StageError::Io {
+            dir: dir.display().to_string(),
+            staging: self.config.staging_root.display().to_string(),
+            source,
+        })?;
+        let savepoint = LocalCheckpoint {
+            flink_job_id: flink_job_id.to_string(),
+            id,
+            dir,
+        };
+        stage(&savepoint, job, &self.config.staging_root)?;
+        self.staged.notify_one();
+        Ok(id)
     }
 
     /// A job (re)deployed under `job`: undoes [`SyncEngine::forget_job`].

@@ -9,6 +9,11 @@ use std::path::Path;
 /// Flink's `Checkpoints.HEADER_MAGIC_NUMBER`.
 const MAGIC: u32 = 0x4960_672d;
 
+/// The directory of a location Flink reports (`file:/path` for the local filesystem).
+pub fn local_dir(location: &str) -> &Path {
+    Path::new(location.strip_prefix("file:").unwrap_or(location))
+}
+
 /// The id of the checkpoint or savepoint in `dir` (which holds `_metadata`).
 pub fn checkpoint_id(dir: &Path) -> std::io::Result<u64> {
     let mut header = [0u8; 16];

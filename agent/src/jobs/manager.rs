@@ -37,6 +37,8 @@ pub struct JobStatus {
 /// What `jobs stop` did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopOutcome {
+    /// The Flink job that was stopped.
+    pub flink_job_id: String,
     pub savepoint: Option<String>,
     /// Why the savepoint failed and the job was cancelled instead (its newest retained
     /// checkpoint stays usable).
@@ -211,6 +213,7 @@ impl Jobs {
             .await
         {
             Ok(path) => StopOutcome {
+                flink_job_id: id.clone(),
                 savepoint: Some(path),
                 cancelled_because: None,
             },
@@ -218,6 +221,7 @@ impl Jobs {
                 log::warn!("job {name}: savepoint failed ({e}); cancelling instead");
                 self.rest.cancel(&id).await?;
                 StopOutcome {
+                    flink_job_id: id.clone(),
                     savepoint: None,
                     cancelled_because: Some(e.to_string()),
                 }

@@ -6,9 +6,9 @@ use super::error::{io, store, JobError};
 use super::manager::Jobs;
 use super::record::{self, RemoteJob, RestoredFrom, RunState};
 use crate::checkpoints::local::scan_complete;
-use crate::checkpoints::metadata::checkpoint_id;
+use crate::checkpoints::metadata::{checkpoint_id, local_dir};
 use crate::checkpoints::restore::{candidates, prune_restored, restore_newest};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where a re-submission restores from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,8 +214,7 @@ impl Jobs {
     /// checkpoint of the job. An unreadable one is passed over with a logged reason.
     fn savepoint_of(&self, name: &str, run: &RunState) -> Option<RestoredFrom> {
         let path = run.savepoint.as_ref()?;
-        let dir = Path::new(path.strip_prefix("file:").unwrap_or(path));
-        match checkpoint_id(dir) {
+        match checkpoint_id(local_dir(path)) {
             Ok(id) => Some(RestoredFrom {
                 checkpoint_id: id,
                 source: "savepoint".into(),

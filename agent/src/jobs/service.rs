@@ -135,9 +135,25 @@ impl Service {
         self.jobs.list(&self.engine.status()).await
     }
 
+    /// Stops the job; its savepoint is uploaded like a checkpoint, so a node that replaces
+    /// this one can start the job from it too.
     pub async fn stop_job(&self, name: &str) -> Result<StopOutcome, JobError> {
         let _guard = self.busy.lock().await;
-        self.jobs.stop(name).await
+        let outcome = self.jobs.stop(name).await?;
+        if let Some(location) = &outcome.savepoint {
+            match self
+                .engine
+                .stage_savepoint(name, &outcome.flink_job_id, location)
+            {
+                Ok(id) => log::info!(
+                    "job {name}: savepoint {location} (checkpoint {id}) staged for upload"
+                ),
+                Err(e) => {
+                    log::error!("job {name}: savepoint {location} stays on this node only: {e}")
+                }
+            }
+        }
+        Ok(outcome)
     }
 
     /// Answers where the job was restored from (`null`: started fresh).
