@@ -174,6 +174,29 @@ fn moto_bucket(bucket: &str) -> (Moto, tempfile::TempDir, Remote) {
     (moto, tmp, remote)
 }
 
+/// A moto server with one bucket behind a [`Proxy`] the test can take down or stall: the
+/// engine's remote goes through the proxy, `direct` reaches the server itself.
+struct Proxied {
+    moto: Moto,
+    proxy: Proxy,
+    tmp: tempfile::TempDir,
+    remote: Remote,
+    direct: Remote,
+}
+
+async fn moto_behind_proxy(bucket: &str) -> Proxied {
+    let (moto, tmp, direct) = moto_bucket(bucket);
+    let proxy = Proxy::start(moto.port).await;
+    let remote = s3_remote(&proxy.endpoint(), bucket, tmp.path());
+    Proxied {
+        moto,
+        proxy,
+        tmp,
+        remote,
+        direct,
+    }
+}
+
 /// The conformance tests every backend we support must pass.
 async fn conformance_common(store: &dyn object_store::ObjectStore) {
     use object_store::integration::*;
@@ -480,12 +503,13 @@ async fn corrupt_newest_checkpoint_is_skipped_on_restore() {
 /// with manifests matching their files, and nothing partial is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_raises_an_alert_then_every_checkpoint_that_matters_arrives() {
-    let moto = Moto::start();
-    moto.create_bucket("outage");
-    let proxy = Proxy::start(moto.port).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let remote = s3_remote(&proxy.endpoint(), "outage", tmp.path());
-    let direct = s3_remote(&moto.endpoint(), "outage", tmp.path());
+    let Proxied {
+        moto,
+        proxy,
+        tmp,
+        remote,
+        direct,
+    } = moto_behind_proxy("outage").await;
     let cfg = sync_config(tmp.path(), 3);
     let running = Running::start(remote.clone(), cfg.clone());
     write_checkpoint(&cfg, 1, &[("op", bytes(1, 7 << 20))]);
@@ -779,17 +803,21 @@ async fn rejected_credentials_are_reported_and_nothing_is_dropped() {
 /// that could later pass for a checkpoint of a new job of the same name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_job_mid_upload_leaves_nothing_behind() {
-    let moto = Moto::start();
-    moto.create_bucket("midway");
-    let proxy = Proxy::start(moto.port).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let remote = s3_remote(&proxy.endpoint(), "midway", tmp.path());
-    let direct = s3_remote(&moto.endpoint(), "midway", tmp.path());
+    let Proxied {
+        moto,
+        proxy,
+        tmp,
+        remote,
+        direct,
+    } = moto_behind_proxy("midway").await;
     let cfg = sync_config(tmp.path(), 3);
     let running = Running::start(remote, cfg.clone());
     write_checkpoint(&cfg, 1, &[("op", bytes(1, 100))]);
-    wait_until("checkpoint 1", Duration::from_secs(30), || {
-        manifest(&direct, JOB, 1)
+    // Listed remotely by the engine itself: its work on checkpoint 1 (the retention listing
+    // after the manifest) is over, so the stall below catches the upload of checkpoint 2.
+    wait_until("checkpoint 1 listed", Duration::from_secs(30), || async {
+        let status = running.engine.status();
+        (status.jobs.get(JOB)?.remote == [1]).then_some(())
     })
     .await;
     // The next upload starts, then hangs on the stalled link until `resume`.
@@ -841,12 +869,15 @@ async fn deleting_a_job_mid_upload_leaves_nothing_behind() {
 /// cannot recreate its remote prefix once the store is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgotten_job_is_not_uploaded_later() {
-    let moto = Moto::start();
-    moto.create_bucket("forget");
-    let proxy = Proxy::start(moto.port).await;
+    // The server lives as long as `_moto`.
+    let Proxied {
+        moto: _moto,
+        proxy,
+        tmp,
+        remote,
+        direct,
+    } = moto_behind_proxy("forget").await;
     proxy.down();
-    let tmp = tempfile::tempdir().unwrap();
-    let remote = s3_remote(&proxy.endpoint(), "forget", tmp.path());
     let cfg = sync_config(tmp.path(), 3);
     let running = Running::start(remote.clone(), cfg.clone());
     write_checkpoint(&cfg, 1, &[("op", bytes(1, 100))]);
@@ -863,7 +894,6 @@ async fn forgotten_job_is_not_uploaded_later() {
     running.engine.forget_job(JOB).await.unwrap();
     proxy.up().await;
     // The engine keeps running against a reachable store; nothing of the job may appear.
-    let direct = s3_remote(&moto.endpoint(), "forget", tmp.path());
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         assert!(
