@@ -43,6 +43,11 @@ pub struct StopOutcome {
     /// Why the savepoint failed and the job was cancelled instead (its newest retained
     /// checkpoint stays usable).
     pub cancelled_because: Option<String>,
+    /// It was stopped before: nothing was asked of Flink this time.
+    pub already_stopped: bool,
+    /// Set when the stop could not be recorded in object storage: what that means and how
+    /// to fix it.
+    pub warning: Option<String>,
 }
 
 /// The job side of the agent.
@@ -196,16 +201,34 @@ impl Jobs {
     }
 
     /// Stops with a savepoint; if that fails, cancels (the newest retained checkpoint stays).
+    /// Idempotent: stopping a stopped job only records the stop in object storage again.
     pub async fn stop(&self, name: &str) -> Result<StopOutcome, JobError> {
         let mut run = self.known(name)?;
         let Some(id) = run.flink_job_ids.last().cloned() else {
             return Err(JobError::Unknown { name: name.into() });
         };
         // The intent first, where a replacement node will see it: should the savepoint or the
-        // cancel fail below, the job is still declared stopped and nothing brings it back.
-        record::set_stopped_remote(&self.remote, name, true)
+        // cancel fail below, the job is still declared stopped. An unreachable store must not
+        // keep an operator from stopping a job, though: that is reported instead.
+        let warning = record::set_stopped_remote(&self.remote, name, true)
             .await
-            .map_err(store(format!("recording that `{name}` is stopped")))?;
+            .err()
+            .map(|e| {
+                log::warn!("job {name}: stop not recorded in {}: {e}", self.remote.url);
+                format!(
+                    "the stop is not recorded in {} ({e}): a replacement node would start the job again; run `flink-agent jobs stop {name}` again once the store is reachable",
+                    self.remote.url
+                )
+            });
+        if run.stopped {
+            return Ok(StopOutcome {
+                flink_job_id: id,
+                savepoint: run.savepoint,
+                cancelled_because: None,
+                already_stopped: true,
+                warning,
+            });
+        }
         let target = self.savepoint_dir.display().to_string();
         let outcome = match self
             .rest
@@ -216,6 +239,8 @@ impl Jobs {
                 flink_job_id: id.clone(),
                 savepoint: Some(path),
                 cancelled_because: None,
+                already_stopped: false,
+                warning,
             },
             Err(e) => {
                 log::warn!("job {name}: savepoint failed ({e}); cancelling instead");
@@ -224,6 +249,8 @@ impl Jobs {
                     flink_job_id: id.clone(),
                     savepoint: None,
                     cancelled_because: Some(e.to_string()),
+                    already_stopped: false,
+                    warning,
                 }
             }
         };

@@ -338,6 +338,50 @@ mod tests {
         }
     }
 
+    /// Stopping a stopped job asks nothing of Flink and records the stop again; a store that
+    /// cannot be reached does not keep the operator from stopping, it is reported.
+    #[tokio::test]
+    async fn stopping_again_records_the_stop_and_an_outage_is_reported() {
+        let store = tempfile::tempdir().unwrap();
+        let disk = tempfile::tempdir().unwrap();
+        let jobs = node(store.path(), disk.path());
+        jobs.records.write(&record("paused"), b"PK").unwrap();
+        let run = RunState {
+            flink_job_ids: vec!["f1".into()],
+            stopped: true,
+            savepoint: Some("file:/sp/savepoint-1".into()),
+            ..Default::default()
+        };
+        jobs.records.write_run_state("paused", &run).unwrap();
+        let outcome = jobs.stop("paused").await.unwrap();
+        assert!(
+            outcome.already_stopped && outcome.warning.is_none(),
+            "{outcome:?}"
+        );
+        assert_eq!(outcome.savepoint.as_deref(), Some("file:/sp/savepoint-1"));
+        assert!(record::is_stopped_remote(&jobs.remote, "paused")
+            .await
+            .unwrap());
+
+        let unreachable = ObjectStoreSection {
+            url: "s3://bucket/p".into(),
+            region: Some("us-east-1".into()),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            allow_http: true,
+            credentials_file: None,
+        };
+        let offline = Jobs {
+            remote: Remote::build(&unreachable, "c1").unwrap(),
+            ..jobs
+        };
+        let outcome = offline.stop("paused").await.unwrap();
+        let warning = outcome.warning.unwrap();
+        assert!(
+            warning.contains("a replacement node would start the job again; run `flink-agent jobs stop paused` again"),
+            "{warning}"
+        );
+    }
+
     /// A job stopped on one node stays stopped on the node that replaces it, and `jobs start`
     /// is the way back; a job that was not stopped comes back by itself.
     #[tokio::test]

@@ -140,7 +140,7 @@ impl Service {
     pub async fn stop_job(&self, name: &str) -> Result<StopOutcome, JobError> {
         let _guard = self.busy.lock().await;
         let outcome = self.jobs.stop(name).await?;
-        if let Some(location) = &outcome.savepoint {
+        if let (Some(location), false) = (&outcome.savepoint, outcome.already_stopped) {
             match self
                 .engine
                 .stage_savepoint(name, &outcome.flink_job_id, location)
