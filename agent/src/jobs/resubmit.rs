@@ -6,7 +6,7 @@ use super::error::{io, store, JobError};
 use super::manager::Jobs;
 use super::record::{self, RestoredFrom, RunState};
 use crate::checkpoints::local::scan_complete;
-use crate::checkpoints::restore::{candidates, restore_newest};
+use crate::checkpoints::restore::{candidates, restore_newest, CONCURRENCY};
 use std::path::PathBuf;
 
 /// Where a re-submission restores from.
@@ -123,7 +123,7 @@ impl Jobs {
                 path: dir.display().to_string(),
             }),
             RestoreChoice::Remote(_) => {
-                match restore_newest(&self.remote, name, &self.restore_root, 8).await? {
+                match restore_newest(&self.remote, name, &self.restore_root, CONCURRENCY).await? {
                     Some(r) => Some(RestoredFrom {
                         checkpoint_id: r.checkpoint_id,
                         source: "remote".into(),
