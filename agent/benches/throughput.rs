@@ -6,9 +6,9 @@
 //! best peer and to the best figure of any tool (what the server can take). Nothing is
 //! asserted: timings depend on the machine.
 //!
-//! `cargo bench -p flink-agent --bench throughput [-- --runs N] [-- --quick]`; peers are
-//! installed by `benches/setup-peers.sh` (run here), moto by `tests/setup/moto.sh`. `--quick`
-//! uses 1/8 of the sizes, for development.
+//! `cargo bench -p flink-agent --bench throughput [-- --runs N --quick --tools agent,rclone]`;
+//! peers are installed by `benches/setup-peers.sh` (run here), moto by `tests/setup/moto.sh`.
+//! `--quick` uses 1/8 of the sizes, for development; `--tools` measures only the tools named.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/s3/mod.rs"]
@@ -63,7 +63,8 @@ impl Shape {
         let mut random = std::fs::File::open("/dev/urandom").unwrap();
         for i in 0..files {
             let mut out = std::fs::File::create(dir.join(format!("state-{i:05}"))).unwrap();
-            let copied = std::io::copy(&mut std::io::Read::take(&mut random, size as u64), &mut out);
+            let copied =
+                std::io::copy(&mut std::io::Read::take(&mut random, size as u64), &mut out);
             assert_eq!(copied.unwrap(), size as u64);
         }
         std::fs::write(dir.join("_metadata"), vec![7u8; 4096]).unwrap();
@@ -180,7 +181,10 @@ impl Bench {
             "aws" => self.peer(
                 Command::new(&self.peers.aws)
                     .env("AWS_CONFIG_FILE", self.tmp.path().join("aws.conf"))
-                    .env("AWS_SHARED_CREDENTIALS_FILE", self.tmp.path().join("aws.creds"))
+                    .env(
+                        "AWS_SHARED_CREDENTIALS_FILE",
+                        self.tmp.path().join("aws.creds"),
+                    )
                     .args(["s3", "sync", "--only-show-errors"])
                     .args(["--endpoint-url", &self.moto.endpoint(), from, to]),
             ),
@@ -211,7 +215,12 @@ impl Bench {
                 };
                 started = Instant::now();
                 self.rt
-                    .block_on(publish(&remote, &staged, &origin, UploadSettings::default()))
+                    .block_on(publish(
+                        &remote,
+                        &staged,
+                        &origin,
+                        UploadSettings::default(),
+                    ))
                     .unwrap();
             }
             Direction::Download => {
@@ -288,18 +297,24 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Args {
     runs: u32,
     quick: bool,
+    tools: Vec<String>,
 }
 
 fn args() -> Args {
     let mut args = Args {
         runs: 3,
         quick: false,
+        tools: TOOLS.iter().map(|t| t.to_string()).collect(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--runs" => args.runs = it.next().and_then(|n| n.parse().ok()).expect("--runs N"),
             "--quick" => args.quick = true,
+            "--tools" => {
+                let list = it.next().expect("--tools agent,s5cmd,rclone,aws");
+                args.tools = list.split(',').map(str::to_string).collect();
+            }
             // `cargo bench` passes `--bench`.
             _ => {}
         }
@@ -354,20 +369,26 @@ fn main() {
         bench.moto.endpoint(),
         bench.runs
     );
+    let tools: Vec<&str> = TOOLS
+        .into_iter()
+        .filter(|t| args.tools.iter().any(|a| a == t))
+        .collect();
     let mut results: BTreeMap<(usize, &str, &str), f64> = BTreeMap::new();
     for (s, shape) in shapes.iter().enumerate() {
         for direction in [Direction::Upload, Direction::Download] {
-            for tool in TOOLS {
-                let figure = measure(&bench, tool, direction, shape);
+            for (tool, runs) in measure(&bench, &tools, direction, shape) {
+                let figure = median(runs.clone());
+                let runs: Vec<_> = runs.iter().map(|r| format!("{r:.1}")).collect();
                 println!(
-                    "  {:<8} {:<22} {:<9} {figure:>8.1}",
+                    "  {:<8} {:<22} {:<9} {figure:>8.1}   runs: {}",
                     tool,
                     shape.name,
-                    direction.name()
+                    direction.name(),
+                    runs.join(" ")
                 );
                 results.insert((s, direction.name(), tool), figure);
-                let _ = std::io::stdout().flush();
             }
+            let _ = std::io::stdout().flush();
         }
     }
     println!();
@@ -377,8 +398,13 @@ fn main() {
     );
     for (s, shape) in shapes.iter().enumerate() {
         for direction in [Direction::Upload, Direction::Download] {
-            let fig = |tool| results[&(s, direction.name(), tool)];
-            let best_peer = TOOLS[1..].iter().map(|t| fig(t)).fold(0.0, f64::max);
+            let fig = |tool| {
+                results
+                    .get(&(s, direction.name(), tool))
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            let best_peer = TOOLS[1..].iter().map(|t| fig(t)).fold(f64::NAN, f64::max);
             let best = best_peer.max(fig("agent"));
             println!(
                 "{:<22} {:<9} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>12.2} {:>12.2}",
@@ -395,28 +421,40 @@ fn main() {
     }
 }
 
-/// Median MiB/s of `tool` over the runs. Each upload goes to a fresh prefix, deleted after
-/// it; downloads read one upload of the tool's own (the agent restores from its manifest).
-fn measure(bench: &Bench, tool: &str, direction: Direction, shape: &Shape) -> f64 {
-    let source = format!("{tool}-{}-source", shape.key);
+/// MiB/s of each tool in each run. The tools take turns within a run, so a change of load on
+/// the machine hits them alike. Each upload goes to a fresh prefix, deleted after it; downloads
+/// read one upload of the tool's own (the agent restores from its manifest).
+fn measure<'t>(
+    bench: &Bench,
+    tools: &[&'t str],
+    direction: Direction,
+    shape: &Shape,
+) -> BTreeMap<&'t str, Vec<f64>> {
+    let source = |tool: &str| format!("{tool}-{}-source", shape.key);
     if direction == Direction::Download {
-        bench.run(tool, Direction::Upload, shape, &source);
+        for tool in tools {
+            bench.run(tool, Direction::Upload, shape, &source(tool));
+        }
     }
-    let figures = (0..bench.runs)
-        .map(|run| {
+    let mut figures: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for run in 0..bench.runs {
+        for &tool in tools {
             let prefix = match direction {
                 Direction::Upload => format!("{tool}-{}-up-{run}", shape.key),
-                Direction::Download => source.clone(),
+                Direction::Download => source(tool),
             };
             let took = bench.run(tool, direction, shape, &prefix);
             if direction == Direction::Upload {
                 bench.clear(&prefix);
             }
-            shape.bytes as f64 / (1 << 20) as f64 / took.as_secs_f64()
-        })
-        .collect();
-    if direction == Direction::Download {
-        bench.clear(&source);
+            let mib_s = shape.bytes as f64 / (1 << 20) as f64 / took.as_secs_f64();
+            figures.entry(tool).or_default().push(mib_s);
+        }
     }
-    median(figures)
+    if direction == Direction::Download {
+        for tool in tools {
+            bench.clear(&source(tool));
+        }
+    }
+    figures
 }
