@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
+/// Files downloaded at once by a restore.
+pub const CONCURRENCY: usize = 8;
+
 /// Why a restore could not even look for candidates.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {

@@ -7,7 +7,7 @@ use super::manager::Jobs;
 use super::record::{self, RemoteJob, RestoredFrom, RunState};
 use crate::checkpoints::local::scan_complete;
 use crate::checkpoints::metadata::{checkpoint_id, local_dir};
-use crate::checkpoints::restore::{candidates, prune_restored, restore_newest};
+use crate::checkpoints::restore::{candidates, prune_restored, restore_newest, CONCURRENCY};
 use std::path::PathBuf;
 
 /// Where a re-submission restores from.
@@ -191,7 +191,7 @@ impl Jobs {
                 path: dir.display().to_string(),
             }),
             RestoreChoice::Remote(_) => {
-                match restore_newest(&self.remote, name, &self.restore_root, 8).await? {
+                match restore_newest(&self.remote, name, &self.restore_root, CONCURRENCY).await? {
                     Some(r) => Some(RestoredFrom {
                         checkpoint_id: r.checkpoint_id,
                         source: "remote".into(),

@@ -1,0 +1,460 @@
+//! Checkpoint-sync throughput (issue #5): the agent's own upload (`checkpoints::publish`) and
+//! restore (`checkpoints::restore_newest`) against the best peer tools, each in its fast
+//! settings, on the same local S3 server (moto) with the same data: s5cmd, rclone and
+//! `aws s3 sync`. Shapes: one large file, and many small files (a checkpoint of many subtasks).
+//! Prints the median MiB/s of each tool per shape and direction, then the agent's ratio to the
+//! best peer and to the best figure of any tool (what the server can take). Nothing is
+//! asserted: timings depend on the machine.
+//!
+//! `cargo bench -p flink-agent --bench throughput [-- --runs N --quick --tools agent,rclone]`;
+//! peers are installed by `benches/setup-peers.sh` (run here), moto by `tests/setup/moto.sh`.
+//! `--quick` uses 1/8 of the sizes, for development; `--tools` measures only the tools named.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/s3/mod.rs"]
+mod s3;
+
+use flink_agent::checkpoints::local::{stage, LocalCheckpoint};
+use flink_agent::checkpoints::{publish, restore, Origin, Remote, UploadSettings};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use s3::Moto;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BUCKET: &str = "bench";
+const JOB: &str = "bench-job";
+const FLINK_JOB_ID: &str = "0123456789abcdef0123456789abcdef";
+const CLUSTER: &str = "bench";
+const TOOLS: [&str; 4] = ["agent", "s5cmd", "rclone", "aws"];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    Upload,
+    Download,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+        }
+    }
+}
+
+/// A checkpoint dir as Flink writes it (`<flink job id>/chk-1/`, `_metadata` included), which
+/// every tool uploads whole.
+struct Shape {
+    key: &'static str,
+    name: String,
+    dir: PathBuf,
+    bytes: u64,
+}
+
+impl Shape {
+    /// `files` incompressible files of `size` bytes each, plus a small `_metadata`.
+    fn generate(root: &Path, name: &'static str, files: usize, size: usize) -> Self {
+        let dir = root.join(name).join(FLINK_JOB_ID).join("chk-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut random = std::fs::File::open("/dev/urandom").unwrap();
+        for i in 0..files {
+            let mut out = std::fs::File::create(dir.join(format!("state-{i:05}"))).unwrap();
+            let copied =
+                std::io::copy(&mut std::io::Read::take(&mut random, size as u64), &mut out);
+            assert_eq!(copied.unwrap(), size as u64);
+        }
+        std::fs::write(dir.join("_metadata"), vec![7u8; 4096]).unwrap();
+        Shape {
+            key: name,
+            name: format!("{name}: {files} x {}", human(size)),
+            dir,
+            bytes: files as u64 * size as u64 + 4096,
+        }
+    }
+}
+
+fn human(size: usize) -> String {
+    if size >= 1 << 30 {
+        format!("{} GiB", size >> 30)
+    } else if size >= 1 << 20 {
+        format!("{} MiB", size >> 20)
+    } else {
+        format!("{} KiB", size >> 10)
+    }
+}
+
+/// Paths of the peer tools, installed (once) by `benches/setup-peers.sh`.
+struct Peers {
+    s5cmd: PathBuf,
+    aws: PathBuf,
+    rclone: PathBuf,
+}
+
+impl Peers {
+    fn install() -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/setup-peers.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "benches/setup-peers.sh failed");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut paths = text.lines().map(PathBuf::from);
+        Peers {
+            s5cmd: paths.next().unwrap(),
+            aws: paths.next().unwrap(),
+            rclone: paths.next().unwrap(),
+        }
+    }
+}
+
+/// Everything a run needs: the server, the peers and their config files (in a temp dir, never
+/// in `~/.aws` or `~/.config`), and the agent's runtime.
+struct Bench {
+    moto: Moto,
+    peers: Peers,
+    tmp: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    /// Bucket-wide client for clean-up between runs.
+    admin: Remote,
+    runs: u32,
+}
+
+impl Bench {
+    fn remote(&self, prefix: &str) -> Remote {
+        let section = s3::s3_section(&self.moto.endpoint(), BUCKET, prefix, self.tmp.path());
+        Remote::build(&section, CLUSTER).unwrap()
+    }
+
+    fn fresh_dir(&self, name: &str) -> PathBuf {
+        let dir = self.tmp.path().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Times one transfer of `shape` by `tool`; the data goes to (or comes from) `prefix`.
+    fn run(&self, tool: &str, direction: Direction, shape: &Shape, prefix: &str) -> Duration {
+        let local = self.fresh_dir("download");
+        let url = format!("s3://{BUCKET}/{prefix}/");
+        let src = format!("{}/", shape.dir.display());
+        let dst = format!("{}/", local.display());
+        let (from, to) = match direction {
+            Direction::Upload => (src.as_str(), url.as_str()),
+            Direction::Download => (url.as_str(), dst.as_str()),
+        };
+        let took = match tool {
+            "agent" => self.agent(direction, shape, prefix, &local),
+            "s5cmd" => {
+                let from = format!("{from}*");
+                self.peer(
+                    Command::new(&self.peers.s5cmd)
+                        .args(["--endpoint-url", &self.moto.endpoint()])
+                        .args(["--numworkers", "256", "cp", "--concurrency", "16"])
+                        .args([&from, to]),
+                )
+            }
+            "rclone" => {
+                let remote = |p: &str| p.replacen(&format!("s3://{BUCKET}"), ":s3:bench", 1);
+                // The sandbox's CA bundle makes rclone fail to start (LoadCustomCABundleError);
+                // the endpoint is plain HTTP anyway.
+                self.peer(
+                    Command::new(&self.peers.rclone)
+                        .env_remove("AWS_CA_BUNDLE")
+                        .env("RCLONE_CONFIG", self.tmp.path().join("rclone.conf"))
+                        .env("RCLONE_S3_PROVIDER", "Other")
+                        .env("RCLONE_S3_ENDPOINT", self.moto.endpoint())
+                        .env("RCLONE_S3_ACCESS_KEY_ID", "testing")
+                        .env("RCLONE_S3_SECRET_ACCESS_KEY", "testing")
+                        .env("RCLONE_S3_REGION", "us-east-1")
+                        .env("RCLONE_S3_FORCE_PATH_STYLE", "true")
+                        .args(["copy", &remote(from), &remote(to)])
+                        .args(["--transfers", "32", "--s3-upload-concurrency", "8"])
+                        .args(["--s3-chunk-size", "16Mi", "--s3-disable-checksum"]),
+                )
+            }
+            "aws" => self.peer(
+                Command::new(&self.peers.aws)
+                    .env("AWS_CONFIG_FILE", self.tmp.path().join("aws.conf"))
+                    .env(
+                        "AWS_SHARED_CREDENTIALS_FILE",
+                        self.tmp.path().join("aws.creds"),
+                    )
+                    .args(["s3", "sync", "--only-show-errors"])
+                    .args(["--endpoint-url", &self.moto.endpoint(), from, to]),
+            ),
+            _ => unreachable!("unknown tool {tool}"),
+        };
+        if direction == Direction::Download {
+            assert_eq!(du(&local), shape.bytes, "{tool} downloaded everything");
+        }
+        took
+    }
+
+    /// The agent's production paths: stage (hard links, untimed: it happens when Flink
+    /// completes the checkpoint) and `publish`; or `restore_newest` into a fresh dir.
+    fn agent(&self, direction: Direction, shape: &Shape, prefix: &str, into: &Path) -> Duration {
+        let remote = self.remote(prefix);
+        let started;
+        match direction {
+            Direction::Upload => {
+                let local = LocalCheckpoint {
+                    flink_job_id: FLINK_JOB_ID.into(),
+                    id: 1,
+                    dir: shape.dir.clone(),
+                };
+                let staged = stage(&local, JOB, &self.fresh_dir("staging")).unwrap();
+                let origin = Origin {
+                    cluster_id: CLUSTER.into(),
+                    flink_version: "2.3.0".into(),
+                };
+                started = Instant::now();
+                self.rt
+                    .block_on(publish(
+                        &remote,
+                        &staged,
+                        &origin,
+                        UploadSettings::default(),
+                    ))
+                    .unwrap();
+            }
+            Direction::Download => {
+                started = Instant::now();
+                let restored = self
+                    .rt
+                    .block_on(restore::restore_newest(
+                        &remote,
+                        JOB,
+                        into,
+                        restore::CONCURRENCY,
+                    ))
+                    .unwrap()
+                    .expect("the agent's upload is there");
+                assert_eq!(restored.checkpoint_id, 1);
+            }
+        }
+        started.elapsed()
+    }
+
+    fn peer(&self, cmd: &mut Command) -> Duration {
+        let started = Instant::now();
+        let out = cmd
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        started.elapsed()
+    }
+
+    /// Deletes everything under `prefix`: moto keeps objects in memory.
+    fn clear(&self, prefix: &str) {
+        let store = &self.admin.store;
+        let prefix = ObjectPath::from(prefix);
+        self.rt.block_on(async {
+            let keys = store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+            store
+                .delete_stream(keys)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap();
+        });
+    }
+}
+
+/// Bytes in the files under `dir`.
+fn du(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                du(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Args {
+    runs: u32,
+    quick: bool,
+    tools: Vec<String>,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        runs: 3,
+        quick: false,
+        tools: TOOLS.iter().map(|t| t.to_string()).collect(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => args.runs = it.next().and_then(|n| n.parse().ok()).expect("--runs N"),
+            "--quick" => args.quick = true,
+            "--tools" => {
+                let list = it.next().expect("--tools agent,s5cmd,rclone,aws");
+                args.tools = list.split(',').map(str::to_string).collect();
+            }
+            // `cargo bench` passes `--bench`.
+            _ => {}
+        }
+    }
+    args
+}
+
+fn main() {
+    let args = args();
+    let peers = Peers::install();
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("rclone.conf"), "").unwrap();
+    std::fs::write(
+        tmp.path().join("aws.conf"),
+        "[default]\nregion = us-east-1\n\
+         request_checksum_calculation = when_required\n\
+         response_checksum_validation = when_required\n\
+         s3 =\n  max_concurrent_requests = 64\n  max_queue_size = 10000\n  \
+         multipart_chunksize = 16MB\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("aws.creds"),
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let admin = Remote::build(
+        &s3::s3_section(&moto.endpoint(), BUCKET, "", tmp.path()),
+        CLUSTER,
+    )
+    .unwrap();
+    let bench = Bench {
+        moto,
+        peers,
+        tmp,
+        rt,
+        admin,
+        runs: args.runs,
+    };
+
+    let scale = if args.quick { 8 } else { 1 };
+    let data = bench.fresh_dir("data");
+    let shapes = [
+        Shape::generate(&data, "large", 1, (1 << 30) / scale),
+        Shape::generate(&data, "small", 2000 / scale, 64 << 10),
+    ];
+    println!(
+        "checkpoint-sync throughput against moto at {}, median of {} runs, MiB/s",
+        bench.moto.endpoint(),
+        bench.runs
+    );
+    let tools: Vec<&str> = TOOLS
+        .into_iter()
+        .filter(|t| args.tools.iter().any(|a| a == t))
+        .collect();
+    let mut results: BTreeMap<(usize, &str, &str), f64> = BTreeMap::new();
+    for (s, shape) in shapes.iter().enumerate() {
+        for direction in [Direction::Upload, Direction::Download] {
+            for (tool, runs) in measure(&bench, &tools, direction, shape) {
+                let figure = median(runs.clone());
+                let runs: Vec<_> = runs.iter().map(|r| format!("{r:.1}")).collect();
+                println!(
+                    "  {:<8} {:<22} {:<9} {figure:>8.1}   runs: {}",
+                    tool,
+                    shape.name,
+                    direction.name(),
+                    runs.join(" ")
+                );
+                results.insert((s, direction.name(), tool), figure);
+            }
+            let _ = std::io::stdout().flush();
+        }
+    }
+    println!();
+    println!(
+        "{:<22} {:<9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>12}",
+        "shape", "direction", "agent", "s5cmd", "rclone", "aws", "agent/peer", "agent/best"
+    );
+    for (s, shape) in shapes.iter().enumerate() {
+        for direction in [Direction::Upload, Direction::Download] {
+            let fig = |tool| {
+                results
+                    .get(&(s, direction.name(), tool))
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            let best_peer = TOOLS[1..].iter().map(|t| fig(t)).fold(f64::NAN, f64::max);
+            let best = best_peer.max(fig("agent"));
+            println!(
+                "{:<22} {:<9} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>12.2} {:>12.2}",
+                shape.name,
+                direction.name(),
+                fig("agent"),
+                fig("s5cmd"),
+                fig("rclone"),
+                fig("aws"),
+                fig("agent") / best_peer,
+                fig("agent") / best
+            );
+        }
+    }
+}
+
+/// MiB/s of each tool in each run. The tools take turns within a run, so a change of load on
+/// the machine hits them alike. Each upload goes to a fresh prefix, deleted after it; downloads
+/// read one upload of the tool's own (the agent restores from its manifest).
+fn measure<'t>(
+    bench: &Bench,
+    tools: &[&'t str],
+    direction: Direction,
+    shape: &Shape,
+) -> BTreeMap<&'t str, Vec<f64>> {
+    let source = |tool: &str| format!("{tool}-{}-source", shape.key);
+    if direction == Direction::Download {
+        for tool in tools {
+            bench.run(tool, Direction::Upload, shape, &source(tool));
+        }
+    }
+    let mut figures: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for run in 0..bench.runs {
+        for &tool in tools {
+            let prefix = match direction {
+                Direction::Upload => format!("{tool}-{}-up-{run}", shape.key),
+                Direction::Download => source(tool),
+            };
+            let took = bench.run(tool, direction, shape, &prefix);
+            if direction == Direction::Upload {
+                bench.clear(&prefix);
+            }
+            let mib_s = shape.bytes as f64 / (1 << 20) as f64 / took.as_secs_f64();
+            figures.entry(tool).or_default().push(mib_s);
+        }
+    }
+    if direction == Direction::Download {
+        for tool in tools {
+            bench.clear(&source(tool));
+        }
+    }
+    figures
+}
