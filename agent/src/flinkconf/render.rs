@@ -213,6 +213,10 @@ pub fn render(cfg: &AgentConfig, version: FlinkVersion) -> RenderedConf {
     // After a JobManager restart the TaskManager only re-registers once its heartbeat to the
     // dead one times out: Flink's 50 s default would dominate recovery time on a single node.
     put("heartbeat.timeout", "20000".into());
+    // The supervisor starts a fresh TaskManager together with the JobManager (at start and after
+    // a crash); when it is up before the ResourceManager, its failed registration is retried
+    // after this delay, Flink's 10 s default would add up to that much to the recovery time.
+    put("cluster.registration.error-delay", "1000".into());
 
     // Directories and the JVM. `env.java.home` is honoured by Flink 1.x and 2.x alike: the
     // scripts read it with sed from the raw file before starting any JVM (bash-java-utils.sh

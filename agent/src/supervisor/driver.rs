@@ -179,6 +179,8 @@ impl Driver {
                     self.emit(SupervisorEvent::JobManagerStarted {
                         generation: self.generation,
                     });
+                    // A TaskManager killed with the previous JobManager boots alongside.
+                    self.tm.machine.peer_launched(now);
                 }
             }
             Err(e) => {
@@ -314,7 +316,6 @@ impl Driver {
                         generation: self.generation,
                     });
                     self.learn_command(Kind::JobManager);
-                    self.tm.machine.peer_ready(now);
                 }
             }
             Err(e) => {

@@ -125,8 +125,8 @@ impl Machine {
 
     /// The process must start afresh because the one it depends on died (the TaskManager when
     /// the JobManager did: it would keep its slots for the lost tasks until Flink's heartbeat
-    /// timeout ran out, while a fresh one registers at once). Kill it now, which also gives the
-    /// peer's startup the CPU; it is launched again on [`Self::peer_ready`]. Not a failure: no
+    /// timeout ran out, while a fresh one registers at once). Kill it now; it is launched again
+    /// together with the peer ([`Self::peer_launched`]), so both JVMs boot side by side. Not a failure: no
     /// budget used, no back-off growth. A process that is not live keeps its own timer.
     pub fn restart_with_peer(&mut self, why: &str) -> Action {
         if !self.is_live() {
@@ -140,8 +140,8 @@ impl Machine {
         Action::Kill
     }
 
-    /// The peer is healthy: a process waiting for it ([`Self::restart_with_peer`]) launches now.
-    pub fn peer_ready(&mut self, now: Instant) {
+    /// The peer was launched: a process waiting for it ([`Self::restart_with_peer`]) launches now.
+    pub fn peer_launched(&mut self, now: Instant) {
         if self.awaiting_peer && self.state == ProcessState::BackingOff {
             self.deadline = Some(now);
         }
@@ -473,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn restart_with_the_peer_kills_at_once_and_relaunches_when_the_peer_is_healthy() {
+    fn restart_with_the_peer_kills_at_once_and_relaunches_with_the_peer() {
         let t0 = Instant::now();
         let mut m = running(t0);
         assert_eq!(
@@ -482,12 +482,12 @@ mod tests {
         );
         assert_eq!(m.state(), ProcessState::BackingOff);
         assert_eq!(m.reason(), Some("restarting with the JobManager"));
-        // The kill's exit is recorded, not counted; nothing happens until the peer is healthy.
+        // The kill's exit is recorded, not counted; nothing happens until the peer is launched.
         assert_eq!(m.exited(t0, "killed by signal 9"), Action::Nothing);
         assert_eq!(m.deadline(), None);
         assert_eq!(m.tick(t0 + Duration::from_secs(3_600)), Action::Nothing);
         let t1 = t0 + Duration::from_secs(5);
-        m.peer_ready(t1);
+        m.peer_launched(t1);
         assert_eq!(m.tick(t1), Action::Launch);
         m.launched(t1);
         assert_eq!(m.state(), ProcessState::Starting);
@@ -508,12 +508,12 @@ mod tests {
             Action::Nothing
         );
         assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(1)));
-        // peer_ready without a pending peer restart changes nothing.
-        m.peer_ready(t0);
+        // peer_launched without a pending peer restart changes nothing.
+        m.peer_launched(t0);
         assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(1)));
         let mut stopped = Machine::new("taskmanager", settings());
         assert_eq!(stopped.restart_with_peer("x"), Action::Nothing);
-        stopped.peer_ready(t0);
+        stopped.peer_launched(t0);
         assert_eq!(stopped.tick(t0), Action::Nothing);
     }
 
