@@ -33,6 +33,8 @@ struct Slot {
     /// The JVM command key of a launch through the script: the command is learned under it once
     /// the process is healthy (None: launched directly, or the key could not be computed).
     learn_key: Option<String>,
+    /// The current process has been healthy at least once.
+    proven: bool,
 }
 
 #[derive(Debug)]
@@ -71,6 +73,7 @@ pub async fn run(spec: LaunchSpec, mut commands: mpsc::Receiver<Command>, out: O
         machine: Machine::new(kind.name(), spec.settings.clone()),
         live: None,
         learn_key: None,
+        proven: false,
     };
     let mut d = Driver {
         rest: rest_client(&spec.rest_url),
@@ -173,6 +176,7 @@ impl Driver {
                 };
                 log::info!("started {} (pid {}) {how}", kind.name(), live.pid);
                 slot.learn_key = if live.direct { None } else { key };
+                slot.proven = false;
                 slot.live = Some(live);
                 if kind == Kind::JobManager {
                     self.generation += 1;
@@ -202,12 +206,13 @@ impl Driver {
         }
     }
 
-    /// The process just proved itself healthy: if the script launched it, keep the JVM command
-    /// it computed for the next launches under the same config.
-    fn learn_command(&mut self, kind: Kind) {
+    /// The process just became healthy: a learned command that got it there stays trusted, and
+    /// if the script launched it, its JVM command is kept for the next launches under this config.
+    fn proved_healthy(&mut self, kind: Kind) {
         let args = self.launch_args(kind);
         let path = jvm_command::cache_path(&self.spec, kind);
         let slot = self.slot(kind);
+        slot.proven = true;
         let (Some(key), Some(live)) = (slot.learn_key.take(), &slot.live) else {
             return;
         };
@@ -240,8 +245,9 @@ impl Driver {
         if let Some(live) = slot.live.take() {
             // The JVM led the group; anything it left behind goes with it.
             process::signal_group(live.pid, Signal::SIGKILL);
-            if live.direct && slot.machine.state() == ProcessState::Starting {
-                // Never healthy from the learned command: let the script decide again.
+            if live.direct && !slot.proven {
+                // Never healthy from the learned command (crashed, or killed at the start
+                // timeout): let the script decide again.
                 jvm_command::forget(&path);
             }
         }
@@ -315,7 +321,7 @@ impl Driver {
                     self.emit(SupervisorEvent::JobManagerHealthy {
                         generation: self.generation,
                     });
-                    self.learn_command(Kind::JobManager);
+                    self.proved_healthy(Kind::JobManager);
                 }
             }
             Err(e) => {
@@ -351,7 +357,7 @@ impl Driver {
                     self.spec.expected_slots
                 );
                 self.emit(SupervisorEvent::TaskManagerHealthy);
-                self.learn_command(Kind::TaskManager);
+                self.proved_healthy(Kind::TaskManager);
             }
         } else {
             let why = format!(
