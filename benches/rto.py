@@ -470,13 +470,12 @@ def main():
     agent = anchor = None
     try:
         jar = build_job(base, flink_home)
-        os.makedirs(os.path.join(base, "agent"), exist_ok=True)
-        os.rmdir(os.path.join(base, "agent"))
         if not a.skip_agent:
             agent = run_agent(base, flink_home, jar, a.runs, procs)
             procs.kill_all(base)
         if not a.skip_anchor:
             if a.skip_agent:
+                # The anchor's config is the agent's rendered one plus HA.
                 os.makedirs(os.path.join(base, "agent"))
                 agent_config(os.path.join(base, "agent"), flink_home)
             anchor = run_anchor(base, flink_home, jar, a.runs, procs)
