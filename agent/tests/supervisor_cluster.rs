@@ -290,9 +290,8 @@ async fn scenarios(reaper: &Reaper) {
     );
 
     // 3. kill -9 the JobManager: restarted (generation 2) from the learned command (it is the
-    //    JVM from its first moment, no script), and the TaskManager is restarted with it rather
-    //    than holding its slots for the dead JobManager until the heartbeat timeout. That is
-    //    not a TaskManager failure: with its budget of 1 already used, it would be `failed`.
+    //    JVM from its first moment, no script); the TaskManager re-registers with it without
+    //    being restarted.
     let t = Instant::now();
     signal::kill(Pid::from_raw(jm_pid), Signal::SIGKILL).expect("kill jm");
     let first_look = loop {

@@ -183,8 +183,6 @@ impl Driver {
                     self.emit(SupervisorEvent::JobManagerStarted {
                         generation: self.generation,
                     });
-                    // A TaskManager killed with the previous JobManager boots alongside.
-                    self.tm.machine.peer_launched(now);
                 }
             }
             Err(e) => {
@@ -260,13 +258,10 @@ impl Driver {
         });
         self.act(kind, action);
         if kind == Kind::JobManager {
-            // The TaskManager would hold its slots for the dead JobManager's tasks until Flink's
-            // heartbeat timeout ran out; a fresh one registers at once.
-            let action = self
-                .tm
-                .machine
-                .restart_with_peer("restarting together with the JobManager");
-            self.act(Kind::TaskManager, action);
+            self.tm.machine.revalidate(
+                now,
+                "waiting for the TaskManager to re-register with the restarted JobManager",
+            );
         }
     }
 

@@ -40,8 +40,6 @@ pub struct Machine {
     restarts: u32,
     last_exit: Option<String>,
     reason: Option<String>,
-    /// Backing off until the process it depends on is healthy again ([`Self::restart_with_peer`]).
-    awaiting_peer: bool,
 }
 
 impl Machine {
@@ -57,7 +55,6 @@ impl Machine {
             restarts: 0,
             last_exit: None,
             reason: None,
-            awaiting_peer: false,
         }
     }
 
@@ -108,7 +105,6 @@ impl Machine {
     }
 
     fn enter_starting(&mut self, now: Instant) {
-        self.awaiting_peer = false;
         self.state = ProcessState::Starting;
         self.deadline = Some(now + self.start_timeout());
         self.probe_failures = 0;
@@ -121,31 +117,6 @@ impl Machine {
             self.reason = Some(why.to_string());
             self.enter_starting(now);
         }
-    }
-
-    /// The process must start afresh because the one it depends on died (the TaskManager when
-    /// the JobManager did: it would keep its slots for the lost tasks until Flink's heartbeat
-    /// timeout ran out, while a fresh one registers at once). Kill it now; it is launched again
-    /// together with the peer ([`Self::peer_launched`]), so both JVMs boot side by side. Not a failure: no
-    /// budget used, no back-off growth. A process that is not live keeps its own timer.
-    pub fn restart_with_peer(&mut self, why: &str) -> Action {
-        if !self.is_live() {
-            return Action::Nothing;
-        }
-        self.state = ProcessState::BackingOff;
-        self.deadline = None;
-        self.probe_failures = 0;
-        self.awaiting_peer = true;
-        self.reason = Some(why.to_string());
-        Action::Kill
-    }
-
-    /// The peer was launched: a process waiting for it ([`Self::restart_with_peer`]) launches now.
-    pub fn peer_launched(&mut self, now: Instant) {
-        if self.awaiting_peer && self.state == ProcessState::BackingOff {
-            self.deadline = Some(now);
-        }
-        self.awaiting_peer = false;
     }
 
     /// Keeps a Starting process's start timeout from running out while it cannot become healthy
@@ -218,7 +189,6 @@ impl Machine {
     /// A stop was asked for (shutdown, operator restart, config change).
     pub fn stopping(&mut self) {
         self.deadline = None;
-        self.awaiting_peer = false;
         self.state = if self.is_live() || self.state == ProcessState::Stopping {
             ProcessState::Stopping
         } else {
@@ -470,51 +440,6 @@ mod tests {
             m.deadline(),
             Some(t0 + Duration::from_secs(110) + Duration::from_secs(1))
         );
-    }
-
-    #[test]
-    fn restart_with_the_peer_kills_at_once_and_relaunches_with_the_peer() {
-        let t0 = Instant::now();
-        let mut m = running(t0);
-        assert_eq!(
-            m.restart_with_peer("restarting with the JobManager"),
-            Action::Kill
-        );
-        assert_eq!(m.state(), ProcessState::BackingOff);
-        assert_eq!(m.reason(), Some("restarting with the JobManager"));
-        // The kill's exit is recorded, not counted; nothing happens until the peer is launched.
-        assert_eq!(m.exited(t0, "killed by signal 9"), Action::Nothing);
-        assert_eq!(m.deadline(), None);
-        assert_eq!(m.tick(t0 + Duration::from_secs(3_600)), Action::Nothing);
-        let t1 = t0 + Duration::from_secs(5);
-        m.peer_launched(t1);
-        assert_eq!(m.tick(t1), Action::Launch);
-        m.launched(t1);
-        assert_eq!(m.state(), ProcessState::Starting);
-        assert_eq!(m.restarts(), 1);
-        // No failure was counted: the next crash backs off by the first step only.
-        m.healthy();
-        m.exited(t1, "exited with status 1");
-        assert_eq!(m.deadline(), Some(t1 + Duration::from_secs(1)));
-    }
-
-    #[test]
-    fn restart_with_the_peer_leaves_a_process_that_is_not_live_alone() {
-        let t0 = Instant::now();
-        let mut m = running(t0);
-        m.exited(t0, "exited with status 1");
-        assert_eq!(
-            m.restart_with_peer("restarting with the JobManager"),
-            Action::Nothing
-        );
-        assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(1)));
-        // peer_launched without a pending peer restart changes nothing.
-        m.peer_launched(t0);
-        assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(1)));
-        let mut stopped = Machine::new("taskmanager", settings());
-        assert_eq!(stopped.restart_with_peer("x"), Action::Nothing);
-        stopped.peer_launched(t0);
-        assert_eq!(stopped.tick(t0), Action::Nothing);
     }
 
     #[test]
