@@ -448,7 +448,8 @@ def table(title, results, phases):
     m = medians(results, phases)
     print(f"\n{title} (median of {len(results)} kills; seconds after kill -9; step = since previous phase)")
     prev = 0.0
-    for p in phases:
+    # In time order: the TaskManager may register before or after the job is submitted.
+    for p in sorted(phases, key=lambda p: m[p]):
         print(f"  {p:<10} {m[p]:6.2f}   step {m[p] - prev:5.2f}")
         prev = m[p]
     return m["running"]
