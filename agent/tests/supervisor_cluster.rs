@@ -94,6 +94,21 @@ impl Drop for Reaper {
     }
 }
 
+/// A process's argv and (sorted) environment as the kernel shows them: what was exec'd.
+fn proc_launch(pid: i32) -> (Vec<String>, Vec<String>) {
+    let read = |what: &str| -> Vec<String> {
+        let bytes = std::fs::read(format!("/proc/{pid}/{what}")).expect("read /proc");
+        String::from_utf8(bytes)
+            .expect("utf-8")
+            .split_terminator('\0')
+            .map(str::to_string)
+            .collect()
+    };
+    let mut env = read("environ");
+    env.sort();
+    (read("cmdline"), env)
+}
+
 fn group_gone(pgid: i32) -> bool {
     signal::kill(Pid::from_raw(-pgid), None) == Err(Errno::ESRCH)
 }
@@ -224,8 +239,17 @@ async fn scenarios(reaper: &Reaper) {
         format!("jobmanager running (pid {jm_pid}), taskmanager running (pid {tm_pid})")
     );
 
+    // What Flink's scripts exec'd, and what the supervisor learned from that once healthy.
+    let script_tm = proc_launch(tm_pid);
+    let script_jm = proc_launch(jm_pid);
+    for name in ["jobmanager", "taskmanager"] {
+        let learned = good_conf.with_file_name(format!("conf.jvm/{name}.json"));
+        assert!(learned.is_file(), "{} was not learned", learned.display());
+    }
+
     // 2. kill -9 the TaskManager: restarted, and the *new* one registered (the old one is still
-    //    listed by Flink until its heartbeat times out).
+    //    listed by Flink until its heartbeat times out). It runs from the learned command: the
+    //    very argv and environment the script gave its predecessor, but its own resource id.
     let t = Instant::now();
     signal::kill(Pid::from_raw(tm_pid), Signal::SIGKILL).expect("kill tm");
     let after = wait_for(&handle, reaper, 150, "taskmanager restarted", |s| {
@@ -251,15 +275,41 @@ async fn scenarios(reaper: &Reaper) {
         "a TaskManager with {SLOTS} slots is registered: {listed:?}"
     );
     let tm_pid = tm.pid.expect("new tm pid");
+    let direct_tm = proc_launch(tm_pid);
+    assert_eq!(direct_tm.1, script_tm.1, "the same environment");
+    let without_id = |argv: &[String]| argv[..argv.len() - 1].to_vec();
+    assert_eq!(without_id(&direct_tm.0), without_id(&script_tm.0));
+    assert_ne!(direct_tm.0.last(), script_tm.0.last(), "a new resource id");
+    assert!(
+        direct_tm
+            .0
+            .last()
+            .is_some_and(|a| a.starts_with("taskmanager.resource-id=")),
+        "{:?}",
+        direct_tm.0
+    );
 
-    // 3. kill -9 the JobManager: restarted (generation 2), the TaskManager re-registers with it
-    //    without being restarted.
+    // 3. kill -9 the JobManager: restarted (generation 2) from the learned command (it is the
+    //    JVM from its first moment, no script); the TaskManager re-registers with it without
+    //    being restarted.
     let t = Instant::now();
     signal::kill(Pid::from_raw(jm_pid), Signal::SIGKILL).expect("kill jm");
-    wait_for(&handle, reaper, 30, "jobmanager noticed down", |s| {
-        find(s, "jobmanager").pid != Some(jm_pid)
-    })
-    .await;
+    let first_look = loop {
+        let jm = find(&handle.statuses(), "jobmanager").pid;
+        if let Some(pid) = jm.filter(|p| *p != jm_pid) {
+            reaper.remember(&handle.statuses());
+            break proc_launch(pid);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "jobmanager not relaunched"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        first_look, script_jm,
+        "the JobManager starts as the JVM the script ran"
+    );
     let after = wait_for(&handle, reaper, 150, "jobmanager restarted", |s| {
         both_running(s) && find(s, "jobmanager").restarts == 1
     })

@@ -41,6 +41,8 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("jobmanager.memory.", "memory is derived from plan.memory_mib"),
     ("taskmanager.memory.", "memory is derived from plan.memory_mib"),
     ("heartbeat.timeout", "the agent sets it so TaskManagers re-register quickly after a JobManager restart"),
+    ("heartbeat.interval", "the agent sets it so TaskManagers re-register quickly after a JobManager restart"),
+    ("cluster.registration.error-delay", "the agent sets it so TaskManagers re-register quickly after a JobManager restart"),
     ("high-availability", "HA is managed by the agent"),
     ("taskmanager.numberOfTaskSlots", "set advanced.number_of_task_slots"),
     ("parallelism.default", "set advanced.default_parallelism"),

@@ -2,6 +2,7 @@
 //! (a command, a process exit, the next probe or deadline), feeds it to the processes'
 //! [`Machine`]s and carries out their [`Action`]s.
 
+use super::jvm_command::{self, JvmCommand};
 use super::policy::{Action, Machine};
 use super::process::{self, Kind, Live};
 use super::{Command, LaunchSpec, SupervisorEvent, Target};
@@ -29,6 +30,11 @@ struct Slot {
     kind: Kind,
     machine: Machine,
     live: Option<Live>,
+    /// The JVM command key of a launch through the script: the command is learned under it once
+    /// the process is healthy (None: launched directly, or the key could not be computed).
+    learn_key: Option<String>,
+    /// The current process has been healthy at least once.
+    proven: bool,
 }
 
 #[derive(Debug)]
@@ -66,6 +72,8 @@ pub async fn run(spec: LaunchSpec, mut commands: mpsc::Receiver<Command>, out: O
         kind,
         machine: Machine::new(kind.name(), spec.settings.clone()),
         live: None,
+        learn_key: None,
+        proven: false,
     };
     let mut d = Driver {
         rest: rest_client(&spec.rest_url),
@@ -140,19 +148,19 @@ impl Driver {
     /// Starts `kind`. `why` = None for the first start and restarts the policy asked for;
     /// Some for deliberate restarts (operator, config change).
     async fn launch(&mut self, kind: Kind, why: Option<&str>) {
-        let args = match kind {
-            Kind::JobManager => Vec::new(),
-            Kind::TaskManager => {
-                self.tm_launches += 1;
-                self.tm_resource_id =
-                    format!("flink-agent-tm-{}-{}", std::process::id(), self.tm_launches);
-                vec![
-                    "-D".to_string(),
-                    format!("taskmanager.resource-id={}", self.tm_resource_id),
-                ]
-            }
-        };
-        let result = process::launch(&self.spec, kind, &args);
+        if kind == Kind::TaskManager {
+            self.tm_launches += 1;
+            self.tm_resource_id =
+                format!("flink-agent-tm-{}-{}", std::process::id(), self.tm_launches);
+        }
+        let args = self.launch_args(kind);
+        let key = jvm_command::key(&self.spec, kind)
+            .inspect_err(|e| log::warn!("cannot fingerprint the {} launch: {e}", kind.name()))
+            .ok();
+        let learned = key
+            .as_deref()
+            .and_then(|k| jvm_command::load(&jvm_command::cache_path(&self.spec, kind), k));
+        let result = process::launch(&self.spec, kind, &args, learned.as_ref());
         let now = Instant::now();
         let slot = self.slot(kind);
         match why {
@@ -161,7 +169,14 @@ impl Driver {
         }
         match result {
             Ok(live) => {
-                log::info!("started {} (pid {})", kind.name(), live.pid);
+                let how = if live.direct {
+                    "as its learned JVM command"
+                } else {
+                    "through Flink's script"
+                };
+                log::info!("started {} (pid {}) {how}", kind.name(), live.pid);
+                slot.learn_key = if live.direct { None } else { key };
+                slot.proven = false;
                 slot.live = Some(live);
                 if kind == Kind::JobManager {
                     self.generation += 1;
@@ -178,13 +193,63 @@ impl Driver {
         }
     }
 
+    /// Dynamic properties of this launch: the TaskManager's resource id, unique per launch.
+    fn launch_args(&self, kind: Kind) -> Vec<String> {
+        match kind {
+            Kind::JobManager => Vec::new(),
+            Kind::TaskManager => vec![
+                "-D".to_string(),
+                format!("taskmanager.resource-id={}", self.tm_resource_id),
+            ],
+        }
+    }
+
+    /// The process just became healthy: a learned command that got it there stays trusted, and
+    /// if the script launched it, its JVM command is kept for the next launches under this config.
+    fn proved_healthy(&mut self, kind: Kind) {
+        let args = self.launch_args(kind);
+        let path = jvm_command::cache_path(&self.spec, kind);
+        let slot = self.slot(kind);
+        slot.proven = true;
+        let (Some(key), Some(live)) = (slot.learn_key.take(), &slot.live) else {
+            return;
+        };
+        let read = |what: &str| std::fs::read(format!("/proc/{}/{what}", live.pid));
+        let learned = match (read("cmdline"), read("environ")) {
+            (Ok(cmdline), Ok(environ)) => {
+                jvm_command::learn(key, &cmdline, &environ, &args).map_err(|e| e.to_string())
+            }
+            (Err(e), _) | (_, Err(e)) => Err(format!("cannot read it from /proc: {e}")),
+        };
+        match learned.and_then(|cmd: JvmCommand| {
+            jvm_command::store(&path, &cmd)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }) {
+            Ok(()) => log::info!(
+                "learned the {} JVM command; restarts under this config skip Flink's scripts",
+                kind.name()
+            ),
+            Err(e) => log::warn!(
+                "{} keeps starting through Flink's script: not learning its JVM command: {e}",
+                kind.name()
+            ),
+        }
+    }
+
     fn on_exit(&mut self, kind: Kind, how: String) {
         let now = Instant::now();
+        let path = jvm_command::cache_path(&self.spec, kind);
         let slot = self.slot(kind);
         if let Some(live) = slot.live.take() {
             // The JVM led the group; anything it left behind goes with it.
             process::signal_group(live.pid, Signal::SIGKILL);
+            if live.direct && !slot.proven {
+                // Never healthy from the learned command (crashed, or killed at the start
+                // timeout): let the script decide again.
+                jvm_command::forget(&path);
+            }
         }
+        slot.learn_key = None;
         let action = slot.machine.exited(now, &how);
         log::warn!("{} {how}", kind.name());
         self.emit(SupervisorEvent::ProcessExited {
@@ -251,6 +316,7 @@ impl Driver {
                     self.emit(SupervisorEvent::JobManagerHealthy {
                         generation: self.generation,
                     });
+                    self.proved_healthy(Kind::JobManager);
                 }
             }
             Err(e) => {
@@ -286,6 +352,7 @@ impl Driver {
                     self.spec.expected_slots
                 );
                 self.emit(SupervisorEvent::TaskManagerHealthy);
+                self.proved_healthy(Kind::TaskManager);
             }
         } else {
             let why = format!(

@@ -3,6 +3,8 @@
 //!
 //! - [`policy`]: the per-process state machine and the back-off/budget arithmetic (pure);
 //! - `process`: launching through Flink's scripts, output capture, process-group signals;
+//! - `jvm_command`: the JVM command line the scripts compute, learned once per rendered config
+//!   so that restarts skip the scripts' seconds of helper JVMs;
 //! - `driver`: the task that owns both processes, probes their health through
 //!   [`crate::flinkrest`] and executes the policy's decisions;
 //! - [`SupervisorHandle`]: how the daemon and the API talk to that task.
@@ -14,6 +16,7 @@
 //! TaskManager's start timeout only runs while the JobManager is healthy.
 
 mod driver;
+mod jvm_command;
 pub mod policy;
 mod process;
 
@@ -88,9 +91,9 @@ pub enum SupervisorEvent {
 pub enum SupervisorError {
     #[error("the supervisor has shut down; restart the agent")]
     ShutDown,
-    #[error("cannot start {script}: {source}; check `flink.home` points at a Flink distribution")]
+    #[error("cannot start {program}: {source}; check `flink.home` points at a Flink distribution")]
     Spawn {
-        script: String,
+        program: String,
         #[source]
         source: std::io::Error,
     },

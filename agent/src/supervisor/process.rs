@@ -1,16 +1,20 @@
 //! Starting, watching and killing one Flink process (the side-effect edge of supervision).
 //!
 //! Each process is launched through Flink's own `bin/*.sh start-foreground` script (it execs the
-//! JVM, so the pid we get is the JVM's) as the leader of a new process group, so one `killpg`
-//! reaches everything it may have forked. The environment is rebuilt from scratch: the agent's
-//! own environment (systemd's, an operator's shell) must not leak into Flink.
+//! JVM, so the pid we get is the JVM's), or as that JVM directly once its command is learned
+//! ([`super::jvm_command`]), as the leader of a new process group, so one `killpg` reaches
+//! everything it may have forked. The environment is rebuilt from scratch (or is the learned
+//! one, which the script built from that): the agent's own environment (systemd's, an
+//! operator's shell) must not leak into Flink.
 
+use super::jvm_command::JvmCommand;
 use super::{LaunchSpec, SupervisorError};
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::{Gid, Pid, Uid, User};
 use std::ffi::CString;
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -47,6 +51,8 @@ pub struct Live {
     /// Pid of the JVM, which is also its process group id.
     pub pid: i32,
     pub started: Instant,
+    /// Launched from a learned JVM command rather than through the script.
+    pub direct: bool,
     /// How the process ended ("exited with status 1"), sent once it was reaped.
     pub exit: oneshot::Receiver<String>,
 }
@@ -95,11 +101,15 @@ fn identity(user: Option<&str>) -> Result<Identity, SupervisorError> {
     })
 }
 
-/// Starts `kind` in its own process group and spawns the tasks that log its output and reap it.
+/// Starts `kind` in its own process group and spawns the tasks that log its output and reap it:
+/// the `learned` JVM command directly when there is one (see [`super::jvm_command`]), Flink's
+/// script otherwise. `extra_args` (dynamic properties of this launch) go last either way, where
+/// the script puts them.
 pub fn launch(
     spec: &LaunchSpec,
     kind: Kind,
     extra_args: &[String],
+    learned: Option<&JvmCommand>,
 ) -> Result<Live, SupervisorError> {
     let who = identity(spec.user.as_deref())?;
     if !spec.log_dir.is_dir() {
@@ -107,23 +117,38 @@ pub fn launch(
             path: spec.log_dir.display().to_string(),
         });
     }
-    let script = spec.flink_home.join(kind.script());
-    let mut command = Command::new(&script);
+    let (program, mut command) = match learned {
+        Some(cmd) => {
+            let program = PathBuf::from(&cmd.argv[0]);
+            let mut command = Command::new(&program);
+            command
+                .args(&cmd.argv[1..])
+                .env_clear()
+                .envs(cmd.env.iter().map(|(k, v)| (k, v)));
+            (program, command)
+        }
+        None => {
+            let program = spec.flink_home.join(kind.script());
+            let mut command = Command::new(&program);
+            command
+                .arg("start-foreground")
+                .env_clear()
+                .env("PATH", PATH)
+                .env("HOME", &who.home)
+                .env("USER", &who.name)
+                .env("LOGNAME", &who.name)
+                .env("LANG", "C.UTF-8")
+                .env("JAVA_HOME", &spec.java_home)
+                .env("FLINK_CONF_DIR", &spec.conf_dir)
+                .env("FLINK_LOG_DIR", &spec.log_dir)
+                // Otherwise the scripts keep pid files (and a lock) in the shared /tmp.
+                .env("FLINK_PID_DIR", &spec.log_dir);
+            (program, command)
+        }
+    };
     command
-        .arg("start-foreground")
         .args(extra_args)
         .current_dir(&spec.log_dir)
-        .env_clear()
-        .env("PATH", PATH)
-        .env("HOME", &who.home)
-        .env("USER", &who.name)
-        .env("LOGNAME", &who.name)
-        .env("LANG", "C.UTF-8")
-        .env("JAVA_HOME", &spec.java_home)
-        .env("FLINK_CONF_DIR", &spec.conf_dir)
-        .env("FLINK_LOG_DIR", &spec.log_dir)
-        // Otherwise the scripts keep pid files (and a lock) in the shared /tmp.
-        .env("FLINK_PID_DIR", &spec.log_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -131,16 +156,18 @@ pub fn launch(
     if let Some((uid, gid, groups)) = who.switch {
         switch_user(&mut command, uid, gid, groups);
     }
-    let mut child = command.spawn().map_err(|source| SupervisorError::Spawn {
-        script: script.display().to_string(),
+    let spawn_error = |source| SupervisorError::Spawn {
+        program: program.display().to_string(),
         source,
-    })?;
+    };
+    let mut child = command.spawn().map_err(spawn_error)?;
     let pid = child
         .id()
         .and_then(|p| i32::try_from(p).ok())
-        .ok_or_else(|| SupervisorError::Spawn {
-            script: script.display().to_string(),
-            source: std::io::Error::other("the child exited before its pid was read"),
+        .ok_or_else(|| {
+            spawn_error(std::io::Error::other(
+                "the child exited before its pid was read",
+            ))
         })?;
     if let Some(out) = child.stdout.take() {
         tokio::spawn(forward_lines(out, kind.name(), false));
@@ -159,6 +186,7 @@ pub fn launch(
     Ok(Live {
         pid,
         started: Instant::now(),
+        direct: learned.is_some(),
         exit,
     })
 }
@@ -308,7 +336,7 @@ mod tests {
         std::env::set_var("FLINK_AGENT_LEAK_CHECK", "leaked");
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = spec(dir.path(), stub_home(dir.path(), "exit 3"), None);
-        let live = launch(&spec, Kind::JobManager, &[]).expect("launch");
+        let live = launch(&spec, Kind::JobManager, &[], None).expect("launch");
         let how = live.exit.await.expect("reaped");
         assert_eq!(how, "exited with status 3");
         let seen = std::fs::read_to_string(spec.log_dir.join("launched.txt")).expect("record");
@@ -346,7 +374,7 @@ mod tests {
             .ok()
             .flatten()
             .expect("user nobody");
-        let live = launch(&spec, Kind::JobManager, &[]).expect("launch");
+        let live = launch(&spec, Kind::JobManager, &[], None).expect("launch");
         let pid = live.pid;
         let record = spec.log_dir.join("launched.txt");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -373,7 +401,7 @@ mod tests {
             dir.path().to_path_buf(),
             Some("no-such-user-4711"),
         );
-        let err = launch(&spec, Kind::JobManager, &[]).expect_err("no such user");
+        let err = launch(&spec, Kind::JobManager, &[], None).expect_err("no such user");
         assert!(
             err.to_string()
                 .contains("`no-such-user-4711`: no such user"),
