@@ -191,6 +191,11 @@ for line in sys.stdin:
     if e.get("SYSLOG_IDENTIFIER") == "flink-agent" and "FLINK_PROCESS" not in e and int(e.get("PRIORITY", 6)) <= 4:
         print("       " + e.get("MESSAGE", ""))' <<<"$journal"; }
 check "journal: no warnings or errors from the agent itself" equals "$(agent_errors)" ""
+# Restarts skip Flink's scripts: the JVM commands are learned (environ read as the flink user).
+for kind in jobmanager taskmanager; do
+  check "journal: the $kind JVM command was learned" journal_has SYSLOG_IDENTIFIER=flink-agent \
+    "MESSAGE=learned the $kind JVM command; restarts under this config skip Flink's scripts"
+done
 
 # --- Watchdog ------------------------------------------------------------------------------------
 restarts_before=$(prop NRestarts)

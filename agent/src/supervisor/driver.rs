@@ -209,12 +209,13 @@ impl Driver {
     fn proved_healthy(&mut self, kind: Kind) {
         let args = self.launch_args(kind);
         let path = jvm_command::cache_path(&self.spec, kind);
+        let spec = self.spec.clone();
         let slot = self.slot(kind);
         slot.proven = true;
         let (Some(key), Some(live)) = (slot.learn_key.take(), &slot.live) else {
             return;
         };
-        let read = |what: &str| std::fs::read(format!("/proc/{}/{what}", live.pid));
+        let read = |file: &str| process::read_proc(&spec, live.pid, file);
         let learned = match (read("cmdline"), read("environ")) {
             (Ok(cmdline), Ok(environ)) => {
                 jvm_command::learn(key, &cmdline, &environ, &args).map_err(|e| e.to_string())

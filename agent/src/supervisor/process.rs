@@ -154,7 +154,7 @@ pub fn launch(
         .stderr(Stdio::piped())
         .process_group(0);
     if let Some((uid, gid, groups)) = who.switch {
-        switch_user(&mut command, uid, gid, groups);
+        switch_user(command.as_std_mut(), uid, gid, groups);
     }
     let spawn_error = |source| SupervisorError::Spawn {
         program: program.display().to_string(),
@@ -195,7 +195,8 @@ pub fn launch(
 /// std's `Command::uid` would clear the supplementary groups (and stable Rust cannot set them),
 /// so all three calls happen here, in the order the kernel requires (groups before gid before uid).
 #[allow(unsafe_code)]
-fn switch_user(command: &mut Command, uid: Uid, gid: Gid, groups: Vec<Gid>) {
+fn switch_user(command: &mut std::process::Command, uid: Uid, gid: Gid, groups: Vec<Gid>) {
+    use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec and only makes three raw syscalls on
     // data prepared before the fork (no allocation, no locks), which is async-signal-safe.
     unsafe {
@@ -205,6 +206,39 @@ fn switch_user(command: &mut Command, uid: Uid, gid: Gid, groups: Vec<Gid>) {
             nix::unistd::setuid(uid)?;
             Ok(())
         });
+    }
+}
+
+/// Reads `/proc/<pid>/<file>` of a Flink process. Under its unit the agent is root without
+/// CAP_SYS_PTRACE, which another user's `environ` needs; that user may read it, so then a
+/// `cat` running as the Flink user reads it.
+pub fn read_proc(spec: &LaunchSpec, pid: i32, file: &str) -> std::io::Result<Vec<u8>> {
+    let path = format!("/proc/{pid}/{file}");
+    let denied = match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => e,
+        other => return other,
+    };
+    let who = identity(spec.user.as_deref()).map_err(std::io::Error::other)?;
+    let Some((uid, gid, groups)) = who.switch else {
+        return Err(denied);
+    };
+    let mut command = std::process::Command::new("cat");
+    command
+        .arg(&path)
+        .env_clear()
+        .env("PATH", PATH)
+        .current_dir("/")
+        .stdin(Stdio::null());
+    switch_user(&mut command, uid, gid, groups);
+    let out = command.output()?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(std::io::Error::other(format!(
+            "reading {path} as {}: {}",
+            who.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 
