@@ -31,7 +31,7 @@ pub struct Service {
     /// Serializes re-submissions and operator actions, so two JobManager events cannot submit
     /// a job twice.
     busy: Arc<Mutex<()>>,
-    listing: watch::Receiver<Vec<JobStatus>>,
+    listing: Arc<watch::Sender<Vec<JobStatus>>>,
     stop: Arc<watch::Sender<bool>>,
 }
 
@@ -70,32 +70,33 @@ impl Service {
         let engine = SyncEngine::new(remote, sync, names);
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(engine.clone().run(stopped.clone()));
-        let (listing_tx, listing) = watch::channel(Vec::new());
         let service = Self {
             jobs,
             engine,
             busy: Arc::new(Mutex::new(())),
-            listing,
+            listing: Arc::new(watch::channel(Vec::new()).0),
             stop: Arc::new(stop),
         };
-        tokio::spawn(service.clone().refresh_listing(listing_tx, stopped));
+        tokio::spawn(service.clone().refresh_listing(stopped));
         Ok(service)
     }
 
-    async fn refresh_listing(
-        self,
-        tx: watch::Sender<Vec<JobStatus>>,
-        mut stopped: watch::Receiver<bool>,
-    ) {
+    async fn refresh_listing(self, mut stopped: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stopped.changed() => return,
             }
-            if let Ok(list) = self.jobs.list(&self.engine.status()).await {
-                tx.send_replace(list);
-            }
+            self.refresh().await;
+        }
+    }
+
+    /// Re-reads what `status` shows of the jobs: every tick, and after each operator action
+    /// before it is answered, so a `status` right after `jobs deploy` already lists the job.
+    async fn refresh(&self) {
+        if let Ok(list) = self.jobs.list(&self.engine.status()).await {
+            self.listing.send_replace(list);
         }
     }
 
@@ -183,24 +184,36 @@ impl Service {
     ) -> Result<serde_json::Value, String> {
         use crate::api::JobsCommand;
         let json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| e.to_string());
-        match command {
+        let acts = command != JobsCommand::List;
+        let answer = match command {
             JobsCommand::List => json(serde_json::to_value(
                 self.list().await.map_err(|e| e.to_string())?,
             )),
-            JobsCommand::Deploy(req) => json(serde_json::to_value(
-                self.deploy(&req).await.map_err(|e| e.to_string())?,
-            )),
-            JobsCommand::Stop(name) => json(serde_json::to_value(
-                self.stop_job(&name).await.map_err(|e| e.to_string())?,
-            )),
-            JobsCommand::Start(name) => json(serde_json::to_value(
-                self.start_job(&name).await.map_err(|e| e.to_string())?,
-            )),
-            JobsCommand::Delete(name) => {
-                self.delete_job(&name).await.map_err(|e| e.to_string())?;
-                Ok(serde_json::json!({ "deleted": name }))
-            }
+            JobsCommand::Deploy(req) => self
+                .deploy(&req)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|v| json(serde_json::to_value(v))),
+            JobsCommand::Stop(name) => self
+                .stop_job(&name)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|v| json(serde_json::to_value(v))),
+            JobsCommand::Start(name) => self
+                .start_job(&name)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|v| json(serde_json::to_value(v))),
+            JobsCommand::Delete(name) => self
+                .delete_job(&name)
+                .await
+                .map(|()| serde_json::json!({ "deleted": name }))
+                .map_err(|e| e.to_string()),
+        };
+        if acts {
+            self.refresh().await;
         }
+        answer
     }
 
     /// Stops the sync engine (staged checkpoints stay and are uploaded on the next start).
