@@ -74,70 +74,66 @@ impl Remote {
             url: section.url.clone(),
             source,
         };
-        let (store, multipart): (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>) = match url
-            .scheme
-            .as_str()
-        {
-            "s3" => {
-                // Client options first: `with_allow_http` writes into them.
-                let mut b = AmazonS3Builder::from_env()
-                    .with_retry(retry())
-                    .with_client_options(client_options())
-                    .with_bucket_name(&url.bucket)
-                    .with_allow_http(section.allow_http);
-                if let Some(region) = &section.region {
-                    b = b.with_region(region);
+        let (store, multipart): (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>) =
+            match url.scheme.as_str() {
+                "s3" => {
+                    // Client options first: `with_allow_http` writes into them.
+                    let mut b = AmazonS3Builder::from_env()
+                        .with_retry(retry())
+                        .with_client_options(client_options())
+                        .with_bucket_name(&url.bucket)
+                        .with_allow_http(section.allow_http);
+                    if let Some(region) = &section.region {
+                        b = b.with_region(region);
+                    }
+                    if let Some(endpoint) = &section.endpoint {
+                        b = b.with_endpoint(endpoint);
+                    }
+                    for (key, value) in credential_options::<AmazonS3ConfigKey>(
+                        section,
+                        "S3",
+                        "aws_access_key_id, aws_secret_access_key, aws_session_token",
+                    )? {
+                        b = b.with_config(key, value);
+                    }
+                    let s3 = Arc::new(b.build().map_err(build_err)?);
+                    (s3.clone(), Some(s3))
                 }
-                if let Some(endpoint) = &section.endpoint {
-                    b = b.with_endpoint(endpoint);
+                "gs" => {
+                    let mut b = GoogleCloudStorageBuilder::from_env()
+                        .with_retry(retry())
+                        .with_client_options(client_options())
+                        .with_bucket_name(&url.bucket);
+                    if let Some(path) = &section.credentials_file {
+                        check_credentials_file(path)?;
+                        b = b.with_service_account_path(path.display().to_string());
+                    }
+                    let gcs = Arc::new(b.build().map_err(build_err)?);
+                    (gcs.clone(), Some(gcs))
                 }
-                for (key, value) in credential_options(section)? {
-                    let key = AmazonS3ConfigKey::from_str(&key).map_err(|_| {
-                            RemoteError::Credentials(format!(
-                                "unknown S3 option `{key}`; use e.g. aws_access_key_id, aws_secret_access_key, aws_session_token"
-                            ))
-                        })?;
-                    b = b.with_config(key, value);
+                "az" => {
+                    // Client options first: `with_allow_http` writes into them.
+                    let mut b = MicrosoftAzureBuilder::from_env()
+                        .with_retry(retry())
+                        .with_client_options(client_options())
+                        .with_container_name(&url.bucket)
+                        .with_allow_http(section.allow_http);
+                    // The account URL, for sovereign clouds and emulators (Azurite).
+                    if let Some(endpoint) = &section.endpoint {
+                        b = b.with_endpoint(endpoint.clone());
+                    }
+                    for (key, value) in credential_options::<AzureConfigKey>(
+                        section,
+                        "Azure",
+                        "azure_storage_account_name, azure_storage_account_key",
+                    )? {
+                        b = b.with_config(key, value);
+                    }
+                    let az = Arc::new(b.build().map_err(build_err)?);
+                    (az.clone(), Some(az))
                 }
-                let s3 = Arc::new(b.build().map_err(build_err)?);
-                (s3.clone(), Some(s3))
-            }
-            "gs" => {
-                let mut b = GoogleCloudStorageBuilder::from_env()
-                    .with_retry(retry())
-                    .with_client_options(client_options())
-                    .with_bucket_name(&url.bucket);
-                if let Some(path) = &section.credentials_file {
-                    check_credentials_file(path)?;
-                    b = b.with_service_account_path(path.display().to_string());
-                }
-                let gcs = Arc::new(b.build().map_err(build_err)?);
-                (gcs.clone(), Some(gcs))
-            }
-            "az" => {
-                // Client options first: `with_allow_http` writes into them.
-                let mut b = MicrosoftAzureBuilder::from_env()
-                    .with_retry(retry())
-                    .with_client_options(client_options())
-                    .with_container_name(&url.bucket)
-                    .with_allow_http(section.allow_http);
-                // The account URL, for sovereign clouds and emulators (Azurite).
-                if let Some(endpoint) = &section.endpoint {
-                    b = b.with_endpoint(endpoint.clone());
-                }
-                for (key, value) in credential_options(section)? {
-                    let key = AzureConfigKey::from_str(&key).map_err(|_| {
-                            RemoteError::Credentials(format!(
-                                "unknown Azure option `{key}`; use e.g. azure_storage_account_name, azure_storage_account_key"
-                            ))
-                        })?;
-                    b = b.with_config(key, value);
-                }
-                let az = Arc::new(b.build().map_err(build_err)?);
-                (az.clone(), Some(az))
-            }
-            _ => (Arc::new(local_store(&url)?), None),
-        };
+                _ => (Arc::new(local_store(&url)?), None),
+            };
         let root = Path::from_iter(
             url.prefix
                 .split('/')
@@ -219,8 +215,13 @@ fn check_credentials_file(path: &std::path::Path) -> Result<(), RemoteError> {
     credentials_file_problem(path).map_err(RemoteError::Credentials)
 }
 
-/// The `key = "value"` pairs of a TOML credentials file (S3 and Azure).
-fn credential_options(section: &ObjectStoreSection) -> Result<Vec<(String, String)>, RemoteError> {
+/// The `key = "value"` pairs of a TOML credentials file (S3 and Azure), as the store's option
+/// keys `K`; an unknown key is named with `examples` of valid ones.
+fn credential_options<K: FromStr>(
+    section: &ObjectStoreSection,
+    store: &str,
+    examples: &str,
+) -> Result<Vec<(K, String)>, RemoteError> {
     let Some(path) = &section.credentials_file else {
         return Ok(Vec::new());
     };
@@ -236,12 +237,19 @@ fn credential_options(section: &ObjectStoreSection) -> Result<Vec<(String, Strin
     })?;
     table
         .into_iter()
-        .map(|(key, value)| match value {
-            toml::Value::String(s) => Ok((key, s)),
-            _ => Err(RemoteError::Credentials(format!(
-                "{}: `{key}` must be a string",
-                path.display()
-            ))),
+        .map(|(key, value)| {
+            let toml::Value::String(value) = value else {
+                return Err(RemoteError::Credentials(format!(
+                    "{}: `{key}` must be a string",
+                    path.display()
+                )));
+            };
+            let option = K::from_str(&key).map_err(|_| {
+                RemoteError::Credentials(format!(
+                    "unknown {store} option `{key}`; use e.g. {examples}"
+                ))
+            })?;
+            Ok((option, value))
         })
         .collect()
 }
