@@ -96,14 +96,7 @@ struct Peers {
 
 impl Peers {
     fn install() -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/setup-peers.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "benches/setup-peers.sh failed");
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = s3::run_setup("benches/setup-peers.sh");
         let mut paths = text.lines().map(PathBuf::from);
         Peers {
             s5cmd: paths.next().unwrap(),

@@ -26,14 +26,7 @@ pub struct Azurite {
 }
 
 fn azurite_path() -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/setup/azurite.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tests/setup/azurite.sh failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    PathBuf::from(crate::s3::run_setup("tests/setup/azurite.sh").trim())
 }
 
 impl Azurite {

@@ -12,16 +12,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Path of `moto_server`, installing it into the cache on first use.
-fn moto_server_path() -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/setup/moto.sh");
+/// Runs a setup script of the repo (`tests/setup/moto.sh`, …), which installs a tool into the
+/// cache on first use, and returns what it prints: the paths of what it installed.
+pub fn run_setup(script: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(script);
     let out = Command::new("bash")
-        .arg(script)
+        .arg(&path)
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
-    assert!(out.status.success(), "tests/setup/moto.sh failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    assert!(out.status.success(), "{script} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Path of `moto_server`, installing it into the cache on first use.
+fn moto_server_path() -> PathBuf {
+    PathBuf::from(run_setup("tests/setup/moto.sh").trim())
 }
 
 pub fn free_port() -> u16 {
