@@ -6,7 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-bash tests/setup/deps.sh
+bash tests/setup/deps.sh demo
 flink_home="$(bash tests/setup/flink.sh)"
 mkdir -p .demo
 ln -sfn "$flink_home" .demo/flink
