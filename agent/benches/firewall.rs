@@ -79,7 +79,8 @@ fn main() {
 fn drift(net: &Net) {
     let mut cfg = config(3, 3);
     cfg.firewall.reconcile_interval_secs = 1;
-    let handle = net.run_in("node", move || firewall::spawn(&cfg));
+    let settings = firewall::Settings::from_config(&cfg).expect("valid settings");
+    let (handle, _applied) = net.run_in("node", move || firewall::spawn(settings));
     wait(&handle, |s| s.in_sync && s.last_applied.is_some());
     let mut times = Vec::new();
     for round in 1..=5u64 {

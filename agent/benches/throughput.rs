@@ -14,8 +14,9 @@
 #[path = "../tests/s3/mod.rs"]
 mod s3;
 
-use flink_agent::checkpoints::local::{stage, LocalCheckpoint};
-use flink_agent::checkpoints::{publish, restore, Origin, Remote, UploadSettings};
+use flink_agent::checkpoints::{
+    publish, restore_newest, stage, LocalCheckpoint, Origin, Remote, UploadSettings, CONCURRENCY,
+};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use s3::Moto;
@@ -220,12 +221,7 @@ impl Bench {
                 started = Instant::now();
                 let restored = self
                     .rt
-                    .block_on(restore::restore_newest(
-                        &remote,
-                        JOB,
-                        into,
-                        restore::CONCURRENCY,
-                    ))
+                    .block_on(restore_newest(&remote, JOB, into, CONCURRENCY))
                     .unwrap()
                     .expect("the agent's upload is there");
                 assert_eq!(restored.checkpoint_id, 1);

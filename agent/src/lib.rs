@@ -1,18 +1,30 @@
 //! flink-agent: the node agent of a managed Apache Flink service.
 //!
-//! Each concern is one module with its own reconcile loop (desired state from the config →
-//! observe → act); planning is pure and unit-tested, side effects stay at the edges.
+//! One desired state is derived from the config ([`desired`]); each concern owns its module
+//! and reconciles what it runs to its part of that state ([`reconcile`]); planning is pure and
+//! unit-tested, side effects stay at the edges. Dependencies point one way, from the leaves up:
+//!
+//! - leaves: [`config`], [`fsutil`], [`procfs`], [`reconcile`], [`logging`], [`sdnotify`];
+//! - concerns: [`flinkconf`], [`flinkrest`], [`firewall`], [`checkpoints`], [`supervisor`],
+//!   [`jobs`];
+//! - [`desired`] (derives every concern's settings), [`status`] (aggregates their reports);
+//! - [`api`] (the socket's DTOs, server and client), [`daemon`] (the composition root).
+//!
+//! `tests/architecture.rs` checks that no module imports one above it.
 
 pub mod api;
 pub mod checkpoints;
 pub mod config;
 pub mod daemon;
+pub mod desired;
 pub mod firewall;
 pub mod flinkconf;
 pub mod flinkrest;
 pub mod fsutil;
 pub mod jobs;
 pub mod logging;
+pub mod procfs;
+pub mod reconcile;
 pub mod sdnotify;
 pub mod status;
 pub mod supervisor;

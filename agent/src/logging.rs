@@ -1,11 +1,11 @@
 //! Logging: to the journal when systemd gave us one (structured fields, priorities), plain
 //! stderr lines otherwise (a terminal, CI, the local demo).
 //!
-//! Flink's own stdout/stderr lines go through [`process_line`], which tags them with the
-//! journal field `FLINK_PROCESS=jobmanager|taskmanager`, so
-//! `journalctl -u flink-agent FLINK_PROCESS=taskmanager` shows one process's output.
+//! Flink's own output does not pass through the agent (it must outlive the agent): under
+//! systemd it goes straight to the journal as `flink-jobmanager` / `flink-taskmanager`,
+//! elsewhere to `<flink.log_dir>/<process>.out` (see `supervisor::placement`).
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{LevelFilter, Log, Metadata, Record};
 use std::io::Write;
 
 /// Installs the logger. `FLINK_AGENT_LOG` (error|warn|info|debug|trace) sets the level.
@@ -27,13 +27,6 @@ pub fn init() {
         let _ = log::set_boxed_logger(Box::new(StderrLog));
     }
     log::set_max_level(level);
-}
-
-/// Logs one output line of a Flink process with its process name as a structured field.
-/// stderr lines are warnings: the JVM and the scripts write problems there.
-pub fn process_line(process: &str, is_stderr: bool, line: &str) {
-    let level = if is_stderr { Level::Warn } else { Level::Info };
-    log::log!(target: process, level, flink_process = process; "{line}");
 }
 
 /// `LEVEL target: message` on stderr, one line per record.

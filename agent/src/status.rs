@@ -1,8 +1,14 @@
-//! What the agent reports about itself (`GET /v1/status`, `flink-agent status`). One typed
-//! struct shared by the daemon (producer), the API (transport) and the CLI (printer).
+//! What the agent reports about itself (`GET /v1/status`, `flink-agent status`): the aggregate of
+//! every concern's own report, shared by the daemon (producer), the API (transport) and the CLI
+//! (printer). It sits above the concerns and imports their report types; none imports it.
 
 mod human;
 
+use crate::checkpoints::SyncStatus;
+use crate::firewall::FirewallStatus;
+use crate::flinkrest::FlinkOverview;
+use crate::jobs::JobStatus;
+use crate::supervisor::ProcessStatus;
 use serde::{Deserialize, Serialize};
 
 /// The whole node as the agent sees it.
@@ -12,7 +18,7 @@ pub struct AgentStatus {
     pub cluster_id: String,
     pub agent_version: String,
     pub flink_version: Option<String>,
-    /// True once JobManager and TaskManager were both healthy (READY=1 was sent).
+    /// True while the JobManager and the TaskManager are both healthy.
     pub ready: bool,
     pub config: ConfigStatus,
     pub processes: Vec<ProcessStatus>,
@@ -22,13 +28,13 @@ pub struct AgentStatus {
     pub last_error: Option<String>,
     /// Checkpoint sync to object storage (None when the sync is not running).
     #[serde(default)]
-    pub checkpoints: Option<crate::checkpoints::SyncStatus>,
+    pub checkpoints: Option<SyncStatus>,
     /// Declared jobs.
     #[serde(default)]
-    pub jobs: Vec<crate::jobs::JobStatus>,
+    pub jobs: Vec<JobStatus>,
     /// The node's nftables firewall, as its reconcile loop last saw it.
     #[serde(default)]
-    pub firewall: crate::firewall::FirewallStatus,
+    pub firewall: FirewallStatus,
 }
 
 /// Which configuration is in force.
@@ -41,54 +47,4 @@ pub struct ConfigStatus {
     pub loaded_at: u64,
     /// Why the last reload was refused (the config in force stayed).
     pub last_reload_error: Option<String>,
-}
-
-/// One supervised Flink process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProcessStatus {
-    /// `jobmanager` or `taskmanager`.
-    pub name: String,
-    pub state: ProcessState,
-    pub pid: Option<i32>,
-    /// Restarts since the agent started (crashes, health failures, config changes).
-    pub restarts: u32,
-    pub uptime_secs: Option<u64>,
-    /// How the last run ended, e.g. "killed by signal 9" or "exited with status 1".
-    pub last_exit: Option<String>,
-    /// Why the process is `failed` or was last restarted.
-    pub reason: Option<String>,
-}
-
-/// The supervision state machine's states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProcessState {
-    /// Not started (yet), or stopped on purpose.
-    Stopped,
-    /// Launched; waiting for it to become healthy.
-    Starting,
-    /// Healthy.
-    Running,
-    /// Was healthy; health checks are failing now.
-    Unhealthy,
-    /// Crashed; waiting out the back-off before the next start.
-    BackingOff,
-    /// Failure budget exhausted: no more restarts until an operator asks.
-    Failed,
-    /// SIGTERM sent; waiting for it to exit.
-    Stopping,
-}
-
-/// Flink's `GET /overview`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct FlinkOverview {
-    pub taskmanagers: u32,
-    pub slots_total: u32,
-    pub slots_available: u32,
-    pub jobs_running: u32,
-    pub jobs_finished: u32,
-    pub jobs_cancelled: u32,
-    pub jobs_failed: u32,
-    pub flink_version: String,
 }

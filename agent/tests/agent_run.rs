@@ -1,5 +1,5 @@
 //! The agent as an operator sees it, on a real Flink: start to READY, status agreeing with
-//! Flink, the socket's protections, crash recovery, reloads good and bad, and a clean stop.
+//! Flink, the socket's protections, crash recovery, reloads good and bad, and `shutdown`.
 //! One cluster serves every scenario (a fresh one would prove nothing new), in sequence.
 
 mod common;
@@ -165,9 +165,26 @@ fn agent_runs_a_real_cluster_and_keeps_it_healthy() {
         .unwrap()
         .contains("numberOfTaskSlots: 2"));
 
-    // SIGTERM: exit 0 within the grace period, and no process of either group survives.
+    // `flink-agent shutdown`: Flink is stopped first, then the agent exits 0; no process of
+    // either group survives.
     let groups: Vec<i32> = agent.seen_pgids().to_vec();
-    agent.signal(Signal::SIGTERM);
+    let out = std::process::Command::new(agent_bin())
+        .args(["shutdown", "--socket"])
+        .arg(&agent.socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for g in &groups {
+        assert!(
+            !group_alive(*g),
+            "process group {g} outlived `shutdown`'s answer"
+        );
+    }
     let code = agent.wait_exit(Duration::from_secs(60));
     assert_eq!(code, Some(0), "exit code; log:\n{}", agent.log_text());
     for g in groups {

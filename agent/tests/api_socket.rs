@@ -6,8 +6,13 @@
     reason = "a failed unwrap fails the test with the error it carries"
 )]
 
-use flink_agent::api::{self, ApiRequest, Client, ClientError, Limits, ReloadReport};
+use flink_agent::api::{
+    self, ApiRequest, Client, ClientError, ConfigView, Limits, ReloadError, ReloadReport,
+};
+use flink_agent::config::{ConfigError, FieldError};
 use flink_agent::firewall::FirewallStatus;
+use flink_agent::jobs::{self, Answer, JobError};
+use flink_agent::reconcile::{Outcome, Report};
 use flink_agent::status::AgentStatus;
 use flink_agent::supervisor::Target;
 use nix::unistd::{getegid, geteuid, getgroups, Gid, Group};
@@ -23,8 +28,29 @@ use tokio::task::JoinHandle;
 /// Upper bound for any single step; a step that takes longer is a hang, i.e. a failure.
 const STEP: Duration = Duration::from_secs(10);
 
-const REFUSAL: &str = "advanced.number_of_task_slots: 0 is out of range, use 1 to 64; \
-                       plan.memory_gib: missing, set it to the VM's memory";
+const REFUSAL: &str = "advanced.number_of_task_slots: 0 is out of range, use 1 to 64";
+
+/// What the stand-in daemon answers to a reload.
+#[derive(Clone)]
+enum Reload {
+    Applied(ReloadReport),
+    Refused,
+}
+
+impl Reload {
+    fn answer(&self) -> Result<ReloadReport, ReloadError> {
+        match self {
+            Reload::Applied(report) => Ok(report.clone()),
+            Reload::Refused => Err(ReloadError::Refused(ConfigError::Invalid {
+                path: "agent.toml".into(),
+                errors: vec![FieldError::new(
+                    "advanced.number_of_task_slots",
+                    "0 is out of range, use 1 to 64",
+                )],
+            })),
+        }
+    }
+}
 
 async fn within<F: Future>(what: &str, future: F) -> F::Output {
     match tokio::time::timeout(STEP, future).await {
@@ -64,7 +90,7 @@ struct Served {
 }
 
 impl Served {
-    async fn start(reload: Result<ReloadReport, String>, limits: Limits) -> Served {
+    async fn start(reload: Reload, limits: Limits) -> Served {
         let dir = tempfile::tempdir().unwrap();
         // A missing parent directory is created by `bind`.
         let path = dir.path().join("run/agent.sock");
@@ -97,24 +123,35 @@ impl Served {
     }
 }
 
-async fn answer(
-    mut rx: mpsc::Receiver<ApiRequest>,
-    reload: Result<ReloadReport, String>,
-) -> Vec<Target> {
+async fn answer(mut rx: mpsc::Receiver<ApiRequest>, reload: Reload) -> Vec<Target> {
     let mut restarts = Vec::new();
     while let Some(request) = rx.recv().await {
         match request {
             ApiRequest::Status(reply) => drop(reply.send(sample_status())),
-            ApiRequest::Config(reply) => {
-                drop(reply.send(serde_json::json!({ "taskmanager.numberOfTaskSlots": 1 })))
-            }
-            ApiRequest::Reload(reply) => drop(reply.send(reload.clone())),
+            ApiRequest::Config(reply) => drop(reply.send(ConfigView {
+                revision: "abc123".into(),
+                file: "config.yaml".into(),
+                flink_version: "2.3.0".into(),
+                entries: [("taskmanager.numberOfTaskSlots".to_string(), "1".to_string())].into(),
+            })),
+            ApiRequest::Reload(reply) => drop(reply.send(reload.answer())),
             ApiRequest::Firewall(reply) => drop(reply.send(sample_firewall())),
             ApiRequest::Restart(target, reply) => {
                 restarts.push(target);
                 drop(reply.send(Ok(())));
             }
-            ApiRequest::Jobs(_, reply) => drop(reply.send(Ok(serde_json::json!([])))),
+            ApiRequest::Jobs(command, reply) => drop(reply.send(match command {
+                jobs::Command::List => Ok(Answer::List(Vec::new())),
+                jobs::Command::Deploy(req) => Err(JobError::InvalidName(format!(
+                    "`{}` is not a valid job name",
+                    req.name
+                ))),
+                jobs::Command::Stop(name) | jobs::Command::Start(name) => {
+                    Err(JobError::Unknown { name })
+                }
+                jobs::Command::Delete(name) => Err(JobError::Exists { name }),
+            })),
+            ApiRequest::Shutdown(reply) => drop(reply.send(())),
         }
     }
     restarts
@@ -204,7 +241,7 @@ async fn socket_is_0660_and_owned_by_the_configured_group() {
 
 #[tokio::test]
 async fn a_second_agent_refuses_a_live_socket_and_replaces_a_stale_one() {
-    let served = Served::start(Ok(ReloadReport::default()), Limits::default()).await;
+    let served = Served::start(Reload::Applied(ReloadReport::default()), Limits::default()).await;
 
     let err = api::bind(&served.path, None).await.unwrap_err();
     let pid = std::process::id();
@@ -242,7 +279,7 @@ async fn a_second_agent_refuses_a_live_socket_and_replaces_a_stale_one() {
 #[tokio::test]
 async fn bad_requests_get_4xx_json_errors_and_serving_goes_on() {
     let limits = Limits::default();
-    let served = Served::start(Ok(ReloadReport::default()), limits).await;
+    let served = Served::start(Reload::Applied(ReloadReport::default()), limits).await;
     let oversize = "x".repeat(limits.max_body_bytes + 1);
     let post = |path: &str, body: &str| {
         format!(
@@ -306,7 +343,7 @@ async fn a_silent_client_does_not_stop_others_from_being_served() {
         header_read_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
-    let served = Served::start(Ok(ReloadReport::default()), limits).await;
+    let served = Served::start(Reload::Applied(ReloadReport::default()), limits).await;
     // Silent clients take every connection slot.
     let mut silent = Vec::new();
     for _ in 0..limits.max_connections {
@@ -326,7 +363,7 @@ async fn a_silent_client_does_not_stop_others_from_being_served() {
 
 #[tokio::test]
 async fn a_refused_reload_is_422_with_every_problem() {
-    let served = Served::start(Err(REFUSAL.into()), Limits::default()).await;
+    let served = Served::start(Reload::Refused, Limits::default()).await;
 
     let request =
         "POST /v1/reload HTTP/1.1\r\nHost: l\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
@@ -352,10 +389,17 @@ async fn a_refused_reload_is_422_with_every_problem() {
 async fn reload_restart_and_config_reach_the_daemon() {
     let report = ReloadReport {
         revision: "abc123".into(),
+        changed_keys: vec!["advanced.number_of_task_slots".into()],
+        concerns: vec![Report::new(
+            "supervisor",
+            Outcome::Restarted {
+                processes: vec!["taskmanager".into()],
+            },
+        )],
         restarted: vec!["taskmanager".into()],
         flink_config_changed: true,
     };
-    let served = Served::start(Ok(report.clone()), Limits::default()).await;
+    let served = Served::start(Reload::Applied(report.clone()), Limits::default()).await;
     let client = served.client();
     assert_eq!(within("reload", client.reload()).await.unwrap(), report);
     within("restart", client.restart(Target::TaskManager))
@@ -365,10 +409,57 @@ async fn reload_restart_and_config_reach_the_daemon() {
         .await
         .unwrap();
     let config = within("config", client.config()).await.unwrap();
-    assert_eq!(config["taskmanager.numberOfTaskSlots"], 1);
-    let firewall = within("firewall", client.firewall()).await.unwrap();
+    assert_eq!(config.entries["taskmanager.numberOfTaskSlots"], "1");
+    let firewall: FirewallStatus = within("firewall", client.get_json("/v1/firewall"))
+        .await
+        .unwrap();
     assert_eq!(firewall, sample_firewall());
     assert_eq!(served.stop().await, [Target::TaskManager, Target::All]);
+}
+
+/// Every route the API lists is served (no 404 or 405), and typed errors of the daemon reach
+/// the client with their documented status.
+#[tokio::test]
+async fn every_route_is_served_and_each_error_gets_its_status() {
+    let report = ReloadReport::default();
+    let served = Served::start(Reload::Applied(report), Limits::default()).await;
+    let cases: [(&str, &str, &str, u16); 11] = [
+        ("GET", "/v1/status", "", 200),
+        ("GET", "/v1/config", "", 200),
+        ("GET", "/v1/firewall", "", 200),
+        ("POST", "/v1/reload", "{}", 200),
+        ("POST", "/v1/processes/taskmanager/restart", "{}", 200),
+        ("GET", "/v1/jobs", "", 200),
+        ("POST", "/v1/jobs", r#"{"name":"a b","jar":"/x.jar"}"#, 400),
+        ("POST", "/v1/jobs/nope/stop", "{}", 404),
+        ("POST", "/v1/jobs/nope/start", "{}", 404),
+        ("POST", "/v1/jobs/taken/delete", "{}", 409),
+        ("POST", "/v1/shutdown", "{}", 200),
+    ];
+    for (method, path, body, want) in cases {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: l\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, answer) = raw(&served.path, request.as_bytes()).await;
+        assert_eq!(status, want, "{method} {path}: {answer}");
+    }
+    let (status, body) = raw(
+        &served.path,
+        b"GET /v1/nope HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 404);
+    for (method, path, _, _) in cases {
+        let listed = format!(
+            "{method} {}",
+            path.replace("taskmanager", "{jobmanager|taskmanager|all}")
+                .replace("/nope/", "/{name}/")
+                .replace("/taken/", "/{name}/")
+        );
+        assert!(body.contains(&listed), "{listed} missing from {body}");
+    }
+    served.stop().await;
 }
 
 #[tokio::test]

@@ -8,9 +8,9 @@ mod s3;
 
 use azurite::{az_section, Azurite};
 use flink_agent::checkpoints::layout::{group_checkpoints, job_prefix};
-use flink_agent::checkpoints::status::PendingUpload;
 use flink_agent::checkpoints::{
-    restore_newest, JobNames, Manifest, Origin, Remote, SyncConfig, SyncEngine, UploadSettings,
+    restore_newest, JobNames, Manifest, Origin, PendingUpload, Remote, SyncConfig, SyncEngine,
+    UploadSettings,
 };
 use flink_agent::config::ObjectStoreSection;
 use futures::TryStreamExt;

@@ -237,14 +237,15 @@ impl Machine {
         Machine { dir }
     }
 
-    fn load(&self, extra: &str) -> Result<config::AgentConfig, ConfigError> {
+    /// Loads as the agent and `validate` do: values, the machine, and the desired state.
+    fn load(&self, extra: &str) -> Result<flink_agent::desired::Loaded, ConfigError> {
         let d = self.dir.path().display();
         let text = format!(
             "[flink]\nhome = \"{d}/flink\"\njava_home = \"{d}/jdk\"\ndata_dir = \"{d}/data\"\nlog_dir = \"{d}/log\"\n\n[agent]\nstate_dir = \"{d}/state\"\nsocket = \"{d}/agent.sock\"\n{extra}"
         );
         let path = self.dir.path().join("agent.toml");
         fs::write(&path, text).unwrap();
-        config::load(&path)
+        flink_agent::desired::load(&path, None)
     }
 }
 

@@ -11,9 +11,7 @@ mod s3;
 
 use common::{agent_bin, wait_for, AgentDir};
 use flink_agent::checkpoints::layout::{data_path, manifest_path};
-use flink_agent::checkpoints::metadata;
-use flink_agent::checkpoints::restore::candidates;
-use flink_agent::checkpoints::{Manifest, Remote};
+use flink_agent::checkpoints::{self, candidates, Manifest, Remote};
 use s3::Moto;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -243,7 +241,8 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
                 .filter(|d| *d > from)
         },
     );
-    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    // SIGINT (Ctrl-C) stops Flink with the agent; SIGTERM would leave it for the next agent.
+    agent.signal(nix::sys::signal::Signal::SIGINT);
     agent.wait_exit(Duration::from_secs(60));
     drop(agent);
     std::fs::remove_dir_all(dir.path().join("state")).unwrap();
@@ -285,12 +284,12 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
     // once the job no longer starts from it.
     let remote_id = job["restored_from"]["checkpoint_id"].as_u64().unwrap();
     let third_id = job["flink_job_id"].as_str().unwrap().to_string();
-    let (ok, out, err) = cli(&socket, &["jobs", "stop", "counter"]);
+    let (ok, out, err) = cli(&socket, &["jobs", "--json", "stop", "counter"]);
     assert!(ok && out.contains("savepoint"), "{out}{err}");
     // The savepoint becomes the newest durable checkpoint, for a node that replaces this one.
     let stopped: serde_json::Value = serde_json::from_str(&out).unwrap();
     let location = stopped["savepoint"].as_str().unwrap();
-    let savepoint_id = metadata::checkpoint_id(metadata::local_dir(location)).unwrap();
+    let savepoint_id = checkpoints::checkpoint_id(checkpoints::local_dir(location)).unwrap();
     wait_for(
         "the savepoint durable in object storage",
         Duration::from_secs(30),
@@ -302,7 +301,7 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
     let lines_before = line_count(&counts);
     let (ok, out, err) = cli(&socket, &["jobs", "start", "counter"]);
     assert!(
-        ok && out.contains("\"source\": \"savepoint\""),
+        ok && out.contains("started from checkpoint") && out.contains("(savepoint)"),
         "{out}{err}"
     );
     let job = wait_for(

@@ -1,75 +1,60 @@
-//! The supervisor against a real Flink: start, crash recovery of each process, a TaskManager
-//! that can never start, an operator restart after the fix, and a clean shutdown. One test on
-//! one cluster, in sequence: two JVMs are all this machine (2 cores) can take at once.
+//! The supervisor against a real Flink, launched from the agent's own desired state (rendered
+//! config, fingerprints): start, crash recovery of each process, a TaskManager that can never
+//! start, an operator restart after the fix, then what an agent restart means for it: detach,
+//! adoption by a new supervisor (same pids, no restart), a crash of an adopted JobManager, a
+//! stale state file whose pid now belongs to another program, and the final stop. One cluster,
+//! in sequence: two JVMs are all this machine (2 cores) can take at once.
 
-use flink_agent::config::SupervisorSection;
-use flink_agent::flinkconf::RestartSet;
+mod common;
+
+use flink_agent::config::{AgentConfig, SupervisorSection};
+use flink_agent::desired::{self, Desired};
+use flink_agent::flinkconf::{self, FlinkVersion};
 use flink_agent::flinkrest::FlinkRest;
-use flink_agent::status::{ProcessState, ProcessStatus};
-use flink_agent::supervisor::{self, LaunchSpec, SupervisorEvent, SupervisorHandle, Target};
+use flink_agent::supervisor::{
+    self, Placement, ProcessState, ProcessStatus, SupervisorEvent, SupervisorHandle, Target,
+};
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const REST_PORT: u16 = 18181;
 const SLOTS: u32 = 2;
 
-fn flink_home() -> PathBuf {
-    let home = PathBuf::from(
-        std::env::var("FLINK_HOME")
-            .unwrap_or_else(|_| "/root/.cache/flink-agent/flink-2.3.0/pyflink".to_string()),
-    );
-    assert!(
-        home.join("bin/jobmanager.sh").exists(),
-        "no Flink distribution at {}; run tests/setup/flink.sh and set FLINK_HOME to what it prints",
-        home.display()
-    );
-    home
+/// The agent's config for this test: its own dirs and ports, small back-offs.
+fn config(dir: &Path) -> AgentConfig {
+    let ports = common::Ports::for_slot(4);
+    let mut c: AgentConfig = toml::from_str(&ports.toml()).expect("ports parse");
+    c.agent.state_dir = dir.join("state");
+    c.agent.socket = dir.join("agent.sock");
+    c.flink.home = common::flink_home();
+    c.flink.java_home = common::java_home();
+    c.flink.data_dir = dir.join("data");
+    c.flink.log_dir = dir.join("log");
+    c.advanced.number_of_task_slots = SLOTS;
+    c.firewall.enabled = false;
+    c.supervisor = SupervisorSection {
+        start_timeout_secs: 120,
+        health_interval_ms: 500,
+        backoff_initial_ms: 200,
+        backoff_max_ms: 1_000,
+        max_restarts: 1,
+        restart_window_secs: 300,
+        stop_grace_secs: 10,
+    };
+    c
 }
 
-/// A conf dir like the agent renders: the distribution's logging files plus a config.yaml with
-/// this test's ports, small memory, and `extra` lines appended. `heartbeat.timeout` is lowered
-/// because a TaskManager only notices a dead JobManager (and re-registers with its successor)
-/// when the heartbeat times out: 50 s by default.
-fn write_conf(dir: &Path, home: &Path, extra: &str) {
-    std::fs::create_dir_all(dir).expect("conf dir");
-    for entry in std::fs::read_dir(home.join("conf")).expect("dist conf") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().expect("name").to_owned();
-        if name != "config.yaml" {
-            std::fs::copy(&path, dir.join(name)).expect("copy conf file");
-        }
-    }
-    // Java 17 needs the distribution's --add-opens list.
-    let dist = std::fs::read_to_string(home.join("conf/config.yaml")).expect("dist config");
-    let java_opts = dist
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("all: "))
-        .expect("env.java.opts.all in the distribution's config.yaml");
-    let config = format!(
-        "env.java.opts.all: {java_opts}\n\
-         jobmanager.bind-host: 127.0.0.1\n\
-         jobmanager.rpc.address: 127.0.0.1\n\
-         jobmanager.rpc.port: 18123\n\
-         jobmanager.memory.process.size: 1024m\n\
-         taskmanager.bind-host: 127.0.0.1\n\
-         taskmanager.host: 127.0.0.1\n\
-         taskmanager.rpc.port: 18124\n\
-         taskmanager.data.port: 18126\n\
-         taskmanager.numberOfTaskSlots: {SLOTS}\n\
-         taskmanager.memory.process.size: 1024m\n\
-         blob.server.port: 18125\n\
-         rest.address: 127.0.0.1\n\
-         rest.bind-address: 127.0.0.1\n\
-         rest.port: {REST_PORT}\n\
-         heartbeat.timeout: 20000\n\
-         {extra}\n"
-    );
-    std::fs::write(dir.join("config.yaml"), config).expect("config.yaml");
+/// What the agent would run for `c`, with its files prepared as the agent prepares them.
+fn desired(c: &AgentConfig) -> Desired {
+    let version = flinkconf::detect_version(&c.flink.home).expect("Flink version");
+    assert!(version >= FlinkVersion::new(1, 19, 0));
+    let d = desired::derive(c, version).expect("valid config");
+    flinkconf::prepare(&d.flink).expect("prepare");
+    d
 }
 
 /// Kills every process group the test has seen, also when an assertion fails midway.
@@ -143,8 +128,23 @@ async fn wait_for(
     }
 }
 
+type EventLog = Arc<Mutex<Vec<(Instant, SupervisorEvent)>>>;
+
+/// Collects the supervisor's events with the time they were seen.
+fn record(handle: &SupervisorHandle) -> EventLog {
+    let mut events = handle.events();
+    let log: EventLog = Arc::default();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            sink.lock().expect("lock").push((Instant::now(), event));
+        }
+    });
+    log
+}
+
 /// When the supervisor emitted `event` (waiting briefly: the collector runs concurrently).
-async fn seen_at(log: &Mutex<Vec<(Instant, SupervisorEvent)>>, event: SupervisorEvent) -> Instant {
+async fn seen_at(log: &EventLog, event: SupervisorEvent) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let found = log
@@ -173,50 +173,15 @@ fn supervises_a_real_flink_cluster() {
 }
 
 async fn scenarios(reaper: &Reaper) {
-    let home = flink_home();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let good_conf = tmp.path().join("conf");
-    let broken_conf = tmp.path().join("conf-broken");
-    write_conf(&good_conf, &home, "");
-    // The scripts add -XX:+IgnoreUnrecognizedVMOptions, so an unknown -XX flag would be ignored;
-    // a malformed value of a known one is not.
-    write_conf(
-        &broken_conf,
-        &home,
-        "env.java.opts.taskmanager: -XX:MaxHeapSize=broken",
-    );
-    let log_dir = tmp.path().join("log");
-    std::fs::create_dir_all(&log_dir).expect("log dir");
-    let spec = LaunchSpec {
-        flink_home: home.clone(),
-        java_home: PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64"),
-        conf_dir: good_conf.clone(),
-        log_dir,
-        user: None,
-        rest_url: format!("http://127.0.0.1:{REST_PORT}"),
-        expected_slots: SLOTS,
-        settings: SupervisorSection {
-            start_timeout_secs: 120,
-            health_interval_ms: 500,
-            backoff_initial_ms: 200,
-            backoff_max_ms: 1_000,
-            max_restarts: 1,
-            restart_window_secs: 300,
-            stop_grace_secs: 10,
-        },
-    };
-    let rest = FlinkRest::new(&spec.rest_url).expect("client");
+    let cfg = config(tmp.path());
+    let good = desired(&cfg);
+    let state_dir = cfg.agent.state_dir.clone();
+    let rest = FlinkRest::new(&good.endpoint).expect("client");
 
     let started = Instant::now();
-    let handle = supervisor::spawn(spec.clone());
-    let mut events = handle.events();
-    let log: Arc<Mutex<Vec<(Instant, SupervisorEvent)>>> = Arc::default();
-    let sink = log.clone();
-    tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
-            sink.lock().expect("lock").push((Instant::now(), event));
-        }
-    });
+    let handle = supervisor::spawn(good.launch.clone(), &state_dir, Placement::Session);
+    let log = record(&handle);
     let has = |event: SupervisorEvent| seen_at(&log, event);
 
     // 1. Start: both healthy, READY, and Flink agrees (1 TaskManager with the slots).
@@ -238,12 +203,19 @@ async fn scenarios(reaper: &Reaper) {
         supervisor::summary(&up),
         format!("jobmanager running (pid {jm_pid}), taskmanager running (pid {tm_pid})")
     );
+    for pid in [jm_pid, tm_pid] {
+        assert_eq!(
+            flink_agent::procfs::session(pid).expect("session"),
+            pid,
+            "each Flink process leads its own session, out of the agent's reach"
+        );
+    }
 
     // What Flink's scripts exec'd, and what the supervisor learned from that once healthy.
     let script_tm = proc_launch(tm_pid);
     let script_jm = proc_launch(jm_pid);
     for name in ["jobmanager", "taskmanager"] {
-        let learned = good_conf.with_file_name(format!("conf.jvm/{name}.json"));
+        let learned = state_dir.join(format!("flink-conf.jvm/{name}.json"));
         assert!(learned.is_file(), "{} was not learned", learned.display());
     }
 
@@ -265,8 +237,9 @@ async fn scenarios(reaper: &Reaper) {
     assert_eq!(tm.last_exit.as_deref(), Some("killed by signal 9"));
     assert!(group_gone(tm_pid), "the killed TaskManager's group is gone");
     has(SupervisorEvent::ProcessExited {
-        name: "taskmanager".into(),
+        name: "taskmanager",
         how: "killed by signal 9".into(),
+        expected: false,
     })
     .await;
     let listed = rest.taskmanagers().await.expect("taskmanagers");
@@ -280,14 +253,6 @@ async fn scenarios(reaper: &Reaper) {
     let without_id = |argv: &[String]| argv[..argv.len() - 1].to_vec();
     assert_eq!(without_id(&direct_tm.0), without_id(&script_tm.0));
     assert_ne!(direct_tm.0.last(), script_tm.0.last(), "a new resource id");
-    assert!(
-        direct_tm
-            .0
-            .last()
-            .is_some_and(|a| a.starts_with("taskmanager.resource-id=")),
-        "{:?}",
-        direct_tm.0
-    );
 
     // 3. kill -9 the JobManager: restarted (generation 2) from the learned command (it is the
     //    JVM from its first moment, no script); the TaskManager re-registers with it without
@@ -298,7 +263,11 @@ async fn scenarios(reaper: &Reaper) {
         let jm = find(&handle.statuses(), "jobmanager").pid;
         if let Some(pid) = jm.filter(|p| *p != jm_pid) {
             reaper.remember(&handle.statuses());
-            break proc_launch(pid);
+            // Past the gate: the process has become the JVM.
+            let launch = proc_launch(pid);
+            if launch.0.first().is_some_and(|a| a.ends_with("/java")) {
+                break launch;
+            }
         }
         assert!(
             t.elapsed() < Duration::from_secs(30),
@@ -314,12 +283,10 @@ async fn scenarios(reaper: &Reaper) {
         both_running(s) && find(s, "jobmanager").restarts == 1
     })
     .await;
-    let both_at = Instant::now();
     let jm_healthy = has(SupervisorEvent::JobManagerHealthy { generation: 2 }).await;
     println!(
-        "jobmanager kill -9: {:.1} s to healthy, {:.1} s to both healthy",
-        (jm_healthy - t).as_secs_f64(),
-        (both_at - t).as_secs_f64()
+        "jobmanager kill -9: {:.1} s to healthy",
+        (jm_healthy - t).as_secs_f64()
     );
     has(SupervisorEvent::JobManagerStarted { generation: 2 }).await;
     let tm = find(&after, "taskmanager");
@@ -328,25 +295,22 @@ async fn scenarios(reaper: &Reaper) {
         (Some(tm_pid), 1),
         "TaskManager kept running"
     );
-    let overview = rest.overview().await.expect("overview");
-    assert_eq!((overview.taskmanagers, overview.slots_total), (1, SLOTS));
     let jm_pid = find(&after, "jobmanager").pid.expect("jm pid");
 
-    // 4. A TaskManager that fails on every start: failed after the budget (1 restart), with
-    //    the reason; the JobManager stays up.
-    let broken = LaunchSpec {
-        conf_dir: broken_conf,
-        ..spec.clone()
-    };
-    handle
-        .apply(
-            broken,
-            RestartSet {
-                jobmanager: false,
-                taskmanager: true,
-            },
-        )
-        .await;
+    // 4. A TaskManager that fails on every start (a TaskManager-only key: the JobManager is not
+    //    touched): failed after the budget (1 restart), with the reason.
+    let mut broken_cfg = cfg.clone();
+    // The scripts add -XX:+IgnoreUnrecognizedVMOptions, so an unknown -XX flag would be
+    // ignored; a malformed value of a known one is not.
+    broken_cfg.advanced.flink_config.insert(
+        "env.java.opts.taskmanager".into(),
+        "-XX:MaxHeapSize=broken".into(),
+    );
+    let broken = desired(&broken_cfg);
+    assert_eq!(
+        handle.apply(broken.launch.clone()).await.expect("applied"),
+        Some(Target::TaskManager)
+    );
     let failed = wait_for(&handle, reaper, 150, "taskmanager failed", |s| {
         find(s, "taskmanager").state == ProcessState::Failed
     })
@@ -365,28 +329,102 @@ async fn scenarios(reaper: &Reaper) {
         !*handle.ready().borrow(),
         "not ready with a failed TaskManager"
     );
-    assert!(supervisor::summary(&failed).contains("taskmanager failed: crashed 2 times"));
-    rest.overview().await.expect("the JobManager still answers");
-
-    // 5. The operator fixes the config and restarts: a fresh budget, running again.
-    handle.apply(spec.clone(), RestartSet::default()).await;
-    handle
-        .restart(Target::TaskManager)
-        .await
-        .expect("restart accepted");
-    wait_for(
-        &handle,
-        reaper,
-        150,
-        "taskmanager back after restart",
-        both_running,
-    )
+    has(SupervisorEvent::ProcessFailed {
+        name: "taskmanager",
+        reason: reason.to_string(),
+    })
     .await;
 
-    // 6. Shutdown: TaskManager then JobManager; no process of any group we saw survives.
+    // 5. The operator fixes the config and reloads: the failed TaskManager runs again.
+    let good = desired(&cfg);
+    assert_eq!(
+        handle.apply(good.launch.clone()).await.expect("applied"),
+        Some(Target::TaskManager),
+        "a failed process restarts once its config changes"
+    );
+    let up = wait_for(&handle, reaper, 150, "taskmanager back", both_running).await;
+    let jm_pid = find(&up, "jobmanager").pid.expect("jm pid");
+    let tm_pid = find(&up, "taskmanager").pid.expect("tm pid");
+
+    // 6. The agent goes away (SIGTERM, upgrade, crash): supervision ends, Flink does not.
+    handle.detach().await;
+    assert!(
+        !group_gone(jm_pid) && !group_gone(tm_pid),
+        "Flink kept running"
+    );
+    // A new agent adopts both: same pids, healthy at once, nothing restarted, real uptime.
     let t = Instant::now();
-    handle.shutdown().await;
-    println!("shutdown: {:.1} s", t.elapsed().as_secs_f64());
+    let handle = supervisor::spawn(good.launch.clone(), &state_dir, Placement::Session);
+    let log = record(&handle);
+    let adopted = wait_for(&handle, reaper, 30, "adopted and healthy", both_running).await;
+    println!(
+        "adoption: {:.2} s from spawn to both healthy",
+        t.elapsed().as_secs_f64()
+    );
+    for (name, pid) in [("jobmanager", jm_pid), ("taskmanager", tm_pid)] {
+        let p = find(&adopted, name);
+        assert_eq!(
+            (p.pid, p.adopted, p.restarts),
+            (Some(pid), true, 0),
+            "{p:?}"
+        );
+        assert!(
+            p.uptime_secs
+                .is_some_and(|u| u as f64 >= t.elapsed().as_secs_f64()),
+            "{name}: the uptime is the process's, not the agent's: {p:?}"
+        );
+    }
+    // The same JobManager: the same generation (the jobs check it, and find nothing missing).
+    seen_at(&log, SupervisorEvent::JobManagerHealthy { generation: 2 }).await;
+
+    // 7. An adopted JobManager that crashes is noticed (it is not the agent's child) and handled
+    //    as always: restarted, the TaskManager re-registers.
+    signal::kill(Pid::from_raw(jm_pid), Signal::SIGKILL).expect("kill adopted jm");
+    let after = wait_for(&handle, reaper, 150, "adopted jobmanager replaced", |s| {
+        both_running(s) && find(s, "jobmanager").pid.is_some_and(|p| p != jm_pid)
+    })
+    .await;
+    assert!(find(&after, "jobmanager")
+        .last_exit
+        .as_deref()
+        .is_some_and(|e| e.contains("adopted")));
+    seen_at(&log, SupervisorEvent::JobManagerHealthy { generation: 3 }).await;
+    assert_eq!(find(&after, "taskmanager").pid, Some(tm_pid));
+    let jm_pid = find(&after, "jobmanager").pid.expect("jm pid");
+
+    // 8. A stale state file: the recorded JobManager pid now belongs to another program. It
+    //    is not adopted (nor killed); a fresh JobManager starts.
+    handle.detach().await;
+    signal::killpg(Pid::from_raw(jm_pid), Signal::SIGKILL).expect("kill jm");
+    let mut other = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("another program");
+    let other_pid = other.id() as i32;
+    let state_file = state_dir.join("supervisor.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).expect("state")).expect("json");
+    state["jobmanager"]["identity"] = serde_json::to_value(
+        flink_agent::procfs::ProcessIdentity::of(other_pid).expect("identity"),
+    )
+    .expect("json");
+    std::fs::write(&state_file, serde_json::to_vec(&state).expect("json")).expect("write");
+    let handle = supervisor::spawn(good.launch.clone(), &state_dir, Placement::Session);
+    let fresh = wait_for(&handle, reaper, 150, "fresh jobmanager", both_running).await;
+    let jm = find(&fresh, "jobmanager");
+    assert!(!jm.adopted && jm.pid != Some(other_pid), "{jm:?}");
+    assert_eq!(
+        other.try_wait().expect("wait"),
+        None,
+        "the other program was left alone"
+    );
+    other.kill().expect("kill sleep");
+    other.wait().expect("reap sleep");
+
+    // 9. Stop: TaskManager then JobManager; no process of any group we saw survives.
+    let t = Instant::now();
+    handle.stop().await;
+    println!("stop: {:.1} s", t.elapsed().as_secs_f64());
     let stopped = handle.statuses();
     assert!(
         stopped
@@ -395,13 +433,10 @@ async fn scenarios(reaper: &Reaper) {
         "{stopped:#?}"
     );
     for pgid in reaper.seen() {
-        assert!(
-            group_gone(pgid),
-            "process group {pgid} survived the shutdown"
-        );
+        assert!(group_gone(pgid), "process group {pgid} survived the stop");
     }
     assert!(
         handle.restart(Target::All).await.is_err(),
-        "a shut-down supervisor refuses work"
+        "a stopped supervisor refuses work"
     );
 }

@@ -1,8 +1,8 @@
-//! The API client the CLI (and later the firewall and jobs commands) use: one HTTP/1.1 request
-//! per connection over the agent's Unix socket. Every failure is turned into a sentence that
-//! tells the operator what to do, since the CLI prints it as is.
+//! The API client the CLI uses: one HTTP/1.1 request per connection over the agent's Unix
+//! socket. Every failure is turned into a sentence that tells the operator what to do, since the
+//! CLI prints it as is.
 
-use crate::api::{ErrorBody, NoParams, ReloadReport};
+use crate::api::{ConfigView, ErrorBody, NoParams, ReloadReport};
 use crate::status::AgentStatus;
 use crate::supervisor::Target;
 use bytes::Bytes;
@@ -77,13 +77,14 @@ impl Client {
     }
 
     /// The rendered Flink configuration in force, secrets redacted.
-    pub async fn config(&self) -> Result<serde_json::Value, ClientError> {
+    pub async fn config(&self) -> Result<ConfigView, ClientError> {
         self.get_json("/v1/config").await
     }
 
-    /// The firewall loop's view: in sync, repairs, last drift, why it is not enforced.
-    pub async fn firewall(&self) -> Result<crate::firewall::FirewallStatus, ClientError> {
-        self.get_json("/v1/firewall").await
+    /// Stops Flink on the node (TaskManager, then JobManager), then the agent.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.post_json("/v1/shutdown", &NoParams {}).await?;
+        Ok(())
     }
 
     /// Asks the agent to re-read its configuration; a refusal carries every problem found.

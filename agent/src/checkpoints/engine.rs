@@ -32,37 +32,6 @@ pub struct SyncConfig {
     pub backoff_max: Duration,
 }
 
-impl SyncConfig {
-    /// Derives the engine's settings; decides where staging lives (see [`super::local::staging_root`]).
-    pub fn from_agent(
-        config: &crate::config::AgentConfig,
-        flink_version: &str,
-    ) -> std::io::Result<Self> {
-        let c = &config.checkpoints;
-        Ok(Self {
-            origin: Origin {
-                cluster_id: config.cluster.id.clone(),
-                flink_version: flink_version.to_string(),
-            },
-            checkpoints_dir: config.flink.data_dir.join("checkpoints"),
-            staging_root: super::local::staging_root(
-                &config.agent.state_dir,
-                &config.flink.data_dir,
-            )?,
-            retain: c.retain as usize,
-            rescan_interval: Duration::from_secs(c.rescan_interval_secs),
-            orphan_grace: Duration::from_secs(c.orphan_grace_secs),
-            alert_after_failures: c.alert_after_failures,
-            upload: UploadSettings {
-                concurrency: c.upload_concurrency,
-                ..UploadSettings::default()
-            },
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
-        })
-    }
-}
-
 /// Flink job id → declared job name (the remote directory). Undeclared jobs go under their
 /// Flink job id, so their checkpoints are still durable.
 #[derive(Debug, Clone, Default)]

@@ -75,6 +75,16 @@ impl Errors {
         self.0.push(FieldError::new(path, message));
     }
 
+    /// Adds `more`, except problems of keys that already have one: a refused value was
+    /// replaced by its default, so later checks of that key would only confuse.
+    pub fn extend_fresh(&mut self, more: impl IntoIterator<Item = FieldError>) {
+        let fresh: Vec<FieldError> = more
+            .into_iter()
+            .filter(|n| !self.0.iter().any(|o| o.path == n.path))
+            .collect();
+        self.0.extend(fresh);
+    }
+
     /// Checks `lo <= value <= hi` and explains the range otherwise.
     pub fn range<T: PartialOrd + fmt::Display>(
         &mut self,

@@ -1,6 +1,7 @@
-//! `[firewall]`: the node's nftables rules for Flink. The schema lives here; what the values
-//! mean (peer and client sets, ports) is decided by [`crate::firewall::Policy`], which is also
-//! what validates them, so the check and the rules can never disagree.
+//! `[firewall]`: the node's nftables rules for Flink. The schema and the value checks live here;
+//! what the values mean together (peer and client sets, ports) is decided by the firewall's own
+//! policy when the desired state is derived, which also reports its problems, so the check and
+//! the rules can never disagree.
 
 use super::{AgentConfig, Errors};
 use serde::{Deserialize, Serialize};
@@ -86,10 +87,5 @@ pub fn validate(c: &AgentConfig, e: &mut Errors) {
                 f.table
             ),
         );
-    }
-    if f.enabled {
-        if let Err(errors) = crate::firewall::Policy::from_config(c) {
-            e.0.extend(errors);
-        }
     }
 }

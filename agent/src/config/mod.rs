@@ -7,12 +7,14 @@
 //! 2. semantic: ranges, cross-field rules, owned Flink keys, and the environment (Flink home,
 //!    Java, user) are checked by [`validate`], again collecting everything.
 
+mod diff;
 mod error;
 mod firewall;
 mod sections;
 mod storage;
 mod validate;
 
+pub use diff::changed_keys;
 pub use error::{ConfigError, Errors, FieldError};
 pub use firewall::{FirewallSection, ManagementSection};
 pub use sections::*;
@@ -27,10 +29,28 @@ use std::path::Path;
 
 /// Reads, parses and fully validates (including the environment) a configuration file.
 pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-    let (config, mut errors) = read_and_parse(path)?;
+    let text = read(path)?;
+    let (config, errors) = check(path, &text)?;
+    into_result(config, errors, path.display().to_string())
+}
+
+/// Parses `text`, the content of `path` (relative paths are taken relative to its directory),
+/// and checks its values and the machine, collecting every problem. Fails early only when the
+/// text is not TOML; the config returned holds defaults where a value was refused.
+pub fn check(path: &Path, text: &str) -> Result<(AgentConfig, Errors), ConfigError> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let (config, mut errors) = parse_collect(text, &path.display().to_string(), Some(base))?;
     check_environment(&config, &mut errors);
     storage::check_credentials_file(&config.object_store, &mut errors);
-    into_result(config, errors, path.display().to_string())
+    Ok((config, errors))
+}
+
+/// The file's content, or the error naming it.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Reads and parses a file with value checks only (no environment checks): enough for the
@@ -67,12 +87,10 @@ pub fn socket_path(path: &Path) -> Result<std::path::PathBuf, ConfigError> {
 }
 
 /// Reads a file and parses it with paths relative to its directory, so a checked-in demo
-/// config works from any checkout location.
-fn read_and_parse(path: &Path) -> Result<(AgentConfig, Errors), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+/// config works from any checkout location. Value problems are collected, not returned as an
+/// error (only a file that is not TOML is).
+pub fn read_and_parse(path: &Path) -> Result<(AgentConfig, Errors), ConfigError> {
+    let text = read(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse_collect(&text, &path.display().to_string(), Some(base))
 }

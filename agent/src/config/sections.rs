@@ -172,7 +172,7 @@ impl PortsSection {
 pub struct PlanSection {
     /// VM memory in MiB (plans: 4096 to 32768).
     pub memory_mib: u32,
-    /// VM vCPUs (plans: 2 to 8).
+    /// VM vCPUs (plans: 2 to 8): the TaskManager's CPU resource (`taskmanager.cpu.cores`).
     pub vcpus: u32,
 }
 

@@ -40,6 +40,7 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("execution.checkpointing.incremental", "the agent needs self-contained checkpoints"),
     ("jobmanager.memory.", "memory is derived from plan.memory_mib"),
     ("taskmanager.memory.", "memory is derived from plan.memory_mib"),
+    ("taskmanager.cpu.cores", "set plan.vcpus"),
     ("heartbeat.timeout", "the agent sets it so TaskManagers re-register quickly after a JobManager restart"),
     ("heartbeat.interval", "the agent sets it so TaskManagers re-register quickly after a JobManager restart"),
     ("cluster.registration.error-delay", "the agent sets it so TaskManagers re-register quickly after a JobManager restart"),
@@ -390,16 +391,9 @@ fn validate_supervisor(c: &AgentConfig, e: &mut Errors) {
 /// Checks against the machine: Flink and Java installed, the run-as user exists. A key that
 /// already has a value error (e.g. a wrong type, so its default was used) is not checked again.
 pub fn check_environment(c: &AgentConfig, e: &mut Errors) {
-    let before = e.0.len();
-    check_machine(c, e);
-    let (old, new) = e.0.split_at(before);
-    let fresh: Vec<_> = new
-        .iter()
-        .filter(|n| !old.iter().any(|o| o.path == n.path))
-        .cloned()
-        .collect();
-    e.0.truncate(before);
-    e.0.extend(fresh);
+    let mut found = Errors::default();
+    check_machine(c, &mut found);
+    e.extend_fresh(found.0);
 }
 
 fn check_machine(c: &AgentConfig, e: &mut Errors) {
@@ -412,28 +406,6 @@ fn check_machine(c: &AgentConfig, e: &mut Errors) {
                 home.display()
             ),
         );
-    } else {
-        match crate::flinkconf::detect_version(home) {
-            Err(_) => e.push(
-                "flink.home",
-                format!(
-                    "{} has no lib/flink-dist-*.jar, so the Flink version cannot be told; is the distribution complete?",
-                    home.display()
-                ),
-            ),
-            // flink-conf.yaml (Flink <= 1.18) has no quoting: a '#' starts a comment anywhere.
-            Ok(version) if !version.uses_config_yaml() => {
-                for (key, value) in &c.advanced.flink_config {
-                    if value.contains('#') {
-                        e.push(
-                            format!("advanced.flink_config.\"{key}\""),
-                            format!("Flink {version} reads flink-conf.yaml, where '#' starts a comment and would cut this value short; remove the '#' or use Flink 1.19 or later"),
-                        );
-                    }
-                }
-            }
-            Ok(_) => {}
-        }
     }
     if !is_executable(&c.flink.java_home.join("bin/java")) {
         e.push(

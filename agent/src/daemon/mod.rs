@@ -1,113 +1,165 @@
-//! The agent's main loop: one task owns the state; signals, API requests, supervisor changes
-//! and timers arrive as events. Slow work (restarts during a reload) runs in spawned tasks so
-//! the loop keeps feeding systemd's watchdog — a hung loop is exactly what the watchdog is for.
+//! The agent's main loop: one task owns the state; signals, API requests, supervisor events and
+//! timers arrive as events. Slow work (a reload, job operations) runs in spawned tasks so the
+//! loop keeps feeding systemd's watchdog — a hung loop is exactly what the watchdog is for.
+//!
+//! Start-up derives the desired state, brings up each concern in dependency order (API socket,
+//! Flink's files, the firewall — applied before any Flink port can open —, the supervisor,
+//! which adopts the processes an earlier agent left running, checkpoint sync, jobs), then
+//! loops. How it ends decides Flink's fate: SIGTERM (systemd stop or restart, upgrade) leaves
+//! Flink running for the next agent; SIGINT (Ctrl-C in a terminal) and `flink-agent shutdown`
+//! stop Flink first.
 
-mod prepare;
+mod concerns;
+mod overview;
 mod reload;
+mod status;
 
-pub use prepare::{launch_spec, prepare, PrepareError, Prepared};
-pub use reload::{needs_agent_restart, restart_set};
-
-use crate::api::{self, ApiRequest, ReloadReport};
-use crate::config::{self, AgentConfig};
-use crate::firewall::{self, FirewallHandle};
+use crate::api::{self, ApiRequest, ConfigView};
+use crate::checkpoints::{JobNames, Sync, SyncError};
+use crate::config::ConfigError;
+use crate::desired::{self, Loaded};
+use crate::firewall;
 use crate::flinkconf;
+use crate::flinkrest::FlinkRestError;
+use crate::jobs;
 use crate::sdnotify::{notify, watchdog_period};
-use crate::status::{AgentStatus, ConfigStatus, FlinkOverview};
-use crate::supervisor::{self, SupervisorEvent, SupervisorHandle};
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use crate::supervisor::{self, Placement, SupervisorEvent};
+use concerns::Concern;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// How long start-up waits for the first firewall apply before it starts Flink anyway (the
+/// status then says the firewall is not enforced, and why).
+const FIRST_FIREWALL_APPLY: Duration = Duration::from_secs(30);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The configuration is invalid; every problem is listed.
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] ConfigError),
     /// Flink's files could not be prepared.
     #[error(transparent)]
-    Prepare(#[from] PrepareError),
+    Prepare(#[from] flinkconf::PrepareError),
     /// The API socket could not be bound (for instance another agent serves it).
     #[error(transparent)]
     Api(#[from] api::server::ApiError),
     /// The object store or checkpoint staging could not be set up.
     #[error(transparent)]
-    Checkpoints(#[from] crate::jobs::ServiceError),
+    Sync(#[from] SyncError),
+    /// The jobs' Flink client could not be built.
+    #[error(transparent)]
+    Jobs(#[from] FlinkRestError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// A start-up step panicked.
+    #[error("start-up failed: {0}")]
+    Task(String),
 }
 
-/// The config in force and what was derived from it.
-struct InForce {
-    config: AgentConfig,
-    prepared: Prepared,
-    revision: String,
-    loaded_at: u64,
+/// What ends the loop.
+enum Ending {
+    /// Leave Flink running for the next agent (SIGTERM).
+    Detach,
+    /// Stop Flink, then the agent; answer the request that asked once done, if any.
+    StopFlink(Option<oneshot::Sender<()>>),
 }
-
-/// Outcome of a reload task, sent back to the loop.
-type ReloadReply = oneshot::Sender<Result<ReloadReport, String>>;
 
 /// The loop's state.
 struct Daemon {
-    config_path: PathBuf,
-    in_force: InForce,
-    supervisor: SupervisorHandle,
-    firewall: FirewallHandle,
-    overview: watch::Receiver<Option<FlinkOverview>>,
-    last_reload_error: Option<String>,
-    last_error: Option<String>,
-    reloading: bool,
-    reload_done: mpsc::Sender<()>,
-    /// Checkpoint sync and declared jobs.
-    jobs: crate::jobs::Service,
+    in_force: Loaded,
+    concerns: Arc<tokio::sync::Mutex<Vec<Box<dyn Concern>>>>,
+    supervisor: supervisor::SupervisorHandle,
+    sync: Sync,
+    jobs: jobs::Service,
+    firewall: firewall::StatusReader,
+    overview: watch::Receiver<Option<crate::flinkrest::FlinkOverview>>,
+    problems: status::Problems,
+    reloads: mpsc::Sender<reload::Done>,
 }
 
-/// Runs the agent until SIGTERM/SIGINT. Returns after Flink is stopped and the socket removed.
+/// Runs the agent until SIGTERM (Flink keeps running), SIGINT or a shutdown request (Flink is
+/// stopped first). Returns once the socket is removed.
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let config_path = std::path::absolute(config_path).unwrap_or_else(|_| config_path.into());
-    let in_force = load_in_force(&config_path)?;
-    let cfg = &in_force.config;
+    let loaded = desired::load(&config_path, None)?;
+    let d = loaded.desired.clone();
     log::info!(
         "flink-agent {} starting: node {} of cluster {}, Flink {} at {}, config revision {}",
         env!("CARGO_PKG_VERSION"),
-        cfg.node.id,
-        cfg.cluster.id,
-        in_force.prepared.version,
-        cfg.flink.home.display(),
-        in_force.revision
+        d.identity.node_id,
+        d.identity.cluster_id,
+        d.flink.version,
+        d.flink.flink_home.display(),
+        loaded.revision
     );
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let listener = api::server::bind(&cfg.agent.socket, cfg.agent.socket_group.as_deref()).await?;
+    // First: another agent serving this socket means another agent owns this node's Flink.
+    let listener = api::server::bind(&d.agent.socket, d.agent.socket_group.as_deref()).await?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiRequest>(64);
     let (api_stop, api_stopped) = oneshot::channel::<()>();
     let api_task = tokio::spawn(api::server::serve(listener, api_tx, async move {
         let _ = api_stopped.await;
     }));
 
-    let jobs = crate::jobs::Service::start(cfg, &in_force.prepared.version.to_string()).await?;
-    // Before Flink starts, so its ports are never open unfiltered.
-    let firewall = firewall::spawn(cfg);
-    let supervisor = supervisor::spawn(launch_spec(cfg));
-    let overview = spawn_overview_poller(launch_spec(cfg).rest_url, supervisor.ready());
-    let (reload_done, mut reload_done_rx) = mpsc::channel(4);
+    let files = d.flink.clone();
+    tokio::task::spawn_blocking(move || flinkconf::prepare(&files))
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))??;
+    let (firewall, applied) = firewall::spawn(d.firewall.clone());
+    match tokio::time::timeout(FIRST_FIREWALL_APPLY, applied).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => log::error!("firewall: {e}; starting Flink without it"),
+        _ => log::error!("firewall: no answer from nftables; starting Flink without it"),
+    }
+    let placement = Placement::detect().await;
+    let supervisor = supervisor::spawn(d.launch.clone(), &d.agent.state_dir, placement);
+    let sync = Sync::start(d.sync.clone(), JobNames::default())?;
+    let jobs = jobs::Service::start(d.jobs.clone(), sync.clone())?;
+    let (endpoint, endpoint_rx) = watch::channel(d.endpoint.clone());
+    let overview = overview::spawn(endpoint_rx, supervisor.ready());
+    let firewall_status = firewall.reader();
+    let concerns: Vec<Box<dyn Concern>> = vec![
+        Box::new(concerns::AgentFiles {
+            running: d.agent.clone(),
+        }),
+        Box::new(concerns::Firewall {
+            handle: firewall,
+            running: d.firewall.clone(),
+        }),
+        Box::new(concerns::FlinkFiles {
+            running: d.flink.clone(),
+        }),
+        Box::new(concerns::Supervisor {
+            handle: supervisor.clone(),
+            running: d.launch.clone(),
+        }),
+        Box::new(concerns::CheckpointSync { sync: sync.clone() }),
+        Box::new(concerns::Jobs {
+            service: jobs.clone(),
+        }),
+        Box::new(concerns::Status {
+            identity: d.identity.clone(),
+            endpoint,
+        }),
+    ];
+    let (reloads, mut reloads_rx) = mpsc::channel(4);
     let mut daemon = Daemon {
-        config_path,
-        in_force,
+        in_force: loaded,
+        concerns: Arc::new(tokio::sync::Mutex::new(concerns)),
         supervisor,
-        firewall,
-        overview,
-        last_reload_error: None,
-        last_error: None,
-        reloading: false,
-        reload_done,
+        sync,
         jobs,
+        firewall: firewall_status,
+        overview,
+        problems: status::Problems::default(),
+        reloads,
     };
     let mut ready_rx = daemon.supervisor.ready();
     let mut events = daemon.supervisor.events();
@@ -117,13 +169,28 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let mut ready_sent = false;
     let mut last_summary = String::new();
 
-    loop {
+    let ending = loop {
         tokio::select! {
-            _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
-            _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
-            _ = sighup.recv() => { log::info!("SIGHUP: reloading {}", daemon.config_path.display()); daemon.begin_reload(None); }
-            Some(request) = api_rx.recv() => daemon.handle(request),
-            Some(()) = reload_done_rx.recv() => daemon.reloading = false,
+            _ = sigterm.recv() => {
+                log::info!("SIGTERM: the agent stops; Flink keeps running and the next agent adopts it");
+                break Ending::Detach;
+            }
+            _ = sigint.recv() => {
+                log::info!("SIGINT: stopping Flink, then the agent");
+                break Ending::StopFlink(None);
+            }
+            _ = sighup.recv() => {
+                log::info!("SIGHUP: reloading {}", daemon.in_force.path.display());
+                daemon.begin_reload(None);
+            }
+            Some(request) = api_rx.recv() => match request {
+                ApiRequest::Shutdown(reply) => {
+                    log::info!("shutdown requested: stopping Flink, then the agent");
+                    break Ending::StopFlink(Some(reply));
+                }
+                other => daemon.handle(other),
+            },
+            Some(done) = reloads_rx.recv() => daemon.finish_reload(done),
             Ok(()) = ready_rx.changed() => {
                 let ready = *ready_rx.borrow_and_update();
                 if ready && !ready_sent {
@@ -142,21 +209,43 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 }
             }
         }
-    }
+    };
 
     notify("STOPPING=1");
     daemon.jobs.shutdown();
-    let shutdown = daemon.supervisor.shutdown();
-    tokio::pin!(shutdown);
+    daemon.sync.shutdown();
+    let (stop_flink, reply) = match ending {
+        Ending::Detach => (false, None),
+        Ending::StopFlink(reply) => (true, reply),
+    };
+    let supervisor = daemon.supervisor.clone();
+    let end = async move {
+        if stop_flink {
+            supervisor.stop().await;
+        } else {
+            supervisor.detach().await;
+        }
+    };
+    tokio::pin!(end);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut end => break,
             _ = watchdog.tick() => notify("WATCHDOG=1"),
         }
     }
+    if let Some(reply) = reply {
+        let _ = reply.send(());
+    }
     let _ = api_stop.send(());
     let _ = api_task.await;
-    log::info!("stopped: Flink processes are gone");
+    log::info!(
+        "stopped{}",
+        if stop_flink {
+            ": Flink processes are gone"
+        } else {
+            "; Flink keeps running"
+        }
+    );
     Ok(())
 }
 
@@ -167,16 +256,16 @@ impl Daemon {
                 let _ = reply.send(self.status());
             }
             ApiRequest::Config(reply) => {
-                let rendered = &self.in_force.prepared.rendered;
-                let _ = reply.send(serde_json::json!({
-                    "revision": self.in_force.revision,
-                    "file": rendered.file_name,
-                    "flink_version": self.in_force.prepared.version.to_string(),
-                    "entries": flinkconf::redacted(&rendered.entries),
-                }));
+                let flink = &self.in_force.desired.flink;
+                let _ = reply.send(ConfigView {
+                    revision: self.in_force.revision.clone(),
+                    file: flink.rendered.file_name.to_string(),
+                    flink_version: flink.version.to_string(),
+                    entries: flinkconf::redacted(&flink.rendered.entries),
+                });
             }
             ApiRequest::Firewall(reply) => {
-                let _ = reply.send(self.firewall.status());
+                let _ = reply.send(self.firewall.get());
             }
             ApiRequest::Reload(reply) => self.begin_reload(Some(reply)),
             ApiRequest::Jobs(command, reply) => {
@@ -188,176 +277,25 @@ impl Daemon {
             ApiRequest::Restart(target, reply) => {
                 let supervisor = self.supervisor.clone();
                 tokio::spawn(async move {
-                    let result = supervisor.restart(target).await.map_err(|e| e.to_string());
-                    let _ = reply.send(result);
+                    let _ = reply.send(supervisor.restart(target).await);
                 });
             }
+            // Handled by the loop itself: it ends the loop.
+            ApiRequest::Shutdown(reply) => drop(reply),
         }
     }
 
-    fn on_event(
-        &mut self,
-        event: Result<SupervisorEvent, tokio::sync::broadcast::error::RecvError>,
-    ) {
+    fn on_event(&mut self, event: Result<SupervisorEvent, broadcast::error::RecvError>) {
         match event {
-            Ok(SupervisorEvent::ProcessExited { name, how }) => {
-                self.last_error = Some(format!("{name} {how}"));
-            }
             // A fresh JobManager knows no jobs: declared ones come back from their checkpoints.
             Ok(SupervisorEvent::JobManagerHealthy { .. }) => self.jobs.on_jobmanager_healthy(),
-            _ => {}
+            Ok(event) => self.problems.on_event(&event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // One of them may have been a JobManager start: re-submitting is idempotent.
+                log::warn!("missed {missed} supervisor events; checking the declared jobs");
+                self.jobs.on_jobmanager_healthy();
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
         }
     }
-
-    /// Validates the file again; keeps the config in force on any problem. A valid change is
-    /// rendered at once and the affected processes are restarted in a background task.
-    fn begin_reload(&mut self, reply: Option<ReloadReply>) {
-        let answer = |reply: Option<ReloadReply>, result: Result<ReloadReport, String>| {
-            if let Some(reply) = reply {
-                let _ = reply.send(result);
-            }
-        };
-        if self.reloading {
-            answer(
-                reply,
-                Err("a reload is already in progress; try again when it has finished".into()),
-            );
-            return;
-        }
-        let next = match load_in_force(&self.config_path) {
-            Ok(next) => next,
-            Err(e) => {
-                let message =
-                    format!("reload refused, the running configuration stays in force: {e}");
-                log::error!("{message}");
-                self.last_reload_error = Some(message.clone());
-                self.last_error = Some(message.clone());
-                answer(reply, Err(message));
-                return;
-            }
-        };
-        self.last_reload_error = None;
-        for key in needs_agent_restart(&self.in_force.config, &next.config) {
-            log::warn!("{key} changed: it takes effect when the agent restarts");
-        }
-        let set = restart_set(
-            &self.in_force.config,
-            &self.in_force.prepared.rendered,
-            &next.config,
-            &next.prepared.rendered,
-        );
-        let mut report = ReloadReport {
-            revision: next.revision.clone(),
-            restarted: Vec::new(),
-            flink_config_changed: next.prepared.changed,
-        };
-        if set.taskmanager {
-            report.restarted.push("taskmanager".into());
-        }
-        if set.jobmanager {
-            report.restarted.insert(0, "jobmanager".into());
-        }
-        log::info!(
-            "configuration revision {} in force; restarting: {}",
-            next.revision,
-            if report.restarted.is_empty() {
-                "nothing".to_string()
-            } else {
-                report.restarted.join(", ")
-            }
-        );
-        let spec = launch_spec(&next.config);
-        self.in_force = next;
-        self.firewall.update(&self.in_force.config);
-        self.reloading = true;
-        let supervisor = self.supervisor.clone();
-        let done = self.reload_done.clone();
-        tokio::spawn(async move {
-            supervisor.apply(spec, set).await;
-            let _ = done.send(()).await;
-            answer(reply, Ok(report));
-        });
-    }
-
-    fn status(&self) -> AgentStatus {
-        let cfg = &self.in_force.config;
-        let processes = self.supervisor.statuses();
-        let last_error = self.last_error.clone().or_else(|| {
-            processes
-                .iter()
-                .find_map(|p| p.reason.as_ref().map(|r| format!("{}: {r}", p.name)))
-        });
-        AgentStatus {
-            node_id: cfg.node.id.clone(),
-            cluster_id: cfg.cluster.id.clone(),
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            flink_version: Some(self.in_force.prepared.version.to_string()),
-            ready: *self.supervisor.ready().borrow(),
-            config: ConfigStatus {
-                path: self.config_path.display().to_string(),
-                revision: self.in_force.revision.clone(),
-                loaded_at: self.in_force.loaded_at,
-                last_reload_error: self.last_reload_error.clone(),
-            },
-            processes,
-            overview: self.overview.borrow().clone(),
-            last_error,
-            checkpoints: Some(self.jobs.sync_status()),
-            jobs: self.jobs.jobs_status(),
-            firewall: self.firewall.status(),
-        }
-    }
-}
-
-/// Loads, validates and prepares a config; nothing in force changes if this fails.
-fn load_in_force(path: &Path) -> Result<InForce, DaemonError> {
-    let bytes = std::fs::read(path).map_err(|source| config::ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let config = config::load(path)?;
-    let prepared = prepare(&config)?;
-    Ok(InForce {
-        config,
-        prepared,
-        revision: hex::encode(&Sha256::digest(&bytes)[..6]),
-        loaded_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    })
-}
-
-/// Keeps Flink's `/overview` figures fresh for `status` without making requests wait on Flink.
-/// Refreshes at once when readiness changes, so `status` never says "ready" next to figures
-/// from before the TaskManager registered.
-fn spawn_overview_poller(
-    rest_url: String,
-    mut ready: watch::Receiver<bool>,
-) -> watch::Receiver<Option<FlinkOverview>> {
-    let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        let client = match crate::flinkrest::FlinkRest::new(&rest_url) {
-            Ok(client) => client,
-            Err(e) => {
-                log::error!(
-                    "Flink REST client for {rest_url}: {e}; status will lack Flink's figures"
-                );
-                return;
-            }
-        };
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        let mut supervisor_alive = true;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                changed = ready.changed(), if supervisor_alive => supervisor_alive = changed.is_ok(),
-            }
-            if tx.is_closed() {
-                return;
-            }
-            tx.send_replace(client.overview().await.ok());
-        }
-    });
-    rx
 }

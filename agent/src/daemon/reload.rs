@@ -1,87 +1,118 @@
-//! Which processes a reload must restart: a pure decision over the old and new config.
+//! A reload: the file is read and checked off the loop (a refused file changes nothing), then
+//! every concern reconciles to the new desired state, in order, in a task of its own; the loop
+//! takes the new revision in force when the task reports back, and only then answers, so a
+//! `status` right after `reload` shows what the reload did.
 
+use super::concerns::reconcile_all;
+use super::Daemon;
+use crate::api::{ReloadError, ReloadReport};
 use crate::config::AgentConfig;
-use crate::flinkconf::{self, RenderedConf, RestartSet};
+use crate::desired::{self, Loaded};
+use crate::reconcile::Outcome;
+use tokio::sync::oneshot;
 
-/// Rendered-config changes decide per process (slots → TaskManager only); a change of how Flink
-/// is launched (distribution, Java, user, log dir) restarts both, because both processes were
-/// started from the old one.
-pub fn restart_set(
-    old: &AgentConfig,
-    old_rendered: &RenderedConf,
-    new: &AgentConfig,
-    new_rendered: &RenderedConf,
-) -> RestartSet {
-    let launch_changed = old.flink.home != new.flink.home
-        || old.flink.java_home != new.flink.java_home
-        || old.flink.user != new.flink.user
-        || old.flink.log_dir != new.flink.log_dir;
-    if launch_changed {
-        RestartSet {
-            jobmanager: true,
-            taskmanager: true,
+/// Who asked for the reload (SIGHUP: nobody to answer).
+type Reply = Option<oneshot::Sender<Result<ReloadReport, ReloadError>>>;
+
+/// A finished reload, sent back to the loop.
+pub(super) struct Done {
+    result: Result<(Box<Loaded>, ReloadReport), ReloadError>,
+    reply: Reply,
+}
+
+impl Daemon {
+    /// Starts a reload unless one runs already.
+    pub(super) fn begin_reload(&mut self, reply: Reply) {
+        let Ok(concerns) = self.concerns.clone().try_lock_owned() else {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(ReloadError::InProgress));
+            }
+            return;
+        };
+        let path = self.in_force.path.clone();
+        let state_dir = self.in_force.desired.agent.state_dir.clone();
+        let old_config = self.in_force.config.clone();
+        let old_rendered = self.in_force.desired.flink.rendered.clone();
+        let done = self.reloads.clone();
+        tokio::spawn(async move {
+            let mut concerns = concerns;
+            // Reading the file, the Flink distribution and the machine: not on the loop.
+            let loaded =
+                tokio::task::spawn_blocking(move || desired::load(&path, Some(&state_dir)))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(crate::config::ConfigError::Read {
+                            path: "the configuration".into(),
+                            source: std::io::Error::other(e.to_string()),
+                        })
+                    });
+            let result = match loaded {
+                Err(e) => Err(ReloadError::Refused(e)),
+                Ok(next) => {
+                    let reports = reconcile_all(&mut concerns, &next.desired).await;
+                    let mut report = report(&old_config, &next, reports);
+                    report.flink_config_changed = old_rendered != next.desired.flink.rendered;
+                    Ok((Box::new(next), report))
+                }
+            };
+            drop(concerns);
+            let _ = done.send(Done { result, reply }).await;
+        });
+    }
+
+    /// Takes the outcome in force and answers.
+    pub(super) fn finish_reload(&mut self, done: Done) {
+        let Done { result, reply } = done;
+        let answer = match result {
+            Err(e) => {
+                log::error!("{e}");
+                self.problems.reload_refused(e.to_string());
+                Err(e)
+            }
+            Ok((next, report)) => {
+                self.in_force = *next;
+                log::info!("configuration revision {} in force", report.revision);
+                let mut failed = Vec::new();
+                for concern in &report.concerns {
+                    match concern.outcome {
+                        Outcome::Failed { .. } => {
+                            log::error!("reload: {}", concern.line());
+                            failed.push(concern.line());
+                        }
+                        Outcome::NeedsAgentRestart { .. } => {
+                            log::warn!("reload: {}", concern.line())
+                        }
+                        Outcome::Unchanged => log::debug!("reload: {}", concern.line()),
+                        _ => log::info!("reload: {}", concern.line()),
+                    }
+                }
+                self.problems.reload_applied(&failed);
+                Ok(report)
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
         }
-    } else {
-        flinkconf::affected(old_rendered, new_rendered)
     }
 }
 
-/// Settings that only take effect when the agent itself restarts, named for the operator.
-pub fn needs_agent_restart(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    if old.agent.socket != new.agent.socket {
-        keys.push("agent.socket");
-    }
-    if old.agent.socket_group != new.agent.socket_group {
-        keys.push("agent.socket_group");
-    }
-    if old.agent.state_dir != new.agent.state_dir {
-        keys.push("agent.state_dir");
-    }
-    keys
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::flinkconf::{render, FlinkVersion};
-
-    const V2: FlinkVersion = FlinkVersion::new(2, 3, 0);
-
-    fn both(c: &AgentConfig, d: &AgentConfig) -> RestartSet {
-        restart_set(c, &render(c, V2), d, &render(d, V2))
-    }
-
-    #[test]
-    fn unchanged_config_restarts_nothing() {
-        let c = AgentConfig::default();
-        let set = both(&c, &c.clone());
-        assert!(!set.jobmanager && !set.taskmanager);
-    }
-
-    #[test]
-    fn slots_restart_only_the_taskmanager() {
-        let c = AgentConfig::default();
-        let mut d = c.clone();
-        d.advanced.number_of_task_slots = 2;
-        let set = both(&c, &d);
-        assert!(set.taskmanager && !set.jobmanager);
-    }
-
-    #[test]
-    fn a_new_java_restarts_both() {
-        let c = AgentConfig::default();
-        let mut d = c.clone();
-        d.flink.java_home = "/opt/java21".into();
-        let set = both(&c, &d);
-        assert!(set.taskmanager && set.jobmanager);
-    }
-
-    #[test]
-    fn socket_moves_wait_for_an_agent_restart() {
-        let c = AgentConfig::default();
-        let mut d = c.clone();
-        d.agent.socket = "/run/other.sock".into();
-        assert_eq!(needs_agent_restart(&c, &d), vec!["agent.socket"]);
+fn report(
+    old: &AgentConfig,
+    next: &Loaded,
+    reports: Vec<crate::reconcile::Report>,
+) -> ReloadReport {
+    let restarted = reports
+        .iter()
+        .find_map(|r| match &r.outcome {
+            Outcome::Restarted { processes } => Some(processes.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    ReloadReport {
+        revision: next.revision.clone(),
+        changed_keys: crate::config::changed_keys(old, &next.config),
+        concerns: reports,
+        restarted,
+        flink_config_changed: false,
     }
 }

@@ -19,12 +19,46 @@ pub use apply::{Comparison, FirewallError};
 pub use plan::Swap;
 pub use policy::Policy;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, FieldError};
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+/// What the firewall must look like: derived from the config (and so always valid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The agent's table (also the one to remove when the firewall is off).
+    pub table: String,
+    pub reconcile_interval: Duration,
+    /// The rules; None when `firewall.enabled = false`.
+    pub policy: Option<Policy>,
+}
+
+impl Settings {
+    /// The firewall's settings, or every problem with them, each naming its key.
+    pub fn from_config(c: &AgentConfig) -> Result<Settings, Vec<FieldError>> {
+        let f = &c.firewall;
+        Ok(Settings {
+            table: f.table.clone(),
+            reconcile_interval: Duration::from_secs(f.reconcile_interval_secs.max(1)),
+            policy: if f.enabled {
+                Some(Policy::from_config(c)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// An update for the loop, and where to answer once it is applied.
+type Update = (Settings, oneshot::Sender<Result<(), String>>);
+
+/// Answered once a handed-over [`Settings`] was applied: Err says why the rules are not (all)
+/// in force (no `nft`, no CAP_NET_ADMIN); the rest of the agent keeps working either way.
+pub type Applied = oneshot::Receiver<Result<(), String>>;
 
 /// What the firewall loop reports (`status.firewall`, `GET /v1/firewall`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -38,9 +72,6 @@ pub struct FirewallStatus {
     pub repairs: u64,
     /// Why the firewall is not (fully) in force, e.g. `nft` missing or no CAP_NET_ADMIN.
     pub last_error: Option<String>,
-    /// Why the last config handed to the loop was refused; the rules before it stay in force.
-    /// (The daemon validates before handing a config over, so this is a safety net.)
-    pub config_refused: Option<String>,
     /// Unix time of the last successful apply.
     pub last_applied: Option<u64>,
     /// Unix time of the last comparison of live and desired.
@@ -54,22 +85,40 @@ pub struct FirewallStatus {
 /// The running firewall loop. Dropping it stops the loop (the rules stay).
 #[derive(Debug)]
 pub struct FirewallHandle {
-    updates: Option<mpsc::Sender<AgentConfig>>,
+    updates: Option<mpsc::Sender<Update>>,
     status: Arc<Mutex<FirewallStatus>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl FirewallHandle {
-    /// Hands a new (validated) config to the loop, which applies it at once.
-    pub fn update(&self, config: &AgentConfig) {
-        if let Some(tx) = &self.updates {
-            // A send error means the loop is gone; its status already says why.
-            let _ = tx.send(config.clone());
+    /// Hands new settings to the loop, which applies them at once; the answer comes when
+    /// they are applied (or failed to be).
+    pub fn update(&self, settings: Settings) -> Applied {
+        let (tx, rx) = oneshot::channel();
+        if let Some(updates) = &self.updates {
+            // A send error means the loop is gone: the answer's sender is dropped with it.
+            let _ = updates.send((settings, tx));
         }
+        rx
     }
 
     pub fn status(&self) -> FirewallStatus {
-        self.status
+        self.reader().get()
+    }
+
+    /// A cheap way to read the status from elsewhere (the handle itself owns the loop).
+    pub fn reader(&self) -> StatusReader {
+        StatusReader(Arc::clone(&self.status))
+    }
+}
+
+/// Reads the firewall loop's status; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StatusReader(Arc<Mutex<FirewallStatus>>);
+
+impl StatusReader {
+    pub fn get(&self) -> FirewallStatus {
+        self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -85,17 +134,20 @@ impl Drop for FirewallHandle {
     }
 }
 
-/// Starts the loop, which applies `config` at once (or, when disabled, removes the table).
-pub fn spawn(config: &AgentConfig) -> FirewallHandle {
+/// Starts the loop, which applies `settings` at once (or, when the firewall is off, does not
+/// touch nftables at all). The second value answers once that first apply is done, so Flink's
+/// ports are never open before their rules are in force.
+pub fn spawn(settings: Settings) -> (FirewallHandle, Applied) {
     let (tx, rx) = mpsc::channel();
     let status = Arc::new(Mutex::new(FirewallStatus::default()));
     let reconciler = Reconciler {
         status: Arc::clone(&status),
         policy: None,
     };
-    let interval = Duration::from_secs(config.firewall.reconcile_interval_secs.max(1));
-    // The channel is fresh and the receiver alive: the first config cannot fail to send.
-    let _ = tx.send(config.clone());
+    let interval = settings.reconcile_interval;
+    let (applied_tx, applied) = oneshot::channel();
+    // The channel is fresh and the receiver alive: the first settings cannot fail to send.
+    let _ = tx.send((settings, applied_tx));
     let thread = std::thread::Builder::new()
         .name("firewall".into())
         .spawn(move || reconciler.run(&rx, interval));
@@ -111,11 +163,12 @@ pub fn spawn(config: &AgentConfig) -> FirewallHandle {
             None
         }
     };
-    FirewallHandle {
+    let handle = FirewallHandle {
         updates: Some(tx),
         status,
         thread,
-    }
+    };
+    (handle, applied)
 }
 
 /// The loop's state: the policy in force (None when disabled or refused).
@@ -125,13 +178,17 @@ struct Reconciler {
 }
 
 impl Reconciler {
-    fn run(mut self, updates: &mpsc::Receiver<AgentConfig>, mut interval: Duration) {
+    fn run(mut self, updates: &mpsc::Receiver<Update>, mut interval: Duration) {
         let mut next = Instant::now() + interval;
         loop {
             match updates.recv_timeout(next.saturating_duration_since(Instant::now())) {
-                Ok(config) => {
-                    interval = Duration::from_secs(config.firewall.reconcile_interval_secs.max(1));
-                    self.configure(&config);
+                Ok((settings, applied)) => {
+                    interval = settings.reconcile_interval;
+                    self.configure(settings);
+                    let _ = applied.send(match self.status().last_error {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    });
                     next = Instant::now() + interval;
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -143,15 +200,13 @@ impl Reconciler {
         }
     }
 
-    /// Takes a new config: apply the table, or remove it when the firewall was turned off. A
-    /// config the policy refuses leaves the rules in force untouched.
+    /// Takes new settings: apply the table, or remove it when the firewall was turned off.
     ///
     /// A firewall that is off at start is not touched at all (not even read): an agent with
     /// `enabled = false` never runs `nft`. A table left from an earlier run is removed with
     /// `flink-agent firewall remove`.
-    fn configure(&mut self, config: &AgentConfig) {
-        let f = &config.firewall;
-        if !f.enabled {
+    fn configure(&mut self, settings: Settings) {
+        let Some(policy) = settings.policy else {
             let result = match self.policy.take() {
                 Some(old) => apply::remove(&old.table),
                 None => Ok(()),
@@ -159,7 +214,7 @@ impl Reconciler {
             self.update(|s| {
                 *s = FirewallStatus {
                     enabled: false,
-                    table: f.table.clone(),
+                    table: settings.table.clone(),
                     in_sync: result.is_ok(),
                     repairs: s.repairs,
                     checks: s.checks,
@@ -168,31 +223,26 @@ impl Reconciler {
                 };
             });
             return;
-        }
-        match Policy::from_config(config) {
-            Ok(policy) => {
-                self.update(|s| {
-                    s.enabled = true;
-                    s.table = policy.table.clone();
-                    s.config_refused = None;
-                });
-                let applied = self.apply(&policy, Swap::InPlace);
-                let old = self.policy.replace(policy);
-                // A renamed table: the new one is in force before the old one goes.
-                if let Some(old) = old.filter(|o| applied && o.table != f.table) {
-                    if let Err(e) = apply::remove(&old.table) {
-                        self.update(|s| s.last_error = Some(e.to_string()));
-                    }
-                }
-            }
-            Err(errors) => {
-                let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                self.update(|s| {
-                    s.enabled = true;
-                    s.config_refused = Some(list.join("; "));
-                });
+        };
+        self.update(|s| {
+            s.enabled = true;
+            s.table = policy.table.clone();
+        });
+        let applied = self.apply(&policy, Swap::InPlace);
+        let old = self.policy.replace(policy);
+        // A renamed table: the new one is in force before the old one goes.
+        if let Some(old) = old.filter(|o| applied && o.table != settings.table) {
+            if let Err(e) = apply::remove(&old.table) {
+                self.update(|s| s.last_error = Some(e.to_string()));
             }
         }
+    }
+
+    fn status(&self) -> FirewallStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Compares live with desired; repairs drift. Retries an apply that failed before.

@@ -206,6 +206,9 @@ pub fn render(cfg: &AgentConfig, version: FlinkVersion) -> RenderedConf {
         "taskmanager.memory.process.size",
         format!("{}m", mem.taskmanager_mib),
     );
+    // The plan's vCPUs are the TaskManager's CPU resource (shown in its resource profile and the
+    // web UI; Flink's default is the slot count, which says nothing about the VM).
+    put("taskmanager.cpu.cores", cfg.plan.vcpus.to_string());
     // Managed memory serves RocksDB and batch operators; with the HashMap backend, state lives
     // on the task heap, so Flink's default 40% would sit idle while state runs out of heap.
     put("taskmanager.memory.managed.fraction", "0.1".into());

@@ -1,7 +1,7 @@
 //! Why a job operation failed: each message names the job or file and says what to do.
 
-use super::rest::RestError;
-use crate::checkpoints::restore::RestoreError;
+use crate::checkpoints::RestoreError;
+use crate::flinkrest::FlinkRestError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -24,7 +24,7 @@ pub enum JobError {
     #[error("job `{name}` is not stopped; `flink-agent jobs` shows its state")]
     NotStopped { name: String },
     #[error(transparent)]
-    Rest(#[from] RestError),
+    Rest(#[from] FlinkRestError),
     #[error("{what} in object storage failed: {source}")]
     Store {
         what: String,

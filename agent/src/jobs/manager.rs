@@ -3,8 +3,8 @@
 
 use super::error::{io, store, JobError};
 use super::record::{self, validate_name, JobRecord, LocalRecords, RestoredFrom, RunState};
-use super::rest::{JobsRest, RunRequest};
 use crate::checkpoints::{JobNames, Remote, SyncStatus};
+use crate::flinkrest::{FlinkRest, RunRequest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -55,7 +55,7 @@ pub struct StopOutcome {
 pub struct Jobs {
     pub(super) records: LocalRecords,
     pub(super) remote: Remote,
-    pub(super) rest: JobsRest,
+    pub(super) rest: FlinkRest,
     pub(super) names: JobNames,
     pub(super) checkpoints_dir: PathBuf,
     pub(super) restore_root: PathBuf,
@@ -69,7 +69,7 @@ impl Jobs {
         state_dir: &std::path::Path,
         flink_data_dir: &std::path::Path,
         remote: Remote,
-        rest: JobsRest,
+        rest: FlinkRest,
         names: JobNames,
     ) -> Self {
         let jobs = Self {
@@ -281,7 +281,7 @@ impl Jobs {
                 _ => {}
             }
         }
-        crate::checkpoints::restore::prune_restored(&self.restore_root, name, None)
+        crate::checkpoints::prune_restored(&self.restore_root, name, None)
             .map_err(io(format!("removing the restored checkpoints of `{name}`")))?;
         self.records
             .remove(name)

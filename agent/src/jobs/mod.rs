@@ -16,7 +16,6 @@ mod error;
 mod human;
 mod manager;
 pub mod record;
-pub mod rest;
 mod resubmit;
 mod service;
 
@@ -24,10 +23,41 @@ pub use error::JobError;
 pub use human::{render_human, NO_JOBS};
 pub use manager::{DeployRequest, JobStatus, Jobs, StopOutcome};
 pub use record::{JobRecord, RestoredFrom, RunState};
-pub use rest::{JobsRest, RestError};
 pub use resubmit::{choose_restore, PlannedRestore, RestoreChoice};
-pub use service::{Service, ServiceError};
+pub use service::{Service, Settings};
 
-/// How long a client waits for a job operation: one may queue behind a re-submission (which
-/// may download a checkpoint), and a stop is a savepoint (up to 120 s) then maybe a cancel.
-pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long the agent lets a job operation take before answering that it did not finish: one
+/// may queue behind a re-submission (which may download a checkpoint), and a stop is a
+/// savepoint (up to 120 s) then maybe a cancel (10 s).
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a job request asks for (`/v1/jobs...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Every declared job with Flink's and the sync's view of it.
+    List,
+    Deploy(DeployRequest),
+    /// Savepoint, else cancel; the job is no longer re-submitted.
+    Stop(String),
+    /// A stopped job runs again from its savepoint (else its newest checkpoint).
+    Start(String),
+    /// Forget the job and its remote checkpoints.
+    Delete(String),
+}
+
+/// What a job command answers, in the JSON shapes the API has always used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Answer {
+    List(Vec<JobStatus>),
+    Deployed(JobStatus),
+    Stopped(StopOutcome),
+    Deleted {
+        deleted: String,
+    },
+    /// Where the job was restored from; `null` when it started fresh.
+    Started(Option<RestoredFrom>),
+}

@@ -5,9 +5,10 @@
 use super::error::{io, store, JobError};
 use super::manager::Jobs;
 use super::record::{self, RemoteJob, RestoredFrom, RunState};
-use crate::checkpoints::local::scan_complete;
-use crate::checkpoints::metadata::{checkpoint_id, local_dir};
-use crate::checkpoints::restore::{candidates, prune_restored, restore_newest, CONCURRENCY};
+use crate::checkpoints::{
+    candidates, checkpoint_id, local_dir, prune_restored, restore_newest, scan_complete,
+    CONCURRENCY,
+};
 use std::path::PathBuf;
 
 /// Where a re-submission restores from.
@@ -120,7 +121,7 @@ impl Jobs {
     async fn resubmit(
         &self,
         name: &str,
-        known: &[super::rest::JobOverview],
+        known: &[crate::flinkrest::JobOverview],
     ) -> Result<Option<RestoredFrom>, JobError> {
         let Some(record) = self
             .records
@@ -306,7 +307,7 @@ mod tests {
     use super::*;
     use crate::checkpoints::{JobNames, Remote};
     use crate::config::ObjectStoreSection;
-    use crate::jobs::{JobRecord, JobsRest};
+    use crate::jobs::JobRecord;
 
     /// A node with an empty disk, a local-directory store, and no Flink.
     fn node(store: &std::path::Path, disk: &std::path::Path) -> Jobs {
@@ -315,7 +316,9 @@ mod tests {
             ..Default::default()
         };
         let remote = Remote::build(&section, "c1").unwrap();
-        let rest = JobsRest::new("http://127.0.0.1:1").unwrap();
+        let rest =
+            crate::flinkrest::FlinkRest::new(&crate::flinkrest::Endpoint::new("127.0.0.1", 1))
+                .unwrap();
         Jobs::new(
             &disk.join("state"),
             &disk.join("data"),

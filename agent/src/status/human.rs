@@ -1,7 +1,10 @@
 //! `flink-agent status` for people: the answer to "is my node fine, and if not, why" in one
 //! screen, with the same facts as the JSON form.
 
-use super::{AgentStatus, FlinkOverview, ProcessState, ProcessStatus};
+use super::AgentStatus;
+use crate::firewall::FirewallStatus;
+use crate::flinkrest::FlinkOverview;
+use crate::supervisor::ProcessStatus;
 use std::fmt::Write;
 
 /// Shown for a missing value, so table columns never collapse.
@@ -43,21 +46,14 @@ impl AgentStatus {
     }
 }
 
-fn firewall_line(f: &crate::firewall::FirewallStatus) -> String {
+fn firewall_line(f: &FirewallStatus) -> String {
     let state = match (&f.last_error, f.enabled, f.in_sync) {
         (Some(e), _, _) => format!("NOT enforced: {e}"),
         (None, false, _) => "off".to_string(),
         (None, true, true) => format!("in force (table inet {})", f.table),
         (None, true, false) => format!("applying (table inet {})", f.table),
     };
-    let refused = match &f.config_refused {
-        Some(why) => format!("; last config refused, previous rules stay: {why}"),
-        None => String::new(),
-    };
-    format!(
-        "firewall: {state}, {} repair(s) of drift{refused}",
-        f.repairs
-    )
+    format!("firewall: {state}, {} repair(s) of drift", f.repairs)
 }
 
 fn process_table(processes: &[ProcessStatus]) -> String {
@@ -73,7 +69,7 @@ fn process_table(processes: &[ProcessStatus]) -> String {
     rows.extend(processes.iter().map(|p| {
         vec![
             p.name.clone(),
-            state_name(p.state),
+            p.state.name().to_string(),
             p.pid.map_or(NONE.into(), |pid| pid.to_string()),
             p.restarts.to_string(),
             p.uptime_secs.map_or(NONE.into(), format_uptime),
@@ -100,16 +96,10 @@ fn process_table(processes: &[ProcessStatus]) -> String {
     out
 }
 
-/// The state as the JSON form spells it, so both outputs use the same words.
-fn state_name(state: ProcessState) -> String {
-    match serde_json::to_value(state) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => format!("{state:?}"),
-    }
-}
-
+/// The last exit and the reason, each said once: a crash's reason starts with how it ended.
 fn exit_and_reason(p: &ProcessStatus) -> String {
     match (&p.last_exit, &p.reason) {
+        (Some(exit), Some(reason)) if reason.starts_with(exit.as_str()) => reason.clone(),
         (Some(exit), Some(reason)) => format!("{exit}; {reason}"),
         (Some(one), None) | (None, Some(one)) => one.clone(),
         (None, None) => NONE.into(),
@@ -141,6 +131,7 @@ fn format_uptime(secs: u64) -> String {
 mod tests {
     use super::*;
     use crate::status::ConfigStatus;
+    use crate::supervisor::ProcessState;
 
     fn process(name: &str, state: ProcessState) -> ProcessStatus {
         ProcessStatus {
@@ -148,7 +139,9 @@ mod tests {
             state,
             pid: None,
             restarts: 0,
+            started_at: None,
             uptime_secs: None,
+            adopted: false,
             last_exit: None,
             reason: None,
         }
@@ -250,14 +243,6 @@ last error: taskmanager: exited with status 1
         };
         assert!(f(not_enforced).contains("firewall: NOT enforced: `nft` was refused (Operation not permitted): the agent lacks CAP_NET_ADMIN, 0 repair(s) of drift\n"));
         assert!(f(Default::default()).contains("firewall: off, 0 repair(s) of drift\n"));
-        let refused = crate::firewall::FirewallStatus {
-            enabled: true,
-            in_sync: true,
-            table: "flink_agent".into(),
-            config_refused: Some("firewall.rest_clients[0]: bad".into()),
-            ..Default::default()
-        };
-        assert!(f(refused).contains("firewall: in force (table inet flink_agent), 0 repair(s) of drift; last config refused, previous rules stay: firewall.rest_clients[0]: bad\n"));
     }
 
     fn sample_with(firewall: crate::firewall::FirewallStatus) -> AgentStatus {
@@ -265,6 +250,19 @@ last error: taskmanager: exited with status 1
             firewall,
             ..sample()
         }
+    }
+
+    #[test]
+    fn a_crash_reason_is_not_repeated_after_the_exit() {
+        let p = ProcessStatus {
+            last_exit: Some("killed by signal 9".into()),
+            reason: Some("killed by signal 9; restarting in 1.0 s".into()),
+            ..process("jobmanager", ProcessState::BackingOff)
+        };
+        assert_eq!(
+            exit_and_reason(&p),
+            "killed by signal 9; restarting in 1.0 s"
+        );
     }
 
     #[test]

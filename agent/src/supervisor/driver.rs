@@ -1,15 +1,22 @@
-//! The supervisor task: the single owner of both processes. It waits for whichever comes first
-//! (a command, a process exit, the next probe or deadline), feeds it to the processes'
-//! [`Machine`]s and carries out their [`Action`]s.
+//! The supervisor task: the single owner of both processes. It starts by adopting what an
+//! earlier agent left running, then waits for whichever comes first (a command, a process exit,
+//! the next probe or deadline), feeds it to the processes' [`Machine`]s and carries out their
+//! [`Action`]s. Every change of who runs is written to the state file first.
 
+use super::adopt;
+use super::fingerprint::{restart_set, Fingerprint, RestartSet};
 use super::jvm_command::{self, JvmCommand};
+use super::persist::{Persisted, Record, StateFile};
+use super::placement::Placement;
 use super::policy::{Action, Machine};
-use super::process::{self, Kind, Live};
-use super::{Command, LaunchSpec, SupervisorEvent, Target};
+use super::process::{self, Launch, Live};
+use super::{
+    Command, Ending, Kind, LaunchSpec, ProcessState, ProcessStatus, SupervisorError,
+    SupervisorEvent, Target,
+};
 use crate::flinkrest::FlinkRest;
-use crate::status::{ProcessState, ProcessStatus};
 use nix::sys::signal::Signal;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// Probe period while a process is starting: READY should follow health within a fraction of a
@@ -24,17 +31,45 @@ pub struct Outputs {
     pub events: broadcast::Sender<SupervisorEvent>,
 }
 
-/// One process: its state machine and, while it exists, its process.
+/// One process: its state machine and, while it exists, its process and what it runs with.
 #[derive(Debug)]
 struct Slot {
     kind: Kind,
     machine: Machine,
     live: Option<Live>,
+    /// The launch inputs of the last process (live, or the one that ended).
+    fingerprint: Option<Fingerprint>,
+    /// The TaskManager's resource id of the last process.
+    resource_id: Option<String>,
     /// The JVM command key of a launch through the script: the command is learned under it once
     /// the process is healthy (None: launched directly, or the key could not be computed).
     learn_key: Option<String>,
     /// The current process has been healthy at least once.
     proven: bool,
+}
+
+impl Slot {
+    fn new(kind: Kind, spec: &LaunchSpec) -> Self {
+        Slot {
+            kind,
+            machine: Machine::new(kind.name(), spec.settings.clone()),
+            live: None,
+            fingerprint: None,
+            resource_id: None,
+            learn_key: None,
+            proven: false,
+        }
+    }
+
+    fn record(&self) -> Option<Record> {
+        let live = self.live.as_ref()?;
+        Some(Record {
+            identity: live.identity.clone(),
+            direct: live.direct,
+            fingerprint: self.fingerprint.clone()?,
+            resource_id: self.resource_id.clone(),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -43,12 +78,12 @@ struct Driver {
     rest: Option<FlinkRest>,
     jm: Slot,
     tm: Slot,
-    /// JobManager launches so far (the checkpoint module re-submits jobs per generation).
+    /// JobManager launches on this node (the jobs re-submit per generation).
     generation: u64,
-    /// The resource id of the current TaskManager launch: health means *this* TaskManager is
-    /// registered, not a predecessor Flink has not timed out yet.
-    tm_resource_id: String,
-    tm_launches: u64,
+    /// Launches of either process on this node.
+    launches: u64,
+    placement: Placement,
+    state: StateFile,
     out: Outputs,
 }
 
@@ -60,33 +95,37 @@ pub fn initial_statuses() -> Vec<ProcessStatus> {
             state: ProcessState::Stopped,
             pid: None,
             restarts: 0,
+            started_at: None,
             uptime_secs: None,
+            adopted: false,
             last_exit: None,
             reason: None,
         })
         .collect()
 }
 
-pub async fn run(spec: LaunchSpec, mut commands: mpsc::Receiver<Command>, out: Outputs) {
-    let slot = |kind| Slot {
-        kind,
-        machine: Machine::new(kind.name(), spec.settings.clone()),
-        live: None,
-        learn_key: None,
-        proven: false,
-    };
+pub async fn run(
+    spec: LaunchSpec,
+    state: StateFile,
+    placement: Placement,
+    mut commands: mpsc::Receiver<Command>,
+    out: Outputs,
+) {
+    let persisted = state.load();
     let mut d = Driver {
-        rest: rest_client(&spec.rest_url),
-        jm: slot(Kind::JobManager),
-        tm: slot(Kind::TaskManager),
+        rest: rest_client(&spec),
+        jm: Slot::new(Kind::JobManager, &spec),
+        tm: Slot::new(Kind::TaskManager, &spec),
         spec,
-        generation: 0,
-        tm_resource_id: String::new(),
-        tm_launches: 0,
+        generation: persisted.generation,
+        launches: persisted.launches,
+        placement,
+        state,
         out,
     };
-    d.launch(Kind::JobManager, None).await;
-    d.launch(Kind::TaskManager, None).await;
+    d.adopt(persisted).await;
+    d.reconcile("configuration changed while the agent was away")
+        .await;
     loop {
         d.publish();
         let wake = d.next_wake();
@@ -96,18 +135,18 @@ pub async fn run(spec: LaunchSpec, mut commands: mpsc::Receiver<Command>, out: O
                     d.restart(target, "restart requested by the operator").await;
                     let _ = reply.send(());
                 }
-                Some(Command::Apply(spec, set, reply)) => {
-                    d.apply(*spec, set).await;
-                    let _ = reply.send(());
+                Some(Command::Apply(spec, reply)) => {
+                    let restarted = d.apply(*spec).await;
+                    let _ = reply.send(restarted);
                 }
-                Some(Command::Shutdown(reply)) => {
-                    d.shutdown().await;
+                Some(Command::End(how, reply)) => {
+                    d.end(how).await;
                     let _ = reply.send(());
                     return;
                 }
                 None => {
-                    // Every handle is gone: nobody could ever stop these processes.
-                    d.shutdown().await;
+                    // Every handle is gone: the agent is going away; a later one adopts.
+                    d.end(Ending::Detach).await;
                     return;
                 }
             },
@@ -128,8 +167,16 @@ async fn exit_of(live: &mut Option<Live>) -> String {
     }
 }
 
-fn rest_client(url: &str) -> Option<FlinkRest> {
-    FlinkRest::new(url).inspect_err(|e| log::error!("{e}")).ok()
+fn rest_client(spec: &LaunchSpec) -> Option<FlinkRest> {
+    FlinkRest::new(&spec.endpoint)
+        .inspect_err(|e| log::error!("{e}"))
+        .ok()
+}
+
+fn unix_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 impl Driver {
@@ -145,23 +192,113 @@ impl Driver {
         let _ = self.out.events.send(event);
     }
 
+    /// Writes who runs now. A failure is logged: the processes are real either way, and the
+    /// next agent finds unrecorded ones by their command line (see `adopt::strays`).
+    fn save(&self) -> std::io::Result<()> {
+        let state = Persisted {
+            generation: self.generation,
+            launches: self.launches,
+            jobmanager: self.jm.record(),
+            taskmanager: self.tm.record(),
+        };
+        self.state.save(&state).inspect_err(|e| {
+            log::error!(
+                "cannot write {}: {e}; a restarted agent may not adopt the Flink processes",
+                self.state.path().display()
+            );
+        })
+    }
+
+    /// Takes over the processes an earlier agent recorded and that are still its Flink; kills
+    /// strays that carry this agent's conf dir but are in no record.
+    async fn adopt(&mut self, persisted: Persisted) {
+        let now = Instant::now();
+        for (kind, record) in [
+            (Kind::JobManager, persisted.jobmanager),
+            (Kind::TaskManager, persisted.taskmanager),
+        ] {
+            let Some(record) = record else { continue };
+            match adopt::adopt(&record.identity, record.direct, &self.spec, kind) {
+                Ok(live) => {
+                    log::info!(
+                        "adopted the running {} (pid {}, started by an earlier agent)",
+                        kind.name(),
+                        live.pid
+                    );
+                    let slot = self.slot(kind);
+                    slot.live = Some(live);
+                    slot.fingerprint = Some(record.fingerprint);
+                    slot.resource_id = record.resource_id;
+                    slot.proven = true;
+                    slot.machine.launched(now);
+                }
+                Err(e) => log::info!("not adopting the recorded {}: {e}", kind.name()),
+            }
+        }
+        let keep: Vec<i32> = [&self.jm, &self.tm]
+            .iter()
+            .filter_map(|s| s.live.as_ref().map(|l| l.pid))
+            .collect();
+        for session in adopt::strays(&self.spec, &keep) {
+            log::warn!(
+                "killing process group {session}: it runs this agent's Flink configuration but no agent recorded it"
+            );
+            process::sweep_group(session).await;
+        }
+        let _ = self.save();
+    }
+
+    /// Brings both processes to the desired spec: restarts (in order) what runs with another
+    /// fingerprint or has failed, launches what does not run. Answers what it restarted.
+    async fn reconcile(&mut self, why: &str) -> Option<Target> {
+        // A live process, or a failed one (a new config may be the operator's fix), restarts
+        // when it ran with another fingerprint.
+        let stale = |slot: &Slot, pick: fn(RestartSet) -> bool| match &slot.fingerprint {
+            Some(fp) if slot.live.is_some() || slot.machine.state() == ProcessState::Failed => {
+                pick(restart_set(fp, &self.spec.fingerprint))
+            }
+            _ => false,
+        };
+        let set = RestartSet {
+            jobmanager: stale(&self.jm, |s| s.jobmanager),
+            taskmanager: stale(&self.tm, |s| s.taskmanager),
+        };
+        let target = Target::of(set);
+        if let Some(target) = target {
+            self.restart(target, why).await;
+        }
+        for kind in [Kind::JobManager, Kind::TaskManager] {
+            let slot = self.slot(kind);
+            if slot.live.is_none() && slot.machine.state() == ProcessState::Stopped {
+                self.launch(kind, None).await;
+            }
+        }
+        target
+    }
+
     /// Starts `kind`. `why` = None for the first start and restarts the policy asked for;
     /// Some for deliberate restarts (operator, config change).
     async fn launch(&mut self, kind: Kind, why: Option<&str>) {
-        if kind == Kind::TaskManager {
-            self.tm_launches += 1;
-            self.tm_resource_id =
-                format!("flink-agent-tm-{}-{}", std::process::id(), self.tm_launches);
-        }
-        let args = self.launch_args(kind);
-        let key = jvm_command::key(&self.spec, kind)
-            .inspect_err(|e| log::warn!("cannot fingerprint the {} launch: {e}", kind.name()))
-            .ok();
+        self.launches += 1;
+        let resource_id = (kind == Kind::TaskManager)
+            .then(|| format!("flink-agent-tm-{}-{:x}", self.launches, unix_millis()));
+        let args = launch_args(resource_id.as_deref());
+        let key = {
+            let spec = self.spec.clone();
+            // Stats every file of the distribution's lib/: not on the runtime's threads.
+            tokio::task::spawn_blocking(move || jvm_command::key(&spec, kind))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .inspect_err(|e| log::warn!("cannot fingerprint the {} launch: {e}", kind.name()))
+                .ok()
+        };
         let learned = key
             .as_deref()
             .and_then(|k| jvm_command::load(&jvm_command::cache_path(&self.spec, kind), k));
-        let result = process::launch(&self.spec, kind, &args, learned.as_ref());
+        let result = self.start(kind, &args, learned.as_ref(), resource_id.clone());
         let now = Instant::now();
+        let fingerprint = self.spec.fingerprint.clone();
         let slot = self.slot(kind);
         match why {
             Some(why) => slot.machine.relaunched(now, why),
@@ -178,8 +315,9 @@ impl Driver {
                 slot.learn_key = if live.direct { None } else { key };
                 slot.proven = false;
                 slot.live = Some(live);
+                slot.fingerprint = Some(fingerprint);
+                slot.resource_id = resource_id;
                 if kind == Kind::JobManager {
-                    self.generation += 1;
                     self.emit(SupervisorEvent::JobManagerStarted {
                         generation: self.generation,
                     });
@@ -193,39 +331,79 @@ impl Driver {
         }
     }
 
-    /// Dynamic properties of this launch: the TaskManager's resource id, unique per launch.
-    fn launch_args(&self, kind: Kind) -> Vec<String> {
-        match kind {
-            Kind::JobManager => Vec::new(),
-            Kind::TaskManager => vec![
-                "-D".to_string(),
-                format!("taskmanager.resource-id={}", self.tm_resource_id),
-            ],
+    /// Forks the process, records it, then lets it through the gate.
+    fn start(
+        &mut self,
+        kind: Kind,
+        args: &[String],
+        learned: Option<&JvmCommand>,
+        resource_id: Option<String>,
+    ) -> Result<Live, SupervisorError> {
+        let launch = Launch {
+            kind,
+            extra_args: args,
+            learned,
+            placement: self.placement,
+            number: self.launches,
+        };
+        let spawned = process::spawn(&self.spec, &launch)?;
+        if kind == Kind::JobManager {
+            self.generation += 1;
         }
+        let record = Record {
+            identity: spawned.identity.clone(),
+            direct: spawned.direct,
+            fingerprint: self.spec.fingerprint.clone(),
+            resource_id,
+        };
+        let mut state = Persisted {
+            generation: self.generation,
+            launches: self.launches,
+            jobmanager: self.jm.record(),
+            taskmanager: self.tm.record(),
+        };
+        match kind {
+            Kind::JobManager => state.jobmanager = Some(record),
+            Kind::TaskManager => state.taskmanager = Some(record),
+        }
+        // Dropping `spawned` unreleased makes it exit at the gate.
+        self.state
+            .save(&state)
+            .map_err(|source| SupervisorError::Record {
+                kind: kind.name(),
+                path: self.state.path().display().to_string(),
+                source,
+            })?;
+        Ok(spawned.release())
     }
 
     /// The process just became healthy: a learned command that got it there stays trusted, and
     /// if the script launched it, its JVM command is kept for the next launches under this config.
-    fn proved_healthy(&mut self, kind: Kind) {
-        let args = self.launch_args(kind);
+    async fn proved_healthy(&mut self, kind: Kind) {
         let path = jvm_command::cache_path(&self.spec, kind);
         let spec = self.spec.clone();
         let slot = self.slot(kind);
         slot.proven = true;
-        let (Some(key), Some(live)) = (slot.learn_key.take(), &slot.live) else {
+        let args = launch_args(slot.resource_id.as_deref());
+        let (Some(key), Some(pid)) = (slot.learn_key.take(), slot.live.as_ref().map(|l| l.pid))
+        else {
             return;
         };
-        let read = |file: &str| process::read_proc(&spec, live.pid, file);
-        let learned = match (read("cmdline"), read("environ")) {
-            (Ok(cmdline), Ok(environ)) => {
-                jvm_command::learn(key, &cmdline, &environ, &args).map_err(|e| e.to_string())
-            }
-            (Err(e), _) | (_, Err(e)) => Err(format!("cannot read it from /proc: {e}")),
-        };
-        match learned.and_then(|cmd: JvmCommand| {
+        // Reading another user's environ may run `cat` as that user: off the runtime's threads.
+        let learned = tokio::task::spawn_blocking(move || {
+            let read = |file: &str| process::read_proc(&spec, pid, file);
+            let cmd = match (read("cmdline"), read("environ")) {
+                (Ok(cmdline), Ok(environ)) => {
+                    jvm_command::learn(key, &cmdline, &environ, &args).map_err(|e| e.to_string())
+                }
+                (Err(e), _) | (_, Err(e)) => Err(format!("cannot read it from /proc: {e}")),
+            }?;
             jvm_command::store(&path, &cmd)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        }) {
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match learned {
             Ok(()) => log::info!(
                 "learned the {} JVM command; restarts under this config skip Flink's scripts",
                 kind.name()
@@ -253,9 +431,11 @@ impl Driver {
         slot.learn_key = None;
         let action = slot.machine.exited(now, &how);
         log::warn!("{} {how}", kind.name());
+        let _ = self.save();
         self.emit(SupervisorEvent::ProcessExited {
-            name: kind.name().into(),
+            name: kind.name(),
             how,
+            expected: false,
         });
         self.act(kind, action);
         if kind == Kind::JobManager {
@@ -278,7 +458,7 @@ impl Driver {
             let reason = slot.machine.reason().unwrap_or_default().to_string();
             log::error!("{}: {reason}", kind.name());
             self.emit(SupervisorEvent::ProcessFailed {
-                name: kind.name().into(),
+                name: kind.name(),
                 reason,
             });
         }
@@ -317,7 +497,7 @@ impl Driver {
                     self.emit(SupervisorEvent::JobManagerHealthy {
                         generation: self.generation,
                     });
-                    self.proved_healthy(Kind::JobManager);
+                    self.proved_healthy(Kind::JobManager).await;
                 }
             }
             Err(e) => {
@@ -340,25 +520,25 @@ impl Driver {
         let Ok(list) = rest.taskmanagers().await else {
             return;
         };
+        let id = self.tm.resource_id.clone().unwrap_or_default();
         let registered = list
             .iter()
-            .any(|t| t.id == self.tm_resource_id && t.slots_number == self.spec.expected_slots);
+            .any(|t| t.id == id && t.slots_number == self.spec.expected_slots);
         if registered {
             let was = self.tm.machine.state();
             self.tm.machine.healthy();
             if was == ProcessState::Starting {
                 log::info!(
-                    "taskmanager {} registered with {} slots",
-                    self.tm_resource_id,
+                    "taskmanager {id} registered with {} slots",
                     self.spec.expected_slots
                 );
                 self.emit(SupervisorEvent::TaskManagerHealthy);
-                self.proved_healthy(Kind::TaskManager);
+                self.proved_healthy(Kind::TaskManager).await;
             }
         } else {
             let why = format!(
-                "TaskManager {} is not registered with {} slots",
-                self.tm_resource_id, self.spec.expected_slots
+                "TaskManager {id} is not registered with {} slots",
+                self.spec.expected_slots
             );
             let action = self.tm.machine.probe_failed(Instant::now(), &why);
             self.act(Kind::TaskManager, action);
@@ -388,9 +568,11 @@ impl Driver {
             log::info!("stopping {} (pid {})", kind.name(), live.pid);
             let how = process::terminate(live, grace).await;
             self.slot(kind).machine.exited(Instant::now(), &how);
+            let _ = self.save();
             self.emit(SupervisorEvent::ProcessExited {
-                name: kind.name().into(),
+                name: kind.name(),
                 how,
+                expected: true,
             });
         }
         self.slot(kind).machine.stopped();
@@ -417,22 +599,41 @@ impl Driver {
         }
     }
 
-    async fn apply(&mut self, spec: LaunchSpec, set: crate::flinkconf::RestartSet) {
-        if spec.rest_url != self.spec.rest_url {
-            self.rest = rest_client(&spec.rest_url).or(self.rest.take());
+    async fn apply(&mut self, spec: LaunchSpec) -> Option<Target> {
+        if spec.endpoint != self.spec.endpoint {
+            self.rest = rest_client(&spec).or(self.rest.take());
         }
         for slot in [&mut self.jm, &mut self.tm] {
             slot.machine.set_settings(spec.settings.clone());
         }
         self.spec = spec;
-        if let Some(target) = set.target() {
-            self.restart(target, "configuration changed").await;
-        }
+        self.reconcile("configuration changed").await
     }
 
-    async fn shutdown(&mut self) {
-        self.stop(Kind::TaskManager).await;
-        self.stop(Kind::JobManager).await;
+    async fn end(&mut self, how: Ending) {
+        match how {
+            Ending::StopFlink => {
+                self.stop(Kind::TaskManager).await;
+                self.stop(Kind::JobManager).await;
+            }
+            Ending::Detach => {
+                let running: Vec<String> = [&self.jm, &self.tm]
+                    .iter()
+                    .filter_map(|s| {
+                        s.live
+                            .as_ref()
+                            .map(|l| format!("{} (pid {})", s.kind.name(), l.pid))
+                    })
+                    .collect();
+                if !running.is_empty() {
+                    log::info!(
+                        "leaving {} running for the next agent to adopt",
+                        running.join(" and ")
+                    );
+                }
+            }
+        }
+        let _ = self.save();
         self.publish();
     }
 
@@ -444,7 +645,9 @@ impl Driver {
                 state: slot.machine.state(),
                 pid: slot.live.as_ref().map(|l| l.pid),
                 restarts: slot.machine.restarts(),
-                uptime_secs: slot.live.as_ref().map(|l| l.started.elapsed().as_secs()),
+                started_at: slot.live.as_ref().and_then(|l| l.identity.started_at()),
+                uptime_secs: None,
+                adopted: slot.live.as_ref().is_some_and(|l| l.adopted),
                 last_exit: slot.machine.last_exit().map(str::to_string),
                 reason: slot.machine.reason().map(str::to_string),
             })
@@ -455,5 +658,13 @@ impl Driver {
         self.out
             .ready
             .send_if_modified(|r| std::mem::replace(r, ready) != ready);
+    }
+}
+
+/// Dynamic properties of one launch: the TaskManager's resource id, unique per launch.
+fn launch_args(resource_id: Option<&str>) -> Vec<String> {
+    match resource_id {
+        None => Vec::new(),
+        Some(id) => vec!["-D".to_string(), format!("taskmanager.resource-id={id}")],
     }
 }

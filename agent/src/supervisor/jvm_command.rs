@@ -19,8 +19,7 @@
 //! such arguments after everything they compute, so they are stripped when learning and
 //! appended again at each launch.
 
-use super::process::Kind;
-use super::LaunchSpec;
+use super::{Kind, LaunchSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -269,9 +268,10 @@ org.apache.flink.runtime.taskexecutor.TaskManagerRunner\0--configDir\0/var/lib/f
             conf_dir,
             log_dir: dir.join("log"),
             user: None,
-            rest_url: "http://127.0.0.1:8081".into(),
+            endpoint: crate::flinkrest::Endpoint::new("127.0.0.1", 8081),
             expected_slots: 1,
             settings: crate::config::SupervisorSection::default(),
+            fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
         }
     }
 

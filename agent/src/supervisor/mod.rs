@@ -1,30 +1,82 @@
-//! Supervises the local JobManager and TaskManager: start, health, restart with back-off and a
-//! failure budget, graceful stop.
+//! Supervises the local JobManager and TaskManager: adopt what an earlier agent started, start
+//! what is missing, probe health, restart with back-off and a failure budget, stop on request.
 //!
 //! - [`policy`]: the per-process state machine and the back-off/budget arithmetic (pure);
-//! - `process`: launching through Flink's scripts, output capture, process-group signals;
+//! - `fingerprint`: what a process was launched with, and which change restarts which process;
+//! - `placement`: each process in its own session (and, under systemd, its own scope), so it
+//!   outlives the agent;
+//! - `process`: the gated launch, signals, graceful stop;
+//! - `persist`: the state file that lets the next agent adopt the processes;
+//! - `adopt`: recognising those processes again, and strays that must go;
 //! - `jvm_command`: the JVM command line the scripts compute, learned once per rendered config
 //!   so that restarts skip the scripts' seconds of helper JVMs;
-//! - `driver`: the task that owns both processes, probes their health through
-//!   [`crate::flinkrest`] and executes the policy's decisions;
+//! - `driver`: the task that owns both processes and runs the reconcile loop;
 //! - [`SupervisorHandle`]: how the daemon and the API talk to that task.
 //!
-//! Start order: the JobManager and the TaskManager are launched together. Each of Flink's
-//! scripts spends seconds in helper JVMs (config parsing, memory calculation) before the real
-//! JVM starts, and a TaskManager that comes up first simply retries its registration, so
-//! overlapping the two startups reaches READY sooner than `start-cluster.sh`'s sequence. The
-//! TaskManager's start timeout only runs while the JobManager is healthy.
+//! Reconciling is one rule for every occasion (start, reload, restart of the agent): each process
+//! runs with the desired [`Fingerprint`], or is (re)started in a controlled order (TaskManager
+//! down, JobManager restarted, TaskManager up). An agent that stops (SIGTERM, crash, upgrade)
+//! leaves Flink running; only [`SupervisorHandle::stop`] stops it.
 
+mod adopt;
 mod driver;
+mod fingerprint;
 mod jvm_command;
+mod persist;
+mod placement;
 pub mod policy;
 mod process;
+mod report;
+
+pub use fingerprint::{restart_set, Fingerprint, RestartSet};
+pub use placement::{Placement, SLICE};
+pub use report::{summary, ProcessState, ProcessStatus};
 
 use crate::config::SupervisorSection;
-use crate::flinkconf::RestartSet;
-use crate::status::{ProcessState, ProcessStatus};
-use std::path::PathBuf;
+use crate::flinkrest::Endpoint;
+use std::path::{Path, PathBuf};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// The two supervised processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    JobManager,
+    TaskManager,
+}
+
+impl Kind {
+    /// Name in status, logs and CLI arguments.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::JobManager => "jobmanager",
+            Kind::TaskManager => "taskmanager",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Kind::JobManager => "JobManager",
+            Kind::TaskManager => "TaskManager",
+        }
+    }
+
+    fn script(self) -> &'static str {
+        match self {
+            Kind::JobManager => "bin/jobmanager.sh",
+            Kind::TaskManager => "bin/taskmanager.sh",
+        }
+    }
+
+    /// The JVM's main class (session mode), as on its command line.
+    fn main_class(self) -> &'static str {
+        match self {
+            Kind::JobManager => {
+                "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
+            }
+            Kind::TaskManager => "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
+        }
+    }
+}
 
 /// Which processes an operation applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,9 +94,32 @@ impl Target {
     fn includes_taskmanager(self) -> bool {
         matches!(self, Target::TaskManager | Target::All)
     }
+
+    /// The target that restarts `set` (None when it restarts nothing).
+    pub fn of(set: RestartSet) -> Option<Target> {
+        match (set.jobmanager, set.taskmanager) {
+            (true, true) => Some(Target::All),
+            (true, false) => Some(Target::JobManager),
+            (false, true) => Some(Target::TaskManager),
+            (false, false) => None,
+        }
+    }
+
+    /// The processes, in the order a restart of them reports them.
+    pub fn names(self) -> Vec<&'static str> {
+        [Kind::JobManager, Kind::TaskManager]
+            .into_iter()
+            .filter(|k| match k {
+                Kind::JobManager => self.includes_jobmanager(),
+                Kind::TaskManager => self.includes_taskmanager(),
+            })
+            .map(Kind::name)
+            .collect()
+    }
 }
 
-/// Everything needed to start the processes; built by the daemon from the agent config.
+/// Everything needed to run the processes as desired; derived from the config by
+/// `crate::desired`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchSpec {
     pub flink_home: PathBuf,
@@ -55,36 +130,33 @@ pub struct LaunchSpec {
     pub log_dir: PathBuf,
     /// Run the processes as this user (with its groups); None = as the agent.
     pub user: Option<String>,
-    /// Flink's REST endpoint, e.g. `http://127.0.0.1:8081`.
-    pub rest_url: String,
+    /// Flink's REST endpoint, for the health probes.
+    pub endpoint: Endpoint,
     /// The TaskManager is healthy once registered with this many slots.
     pub expected_slots: u32,
     pub settings: SupervisorSection,
+    /// What a process started now would run with.
+    pub fingerprint: Fingerprint,
 }
 
-/// What happened, for the daemon (READY, STATUS=) and the checkpoint module (re-submit jobs
-/// after every JobManager start).
+/// What happened, for the daemon (READY, STATUS=, last error) and the jobs (re-submit after
+/// every JobManager start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SupervisorEvent {
-    /// A JobManager was launched; `generation` counts launches since the agent started.
-    JobManagerStarted {
-        generation: u64,
-    },
-    /// The JobManager of this generation answers its REST API.
-    JobManagerHealthy {
-        generation: u64,
-    },
+    /// A JobManager was launched; `generation` counts launches on this node.
+    JobManagerStarted { generation: u64 },
+    /// The JobManager of this generation answers its REST API (also once after adoption).
+    JobManagerHealthy { generation: u64 },
     /// The TaskManager is registered with the expected slots.
     TaskManagerHealthy,
+    /// A process ended; `expected` when the agent stopped it on purpose.
     ProcessExited {
-        name: String,
+        name: &'static str,
         how: String,
+        expected: bool,
     },
     /// The failure budget is exhausted; no more restarts until an operator asks.
-    ProcessFailed {
-        name: String,
-        reason: String,
-    },
+    ProcessFailed { name: &'static str, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,18 +173,34 @@ pub enum SupervisorError {
     LogDir { path: String },
     #[error("cannot run Flink as user `{user}`: {detail}; fix `flink.user` or create the user")]
     User { user: String, detail: String },
+    #[error("cannot record the launched {kind} in {path}: {source}; it was not started (a later agent could not adopt it); check free space and permissions of agent.state_dir")]
+    Record {
+        kind: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How the supervisor task ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Stop the TaskManager, then the JobManager (SIGTERM to the group, grace, SIGKILL).
+    StopFlink,
+    /// Leave them running for the next agent to adopt.
+    Detach,
 }
 
 /// Requests from the handles to the supervisor task.
 #[derive(Debug)]
 enum Command {
     Restart(Target, oneshot::Sender<()>),
-    Apply(Box<LaunchSpec>, RestartSet, oneshot::Sender<()>),
-    Shutdown(oneshot::Sender<()>),
+    Apply(Box<LaunchSpec>, oneshot::Sender<Option<Target>>),
+    End(Ending, oneshot::Sender<()>),
 }
 
-/// The daemon's and the API's way to the supervisor task. Dropping every handle shuts the
-/// processes down.
+/// The daemon's and the API's way to the supervisor task. Dropping every handle detaches: the
+/// processes keep running for the next agent.
 #[derive(Debug, Clone)]
 pub struct SupervisorHandle {
     commands: mpsc::Sender<Command>,
@@ -121,11 +209,12 @@ pub struct SupervisorHandle {
     events: broadcast::Sender<SupervisorEvent>,
 }
 
-/// Starts the supervisor task (it launches the JobManager and the TaskManager at once).
+/// Starts the supervisor task: it adopts the processes `<state_dir>/supervisor.json` names,
+/// kills strays, and starts (or restarts) what does not run as `spec` says.
 /// Must be called inside a tokio runtime.
-pub fn spawn(spec: LaunchSpec) -> SupervisorHandle {
+pub fn spawn(spec: LaunchSpec, state_dir: &Path, placement: Placement) -> SupervisorHandle {
     let (commands, rx) = mpsc::channel(16);
-    let (events, _) = broadcast::channel(64);
+    let (events, _) = broadcast::channel(256);
     let (statuses_tx, statuses) = watch::channel(driver::initial_statuses());
     let (ready_tx, ready) = watch::channel(false);
     let outputs = driver::Outputs {
@@ -133,7 +222,8 @@ pub fn spawn(spec: LaunchSpec) -> SupervisorHandle {
         ready: ready_tx,
         events: events.clone(),
     };
-    tokio::spawn(driver::run(spec, rx, outputs));
+    let state = persist::StateFile::in_dir(state_dir);
+    tokio::spawn(driver::run(spec, state, placement, rx, outputs));
     SupervisorHandle {
         commands,
         statuses,
@@ -143,9 +233,14 @@ pub fn spawn(spec: LaunchSpec) -> SupervisorHandle {
 }
 
 impl SupervisorHandle {
-    /// The processes as of the supervisor's last step (no round trip).
+    /// The processes as of the supervisor's last step (no round trip), ages as of now.
     pub fn statuses(&self) -> Vec<ProcessStatus> {
-        self.statuses.borrow().clone()
+        self.statuses
+            .borrow()
+            .iter()
+            .cloned()
+            .map(ProcessStatus::aged)
+            .collect()
     }
 
     /// True while both processes are healthy.
@@ -169,85 +264,52 @@ impl SupervisorHandle {
         rx.await.map_err(|_| SupervisorError::ShutDown)
     }
 
-    /// Takes a new configuration (after a reload) and restarts what `restart` names, in the
-    /// same order as [`Self::restart`]. The new spec is used for every later (re)start.
-    pub async fn apply(&self, spec: LaunchSpec, restart: RestartSet) {
+    /// Takes a new desired spec (a reload) and restarts what runs with another fingerprint, in
+    /// the same order as [`Self::restart`]; answers what it restarted. The new spec is used for
+    /// every later (re)start.
+    pub async fn apply(&self, spec: LaunchSpec) -> Result<Option<Target>, SupervisorError> {
         let (tx, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Apply(Box::new(spec), restart, tx))
+        self.commands
+            .send(Command::Apply(Box::new(spec), tx))
             .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
+            .map_err(|_| SupervisorError::ShutDown)?;
+        rx.await.map_err(|_| SupervisorError::ShutDown)
     }
 
     /// Stops the TaskManager, then the JobManager (SIGTERM to the group, `stop_grace_secs`,
     /// SIGKILL); returns when no process of either group is left. The supervisor task ends.
-    pub async fn shutdown(&self) {
+    pub async fn stop(&self) {
+        self.end(Ending::StopFlink).await;
+    }
+
+    /// Ends supervision and leaves Flink running; the state file names the processes so the
+    /// next agent adopts them. The supervisor task ends.
+    pub async fn detach(&self) {
+        self.end(Ending::Detach).await;
+    }
+
+    async fn end(&self, how: Ending) {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+        if self.commands.send(Command::End(how, tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
-}
-
-/// One line for systemd's `STATUS=`, e.g.
-/// `jobmanager running (pid 812), taskmanager backing-off: exited with status 1; restarting in 2.0 s`.
-pub fn summary(statuses: &[ProcessStatus]) -> String {
-    statuses
-        .iter()
-        .map(|p| {
-            let state = serde_json::to_value(p.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let mut part = format!("{} {state}", p.name);
-            if let (Some(pid), ProcessState::Running) = (p.pid, p.state) {
-                part.push_str(&format!(" (pid {pid})"));
-            }
-            if p.state != ProcessState::Running {
-                if let Some(reason) = &p.reason {
-                    part.push_str(&format!(": {reason}"));
-                }
-            }
-            part
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn status(name: &str, state: ProcessState, reason: Option<&str>) -> ProcessStatus {
-        ProcessStatus {
-            name: name.into(),
-            state,
-            pid: Some(812),
-            restarts: 0,
-            uptime_secs: Some(3),
-            last_exit: None,
-            reason: reason.map(str::to_string),
-        }
-    }
-
     #[test]
-    fn summary_is_one_line_with_the_reason_of_what_is_not_running() {
-        let line = summary(&[
-            status("jobmanager", ProcessState::Running, Some("old news")),
-            status(
-                "taskmanager",
-                ProcessState::BackingOff,
-                Some("exited with status 1; restarting in 2.0 s"),
-            ),
-        ]);
-        assert_eq!(
-            line,
-            "jobmanager running (pid 812), taskmanager backing-off: exited with status 1; restarting in 2.0 s"
-        );
-        assert!(!line.contains('\n'));
+    fn a_restart_set_becomes_a_target_in_restart_order() {
+        assert_eq!(Target::of(RestartSet::NONE), None);
+        assert_eq!(Target::of(RestartSet::BOTH), Some(Target::All));
+        let tm = RestartSet {
+            jobmanager: false,
+            taskmanager: true,
+        };
+        assert_eq!(Target::of(tm), Some(Target::TaskManager));
+        assert_eq!(Target::All.names(), ["jobmanager", "taskmanager"]);
+        assert_eq!(Target::TaskManager.names(), ["taskmanager"]);
     }
 }

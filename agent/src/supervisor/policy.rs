@@ -2,8 +2,8 @@
 //! (launched, probe result, exit, time passing, operator requests) and answers what to do
 //! (launch, kill the group). Time is passed in, so every rule is unit-tested without processes.
 
+use super::ProcessState;
 use crate::config::SupervisorSection;
-use crate::status::ProcessState;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 

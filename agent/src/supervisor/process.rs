@@ -2,60 +2,90 @@
 //!
 //! Each process is launched through Flink's own `bin/*.sh start-foreground` script (it execs the
 //! JVM, so the pid we get is the JVM's), or as that JVM directly once its command is learned
-//! ([`super::jvm_command`]), as the leader of a new process group, so one `killpg` reaches
-//! everything it may have forked. The environment is rebuilt from scratch (or is the learned
-//! one, which the script built from that): the agent's own environment (systemd's, an
-//! operator's shell) must not leak into Flink.
+//! ([`super::jvm_command`]), as the leader of a new session and process group, so one `killpg`
+//! reaches everything it may have forked and nothing aimed at the agent reaches it (see
+//! [`super::placement`]). The environment is rebuilt from scratch (or is the learned one, which
+//! the script built from that): the agent's own environment must not leak into Flink.
+//!
+//! Every launch passes a gate: the forked process waits until the agent has recorded it in its
+//! state file, so at no moment can a Flink process exist that a later agent would not adopt.
 
 use super::jvm_command::JvmCommand;
-use super::{LaunchSpec, SupervisorError};
+use super::placement::Placement;
+use super::{Kind, LaunchSpec, SupervisorError};
+use crate::procfs::ProcessIdentity;
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::{Gid, Pid, Uid, User};
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
-/// The two supervised processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    JobManager,
-    TaskManager,
-}
-
-impl Kind {
-    /// Name in status, logs (the `log` target) and CLI arguments.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::JobManager => "jobmanager",
-            Kind::TaskManager => "taskmanager",
-        }
-    }
-
-    fn script(self) -> &'static str {
-        match self {
-            Kind::JobManager => "bin/jobmanager.sh",
-            Kind::TaskManager => "bin/taskmanager.sh",
-        }
-    }
-}
-
-/// A launched process: its group, and the reaper's answer when it exits.
+/// A launched or adopted process: its group, and the answer when it exits.
 #[derive(Debug)]
 pub struct Live {
-    /// Pid of the JVM, which is also its process group id.
+    /// Pid of the JVM (every step before it `exec`s), which is also its session and group id.
     pub pid: i32,
-    pub started: Instant,
+    /// Who it is for the kernel: what a later agent checks before adopting it.
+    pub identity: ProcessIdentity,
     /// Launched from a learned JVM command rather than through the script.
     pub direct: bool,
-    /// How the process ended ("exited with status 1"), sent once it was reaped.
+    /// Started by an earlier agent: this one is not its parent and cannot learn its exit status.
+    pub adopted: bool,
+    /// How the process ended ("exited with status 1"), sent once it is gone.
     pub exit: oneshot::Receiver<String>,
 }
+
+/// A process that was forked but waits at the gate: it `exec`s Flink only once
+/// [`Spawned::release`] says so, after the agent recorded it. An agent that dies before that
+/// closes the gate's pipe, and the process exits instead of running unrecorded.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    pub identity: ProcessIdentity,
+    pub direct: bool,
+    child: tokio::process::Child,
+    gate: std::fs::File,
+}
+
+impl Spawned {
+    /// Lets the process go on to Flink and starts watching it.
+    pub fn release(self) -> Live {
+        use std::io::Write;
+        let Spawned {
+            pid,
+            identity,
+            direct,
+            mut child,
+            mut gate,
+        } = self;
+        // A failed write means the process is already gone; its exit says how.
+        let _ = gate.write_all(b"go\n");
+        drop(gate);
+        let (tx, exit) = oneshot::channel();
+        tokio::spawn(async move {
+            let how = match child.wait().await {
+                Ok(status) => describe(status),
+                Err(e) => format!("could not be waited for: {e}"),
+            };
+            let _ = tx.send(how);
+        });
+        Live {
+            pid,
+            identity,
+            direct,
+            adopted: false,
+            exit,
+        }
+    }
+}
+
+/// The gate every launch passes: wait for the agent's "go" on fd 3, then become the command.
+const GATE: &str = "read -r go <&3 && exec \"$@\" 3<&-; exit 70";
 
 /// How long SIGKILL may take to empty a group (a process in uninterruptible I/O delays it).
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -101,66 +131,85 @@ fn identity(user: Option<&str>) -> Result<Identity, SupervisorError> {
     })
 }
 
-/// Starts `kind` in its own process group and spawns the tasks that log its output and reap it:
-/// the `learned` JVM command directly when there is one (see [`super::jvm_command`]), Flink's
-/// script otherwise. `extra_args` (dynamic properties of this launch) go last either way, where
-/// the script puts them.
-pub fn launch(
-    spec: &LaunchSpec,
-    kind: Kind,
-    extra_args: &[String],
-    learned: Option<&JvmCommand>,
-) -> Result<Live, SupervisorError> {
+/// What to start: the `learned` JVM command directly when there is one (see
+/// [`super::jvm_command`]), Flink's script otherwise; `extra_args` (dynamic properties of this
+/// launch) go last either way, where the script puts them.
+#[derive(Debug)]
+pub struct Launch<'a> {
+    pub kind: Kind,
+    pub extra_args: &'a [String],
+    pub learned: Option<&'a JvmCommand>,
+    pub placement: Placement,
+    /// Numbers this launch (scope unit names must not repeat while an old one is collected).
+    pub number: u64,
+}
+
+/// Forks `launch` as the leader of a new session, held at the gate (see [`Spawned`]).
+pub fn spawn(spec: &LaunchSpec, launch: &Launch<'_>) -> Result<Spawned, SupervisorError> {
+    let kind = launch.kind;
     let who = identity(spec.user.as_deref())?;
     if !spec.log_dir.is_dir() {
         return Err(SupervisorError::LogDir {
             path: spec.log_dir.display().to_string(),
         });
     }
-    let (program, mut command) = match learned {
-        Some(cmd) => {
-            let program = PathBuf::from(&cmd.argv[0]);
-            let mut command = Command::new(&program);
-            command
-                .args(&cmd.argv[1..])
-                .env_clear()
-                .envs(cmd.env.iter().map(|(k, v)| (k, v)));
-            (program, command)
-        }
-        None => {
-            let program = spec.flink_home.join(kind.script());
-            let mut command = Command::new(&program);
-            command
-                .arg("start-foreground")
-                .env_clear()
-                .env("PATH", PATH)
-                .env("HOME", &who.home)
-                .env("USER", &who.name)
-                .env("LOGNAME", &who.name)
-                .env("LANG", "C.UTF-8")
-                .env("JAVA_HOME", &spec.java_home)
-                .env("FLINK_CONF_DIR", &spec.conf_dir)
-                .env("FLINK_LOG_DIR", &spec.log_dir)
+    let (program, args, env): (String, Vec<String>, Vec<(String, String)>) = match launch.learned {
+        Some(cmd) => (cmd.argv[0].clone(), cmd.argv[1..].to_vec(), cmd.env.clone()),
+        None => (
+            spec.flink_home.join(kind.script()).display().to_string(),
+            vec!["start-foreground".to_string()],
+            [
+                ("PATH", PATH.to_string()),
+                ("HOME", who.home.clone()),
+                ("USER", who.name.clone()),
+                ("LOGNAME", who.name.clone()),
+                ("LANG", "C.UTF-8".to_string()),
+                ("JAVA_HOME", spec.java_home.display().to_string()),
+                ("FLINK_CONF_DIR", spec.conf_dir.display().to_string()),
+                ("FLINK_LOG_DIR", spec.log_dir.display().to_string()),
                 // Otherwise the scripts keep pid files (and a lock) in the shared /tmp.
-                .env("FLINK_PID_DIR", &spec.log_dir);
-            (program, command)
-        }
+                ("FLINK_PID_DIR", spec.log_dir.display().to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        ),
     };
+    let mut command = Command::new("/bin/sh");
     command
-        .args(extra_args)
+        .args(["-c", GATE, "flink-agent-gate"])
+        .args(
+            launch
+                .placement
+                .prefix(kind, launch.number, spec.user.as_deref()),
+        )
+        .arg(&program)
+        .args(&args)
+        .args(launch.extra_args)
+        .env_clear()
+        .envs(env)
         .current_dir(&spec.log_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some((uid, gid, groups)) = who.switch {
-        switch_user(command.as_std_mut(), uid, gid, groups);
-    }
+        .stdin(Stdio::null());
     let spawn_error = |source| SupervisorError::Spawn {
-        program: program.display().to_string(),
+        program: program.clone(),
         source,
     };
-    let mut child = command.spawn().map_err(spawn_error)?;
+    // Early failures (of the gate, systemd-run, the script) and, in a session, all of Flink's
+    // output: a file outlives the agent, a pipe to it would not.
+    let out = output_file(spec, kind).map_err(spawn_error)?;
+    command
+        .stdout(out.try_clone().map_err(spawn_error)?)
+        .stderr(out);
+    let (gate_read, gate_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_error(e.into()))?;
+    let switch = if launch.placement.agent_switches_user() {
+        who.switch
+    } else {
+        None
+    };
+    prepare_child(command.as_std_mut(), gate_read.as_raw_fd(), switch);
+    let child = command.spawn().map_err(spawn_error)?;
+    drop(gate_read);
     let pid = child
         .id()
         .and_then(|p| i32::try_from(p).ok())
@@ -169,26 +218,55 @@ pub fn launch(
                 "the child exited before its pid was read",
             ))
         })?;
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward_lines(out, kind.name(), false));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward_lines(err, kind.name(), true));
-    }
-    let (tx, exit) = oneshot::channel();
-    tokio::spawn(async move {
-        let how = match child.wait().await {
-            Ok(status) => describe(status),
-            Err(e) => format!("could not be waited for: {e}"),
-        };
-        let _ = tx.send(how);
-    });
-    Ok(Live {
+    let identity = ProcessIdentity::of(pid).map_err(spawn_error)?;
+    Ok(Spawned {
         pid,
-        started: Instant::now(),
-        direct: learned.is_some(),
-        exit,
+        identity,
+        direct: launch.learned.is_some(),
+        child,
+        gate: std::fs::File::from(gate_write),
     })
+}
+
+/// `<log_dir>/<kind>.out`, truncated per launch like the `.out` files of Flink's daemon scripts.
+fn output_file(spec: &LaunchSpec, kind: Kind) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(spec.log_dir.join(format!("{}.out", kind.name())))
+}
+
+/// Between fork and exec: a new session (the process leads its own session and group, out of
+/// reach of the agent's terminal and group), the gate's read end as fd 3, and, when the agent
+/// switches user itself, the Flink user's groups, gid and uid.
+#[allow(unsafe_code)]
+fn prepare_child(
+    command: &mut std::process::Command,
+    gate: RawFd,
+    switch: Option<(Uid, Gid, Vec<Gid>)>,
+) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls (setsid, dup2,
+    // setgroups, setgid, setuid) on data prepared before the fork (no allocation, no locks),
+    // which is async-signal-safe. dup2 onto fd 3 clears its close-on-exec flag; the gate's
+    // original descriptor is close-on-exec.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setsid()?;
+            if libc::dup2(gate, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some((uid, gid, groups)) = &switch {
+                nix::unistd::setgroups(groups)?;
+                nix::unistd::setgid(*gid)?;
+                nix::unistd::setuid(*uid)?;
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Drops root to `uid`/`gid` with the user's supplementary groups in the child before exec.
@@ -239,23 +317,6 @@ pub fn read_proc(spec: &LaunchSpec, pid: i32, file: &str) -> std::io::Result<Vec
             who.name,
             String::from_utf8_lossy(&out.stderr).trim()
         )))
-    }
-}
-
-/// Copies a child's output into the agent's log line by line through [`crate::logging::process_line`],
-/// which tags each line with the process name (log target and journal field `FLINK_PROCESS`).
-async fn forward_lines(stream: impl AsyncRead + Unpin, process: &'static str, is_stderr: bool) {
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                crate::logging::process_line(process, is_stderr, text.trim_end());
-            }
-        }
     }
 }
 
@@ -336,7 +397,7 @@ mod tests {
             &script,
             format!(
                 "#!/bin/sh\n\
-                 {{ echo \"uid=$(id -u) groups=$(id -G)\"; echo \"pgid=$(ps -o pgid= -p $$ | tr -d ' ') pid=$$\"; \
+                 {{ echo \"uid=$(id -u) groups=$(id -G)\"; echo \"pgid=$(ps -o pgid= -p $$ | tr -d ' ') sid=$(ps -o sid= -p $$ | tr -d ' ') pid=$$\"; \
                  env | sort; }} > launched.txt\n\
                  echo to-stdout\n{tail}\n"
             ),
@@ -359,10 +420,22 @@ mod tests {
             conf_dir: dir.join("conf"),
             log_dir,
             user: user.map(str::to_string),
-            rest_url: "http://127.0.0.1:1".into(),
+            endpoint: crate::flinkrest::Endpoint::new("127.0.0.1", 1),
             expected_slots: 1,
             settings: crate::config::SupervisorSection::default(),
+            fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
         }
+    }
+
+    fn start(spec: &LaunchSpec) -> Result<Live, SupervisorError> {
+        let launch = Launch {
+            kind: Kind::JobManager,
+            extra_args: &[],
+            learned: None,
+            placement: Placement::Session,
+            number: 1,
+        };
+        spawn(spec, &launch).map(Spawned::release)
     }
 
     #[tokio::test]
@@ -370,12 +443,12 @@ mod tests {
         std::env::set_var("FLINK_AGENT_LEAK_CHECK", "leaked");
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = spec(dir.path(), stub_home(dir.path(), "exit 3"), None);
-        let live = launch(&spec, Kind::JobManager, &[], None).expect("launch");
+        let live = start(&spec).expect("launch");
         let how = live.exit.await.expect("reaped");
         assert_eq!(how, "exited with status 3");
         let seen = std::fs::read_to_string(spec.log_dir.join("launched.txt")).expect("record");
         assert!(
-            seen.contains(&format!("pgid={0} pid={0}", live.pid)),
+            seen.contains(&format!("pgid={0} sid={0} pid={0}", live.pid)),
             "{seen}"
         );
         let names: Vec<&str> = seen
@@ -396,6 +469,8 @@ mod tests {
             assert!(names.contains(&expected), "{expected} missing: {seen}");
         }
         assert!(!seen.contains("FLINK_AGENT_LEAK_CHECK"), "{seen}");
+        let out = std::fs::read_to_string(spec.log_dir.join("jobmanager.out")).expect("output");
+        assert_eq!(out, "to-stdout\n");
     }
 
     #[tokio::test]
@@ -408,7 +483,7 @@ mod tests {
             .ok()
             .flatten()
             .expect("user nobody");
-        let live = launch(&spec, Kind::JobManager, &[], None).expect("launch");
+        let live = start(&spec).expect("launch");
         let pid = live.pid;
         let record = spec.log_dir.join("launched.txt");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -427,6 +502,45 @@ mod tests {
         assert!(!group_alive(pid), "a member of group {pid} survived");
     }
 
+    #[tokio::test]
+    async fn a_process_the_agent_never_released_exits_without_running_flink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(dir.path(), stub_home(dir.path(), "exec sleep 600"), None);
+        let launch = Launch {
+            kind: Kind::JobManager,
+            extra_args: &[],
+            learned: None,
+            placement: Placement::Session,
+            number: 1,
+        };
+        let spawned = spawn(&spec, &launch).expect("spawn");
+        let pid = spawned.pid;
+        // The agent dies before it recorded the process: its end of the gate closes.
+        drop(spawned);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ended(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "pid {pid} still waits at the gate"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !spec.log_dir.join("launched.txt").exists(),
+            "the script ran although the launch was never recorded"
+        );
+    }
+
+    /// Gone, or a zombie nobody reaped yet.
+    fn ended(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    }
+
     #[test]
     fn an_unknown_user_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -435,7 +549,7 @@ mod tests {
             dir.path().to_path_buf(),
             Some("no-such-user-4711"),
         );
-        let err = launch(&spec, Kind::JobManager, &[], None).expect_err("no such user");
+        let err = start(&spec).expect_err("no such user");
         assert!(
             err.to_string()
                 .contains("`no-such-user-4711`: no such user"),

@@ -29,6 +29,13 @@ pub struct Limits {
     pub query_timeout: Duration,
     /// How long reload and restart wait for the daemon loop (they restart processes) before 503.
     pub action_timeout: Duration,
+    /// How long `GET /v1/jobs` waits: it asks Flink and the sync engine.
+    pub job_list_timeout: Duration,
+    /// How long job operations wait: longer than any of them may take
+    /// ([`crate::jobs::OPERATION_TIMEOUT`]), so the answer is the operation's own.
+    pub job_timeout: Duration,
+    /// How long `POST /v1/shutdown` waits for Flink to stop (two grace periods and SIGKILL).
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -40,6 +47,9 @@ impl Default for Limits {
             max_connections: 32,
             query_timeout: Duration::from_secs(5),
             action_timeout: Duration::from_secs(60),
+            job_list_timeout: Duration::from_secs(30),
+            job_timeout: crate::jobs::OPERATION_TIMEOUT + Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(1300),
         }
     }
 }

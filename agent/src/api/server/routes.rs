@@ -4,7 +4,8 @@
 
 use super::refusal::Refusal;
 use super::Limits;
-use crate::api::{ApiRequest, JobsCommand, NoParams, ReloadReport};
+use crate::api::{ApiRequest, ConfigView, NoParams, ReloadReport};
+use crate::jobs::{self, Answer};
 use crate::status::AgentStatus;
 use crate::supervisor::Target;
 use axum::body::Bytes;
@@ -18,8 +19,21 @@ use serde::Deserialize;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// The names `POST /v1/processes/{name}/restart` accepts: [`Target`]'s serde names.
-pub(super) const PROCESS_NAMES: &[&str] = &["jobmanager", "taskmanager", "all"];
+/// Every route the router serves, for the message of a wrong one (a test checks that each is
+/// served).
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/status"),
+    ("GET", "/v1/config"),
+    ("GET", "/v1/firewall"),
+    ("POST", "/v1/reload"),
+    ("POST", "/v1/processes/{jobmanager|taskmanager|all}/restart"),
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/jobs"),
+    ("POST", "/v1/jobs/{name}/stop"),
+    ("POST", "/v1/jobs/{name}/start"),
+    ("POST", "/v1/jobs/{name}/delete"),
+    ("POST", "/v1/shutdown"),
+];
 
 #[derive(Debug, Clone)]
 pub(super) struct AppState {
@@ -36,6 +50,7 @@ pub(super) fn router(tx: mpsc::Sender<ApiRequest>, limits: Limits) -> Router {
         .route("/v1/processes/{name}/restart", post(restart))
         .route("/v1/jobs", get(jobs_list).post(jobs_deploy))
         .route("/v1/jobs/{name}/{action}", post(jobs_action))
+        .route("/v1/shutdown", post(shutdown))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -48,39 +63,41 @@ async fn status(State(app): State<AppState>) -> Result<Json<AgentStatus>, Refusa
         .map(Json)
 }
 
-async fn jobs(app: &AppState, command: JobsCommand) -> Result<Json<serde_json::Value>, Refusal> {
-    ask(
-        &app.tx,
-        |reply| ApiRequest::Jobs(command, reply),
-        app.limits.action_timeout,
-    )
-    .await?
-    .map(Json)
-    .map_err(Refusal::JobRefused)
+/// Job requests wait as long as a job operation may take; a listing asks Flink and the store,
+/// so it gets longer than the other queries too.
+async fn jobs(app: &AppState, command: jobs::Command) -> Result<Json<Answer>, Refusal> {
+    let wait = match command {
+        jobs::Command::List => app.limits.job_list_timeout,
+        _ => app.limits.job_timeout,
+    };
+    ask(&app.tx, |reply| ApiRequest::Jobs(command, reply), wait)
+        .await?
+        .map(Json)
+        .map_err(Refusal::Job)
 }
 
-async fn jobs_list(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Refusal> {
-    jobs(&app, JobsCommand::List).await
+async fn jobs_list(State(app): State<AppState>) -> Result<Json<Answer>, Refusal> {
+    jobs(&app, jobs::Command::List).await
 }
 
 async fn jobs_deploy(
     State(app): State<AppState>,
-    Params(request): Params<crate::jobs::DeployRequest>,
-) -> Result<Json<serde_json::Value>, Refusal> {
-    jobs(&app, JobsCommand::Deploy(request)).await
+    Params(request): Params<jobs::DeployRequest>,
+) -> Result<Json<Answer>, Refusal> {
+    jobs(&app, jobs::Command::Deploy(request)).await
 }
 
 async fn jobs_action(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     _: Params<NoParams>,
-) -> Result<Json<serde_json::Value>, Refusal> {
+) -> Result<Json<Answer>, Refusal> {
     let Path((name, action)) =
         path.map_err(|rejection| Refusal::Malformed(rejection.body_text()))?;
     let command = match action.as_str() {
-        "stop" => JobsCommand::Stop(name),
-        "start" => JobsCommand::Start(name),
-        "delete" => JobsCommand::Delete(name),
+        "stop" => jobs::Command::Stop(name),
+        "start" => jobs::Command::Start(name),
+        "delete" => jobs::Command::Delete(name),
         other => {
             return Err(Refusal::Malformed(format!(
                 "unknown job action `{other}`; use stop, start or delete"
@@ -90,7 +107,18 @@ async fn jobs_action(
     jobs(&app, command).await
 }
 
-async fn config(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Refusal> {
+/// Stops Flink on this node and then the agent; answers once Flink is stopped.
+async fn shutdown(
+    State(app): State<AppState>,
+    _: Params<NoParams>,
+) -> Result<Json<serde_json::Value>, Refusal> {
+    ask(&app.tx, ApiRequest::Shutdown, app.limits.shutdown_timeout).await?;
+    Ok(Json(
+        serde_json::json!({ "stopped": ["taskmanager", "jobmanager"] }),
+    ))
+}
+
+async fn config(State(app): State<AppState>) -> Result<Json<ConfigView>, Refusal> {
     ask(&app.tx, ApiRequest::Config, app.limits.query_timeout)
         .await
         .map(Json)
@@ -111,7 +139,7 @@ async fn reload(
     ask(&app.tx, ApiRequest::Reload, app.limits.action_timeout)
         .await?
         .map(Json)
-        .map_err(Refusal::ReloadRefused)
+        .map_err(Refusal::Reload)
 }
 
 async fn restart(
@@ -127,7 +155,7 @@ async fn restart(
         app.limits.action_timeout,
     )
     .await?
-    .map_err(Refusal::RestartRefused)?;
+    .map_err(Refusal::Restart)?;
     Ok(Json(serde_json::json!({ "restarted": name })))
 }
 
@@ -204,10 +232,14 @@ mod tests {
 
     #[test]
     fn process_names_are_the_targets_serde_names() {
-        for name in PROCESS_NAMES {
+        for name in ["jobmanager", "taskmanager", "all"] {
             let target = parse_target(name).expect("every listed name parses");
             let spelled = serde_json::to_value(target).expect("a target serializes");
-            assert_eq!(spelled, *name);
+            assert_eq!(spelled, name);
+            assert!(
+                ROUTES.iter().any(|(_, path)| path.contains(name)),
+                "{name} not in ROUTES"
+            );
         }
         assert!(matches!(
             parse_target("JobManager"),

@@ -1,17 +1,28 @@
-//! Turns a validated config into what Flink needs on disk: its directories (owned by the Flink
-//! user) and the rendered conf dir. Shared by start-up and reload, so both do exactly the same.
+//! The flinkconf concern's side effects: Flink's directories (owned by the Flink user) and the
+//! rendered conf dir. The same code runs at start-up and on every reload, so both do exactly the
+//! same; what to write was decided purely (see [`Files`]).
 
-use crate::config::AgentConfig;
-use crate::flinkconf::{self, FlinkVersion, RenderedConf};
-use crate::supervisor::LaunchSpec;
+use super::{write_conf_dir, FlinkConfError, FlinkVersion, RenderedConf};
 use std::path::{Path, PathBuf};
+
+/// Everything Flink needs on disk; derived from the config by `crate::desired` (pure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    pub version: FlinkVersion,
+    pub rendered: RenderedConf,
+    /// `FLINK_CONF_DIR`: `<agent.state_dir>/flink-conf`.
+    pub conf_dir: PathBuf,
+    /// The distribution, whose logging configuration is copied into the conf dir.
+    pub flink_home: PathBuf,
+    pub data_dir: PathBuf,
+    pub log_dir: PathBuf,
+    /// The Flink user: owns the data and log dirs and may read the conf dir.
+    pub user: Option<String>,
+}
 
 /// Why the agent could not prepare Flink's files.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    /// The distribution's version could not be told.
-    #[error("flink.home: {0}")]
-    Version(#[from] flinkconf::VersionError),
     /// A directory could not be created or handed to the Flink user.
     #[error(
         "cannot prepare directory {path}: {source}; check the parent's permissions and free space"
@@ -23,72 +34,35 @@ pub enum PrepareError {
     },
     /// The rendered configuration could not be written.
     #[error("cannot write Flink's configuration: {0}")]
-    Write(#[from] flinkconf::FlinkConfError),
-}
-
-/// The result of preparing: what was rendered and whether it changed on disk.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub version: FlinkVersion,
-    pub rendered: RenderedConf,
-    pub changed: bool,
+    Write(#[from] FlinkConfError),
 }
 
 /// Creates Flink's directories and writes its configuration (atomically, only if changed).
-pub fn prepare(config: &AgentConfig) -> Result<Prepared, PrepareError> {
-    let version = flinkconf::detect_version(&config.flink.home)?;
-    let rendered = flinkconf::render(config, version);
-    let owner = flink_owner(config);
-    let data = &config.flink.data_dir;
+/// Returns whether Flink's configuration changed on disk.
+pub fn prepare(files: &Files) -> Result<bool, PrepareError> {
+    let owner = flink_owner(files.user.as_deref());
+    let data = &files.data_dir;
     for dir in [
         data.clone(),
         data.join("checkpoints"),
         data.join("savepoints"),
         data.join("tmp"),
-        config.flink.log_dir.clone(),
+        files.log_dir.clone(),
     ] {
         ensure_dir(&dir, owner)?;
     }
-    ensure_dir(&config.agent.state_dir, None)?;
-    let conf_dir = flinkconf::conf_dir(config);
-    share_conf_dir(&conf_dir, owner)?;
-    let changed = flinkconf::write_conf_dir(&conf_dir, &config.flink.home, &rendered)?;
-    Ok(Prepared {
-        version,
-        rendered,
-        changed,
-    })
+    share_conf_dir(&files.conf_dir, owner)?;
+    Ok(write_conf_dir(
+        &files.conf_dir,
+        &files.flink_home,
+        &files.rendered,
+    )?)
 }
 
-/// What the supervisor needs to launch Flink under this config.
-pub fn launch_spec(config: &AgentConfig) -> LaunchSpec {
-    LaunchSpec {
-        flink_home: config.flink.home.clone(),
-        java_home: config.flink.java_home.clone(),
-        conf_dir: flinkconf::conf_dir(config),
-        log_dir: config.flink.log_dir.clone(),
-        user: config.flink.user.clone(),
-        rest_url: format!("http://{}:{}", rest_host(config), config.ports.rest),
-        expected_slots: config.advanced.number_of_task_slots,
-        settings: config.supervisor.clone(),
-    }
-}
-
-/// The agent talks to the local REST endpoint: loopback when Flink binds to all addresses.
-fn rest_host(config: &AgentConfig) -> String {
-    match config.node.bind_address.as_str() {
-        "0.0.0.0" | "::" => "127.0.0.1".to_string(),
-        a if a.contains(':') => format!("[{a}]"),
-        a => a.to_string(),
-    }
-}
-
-fn flink_owner(config: &AgentConfig) -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
-    let name = config.flink.user.as_deref()?;
-    let user = nix::unistd::User::from_name(name).ok()??;
+fn flink_owner(user: Option<&str>) -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
+    let user = nix::unistd::User::from_name(user?).ok()??;
     Some((user.uid, user.gid))
 }
-
 /// The rendered config is mode 0640 (it may hold secrets) and Flink may run as another user:
 /// the conf dir gets that user's group and the setgid bit, so every file the agent writes into
 /// it (atomic writes create new files) is born readable by Flink, with no window where it is not.

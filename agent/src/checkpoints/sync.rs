@@ -1,0 +1,182 @@
+//! The checkpoint-sync concern as the daemon runs it: the object store and the [`SyncEngine`]
+//! for the settings in force, and the swap to new ones on a reload.
+//!
+//! A reconfiguration builds the new store first (a bad one is refused and the old engine keeps
+//! running), then stops the old engine between two steps (an upload under way completes: its
+//! manifest is the last write) and starts the new one. Staging on disk is the queue, so
+//! checkpoints staged under the old settings are uploaded by the new engine.
+
+use super::engine::{JobNames, SyncConfig, SyncEngine};
+use super::remote::{Remote, RemoteError};
+use super::status::SyncStatus;
+use super::upload::{Origin, UploadSettings};
+use crate::config::{CheckpointsSection, ObjectStoreSection};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What checkpoint sync must do; derived from the config by `crate::desired` (pure).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncSettings {
+    pub store: ObjectStoreSection,
+    pub cluster_id: String,
+    pub flink_version: String,
+    /// `agent.state_dir` and `flink.data_dir`: staging goes to whichever can hard-link Flink's
+    /// files (see `local::staging_root`).
+    pub state_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub checkpoints: CheckpointsSection,
+}
+
+impl SyncSettings {
+    /// Flink's checkpoint dir, as rendered.
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.data_dir.join("checkpoints")
+    }
+
+    /// The engine's configuration; decides where staging lives (a filesystem check).
+    fn engine_config(&self) -> std::io::Result<SyncConfig> {
+        let c = &self.checkpoints;
+        Ok(SyncConfig {
+            origin: Origin {
+                cluster_id: self.cluster_id.clone(),
+                flink_version: self.flink_version.clone(),
+            },
+            checkpoints_dir: self.checkpoints_dir(),
+            staging_root: super::local::staging_root(&self.state_dir, &self.data_dir)?,
+            retain: c.retain as usize,
+            rescan_interval: Duration::from_secs(c.rescan_interval_secs),
+            orphan_grace: Duration::from_secs(c.orphan_grace_secs),
+            alert_after_failures: c.alert_after_failures,
+            upload: UploadSettings {
+                concurrency: c.upload_concurrency,
+                ..UploadSettings::default()
+            },
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+        })
+    }
+}
+
+/// Why checkpoint sync could not be (re)started with new settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("cannot prepare checkpoint staging under {path}: {source}; check agent.state_dir and flink.data_dir")]
+    Staging {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug)]
+struct Running {
+    settings: SyncSettings,
+    remote: Remote,
+    engine: SyncEngine,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The running sync. Cheap to clone; clones share it.
+#[derive(Debug, Clone)]
+pub struct Sync {
+    names: JobNames,
+    running: Arc<Mutex<Running>>,
+}
+
+impl Sync {
+    /// Builds the store and starts the engine. The store is probed in the background: an
+    /// unreachable store must not hold up the agent (the engine retries and `status` says why).
+    pub fn start(settings: SyncSettings, names: JobNames) -> Result<Self, SyncError> {
+        let running = launch(settings, names.clone())?;
+        Ok(Self {
+            names,
+            running: Arc::new(Mutex::new(running)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The store of the settings in force.
+    pub fn remote(&self) -> Remote {
+        self.lock().remote.clone()
+    }
+
+    /// The engine of the settings in force.
+    pub fn engine(&self) -> SyncEngine {
+        self.lock().engine.clone()
+    }
+
+    /// Flink job id → declared job name, shared with the jobs.
+    pub fn names(&self) -> &JobNames {
+        &self.names
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        self.engine().status()
+    }
+
+    /// Switches to `settings`; `Ok(false)` when they are the ones in force. On error the
+    /// running engine is untouched.
+    pub async fn reconfigure(&self, settings: SyncSettings) -> Result<bool, SyncError> {
+        if self.lock().settings == settings {
+            return Ok(false);
+        }
+        let next = launch(settings, self.names.clone())?;
+        let old = std::mem::replace(&mut *self.lock(), next);
+        stop(old).await;
+        Ok(true)
+    }
+
+    /// Stops the engine at its next step (staged checkpoints stay; the next agent uploads
+    /// them, which is the same thing to the store as finishing now).
+    pub fn shutdown(&self) {
+        let _ = self.lock().stop.send(true);
+    }
+}
+
+fn launch(settings: SyncSettings, names: JobNames) -> Result<Running, SyncError> {
+    let remote = Remote::build(&settings.store, &settings.cluster_id)?;
+    let config = settings
+        .engine_config()
+        .map_err(|source| SyncError::Staging {
+            path: settings.state_dir.display().to_string(),
+            source,
+        })?;
+    let probe = remote.clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(Duration::from_secs(10), probe.probe()).await {
+            Ok(Ok(())) => log::info!("object store {} answers", probe.url),
+            Ok(Err(e)) => log::error!("{e}"),
+            Err(_) => log::error!(
+                "{} did not answer within 10 s; checkpoint uploads will retry",
+                probe.url
+            ),
+        }
+    });
+    let engine = SyncEngine::new(remote.clone(), config, names);
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(engine.clone().run(stopped));
+    Ok(Running {
+        settings,
+        remote,
+        engine,
+        stop,
+        task,
+    })
+}
+
+/// Stops an engine and waits for it: the detector at once, the uploader after its step.
+async fn stop(old: Running) {
+    let _ = old.stop.send(true);
+    if let Err(e) = old.task.await {
+        log::error!("the previous checkpoint sync engine ended abnormally: {e}");
+    }
+}

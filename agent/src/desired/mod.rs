@@ -1,0 +1,172 @@
+//! One desired state, derived by one pure function from a config revision (and the Flink
+//! version found at `flink.home`). Every concern gets its part from here and only from here:
+//! the Flink files, the launch of the processes, the firewall, checkpoint sync, the jobs, and
+//! the endpoint everything dials. So the REST address is derived once, a reload reaches every
+//! concern by comparing two `Desired`s, and a config field that no concern reads is caught by a
+//! test (`every_config_field_reaches_a_concern`).
+//!
+//! Problems that only show when the parts are put together (firewall rules that cannot be
+//! planned, a `#` a legacy Flink would cut, a cluster shape this agent cannot run) are reported
+//! here, in the same form and pass as the config's own problems.
+
+mod load;
+
+pub use load::{load, Loaded};
+
+use crate::checkpoints::SyncSettings;
+use crate::config::{AgentConfig, FieldError};
+use crate::firewall;
+use crate::flinkconf::{self, FlinkVersion};
+use crate::flinkrest::Endpoint;
+use crate::jobs;
+use crate::supervisor::{Fingerprint, LaunchSpec};
+use std::path::PathBuf;
+
+/// What kind of cluster this node belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One node: no high availability; the agent re-submits jobs after a JobManager restart.
+    SingleNode,
+}
+
+/// Who this node is, for status and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub node_id: String,
+    pub cluster_id: String,
+}
+
+/// The agent's own files: fixed for the life of an agent process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentFiles {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub socket_group: Option<String>,
+}
+
+/// Everything the config asks of this node, per concern.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub mode: Mode,
+    pub identity: Identity,
+    pub agent: AgentFiles,
+    /// Flink's REST endpoint as the agent dials it.
+    pub endpoint: Endpoint,
+    /// Flink's directories and rendered configuration.
+    pub flink: flinkconf::Files,
+    /// How the JobManager and the TaskManager run.
+    pub launch: LaunchSpec,
+    pub firewall: firewall::Settings,
+    pub sync: SyncSettings,
+    pub jobs: jobs::Settings,
+}
+
+/// Derives the desired state of `config` for Flink `version`. Pure: reads nothing but its
+/// arguments. Every problem is returned, each naming its key.
+pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if config.cluster.nodes.len() > 1 {
+        errors.push(FieldError::new(
+            "cluster.nodes",
+            "three-node (highly available) clusters are not supported by this agent version yet; list only this node's address to run a single node",
+        ));
+    }
+    if !version.uses_config_yaml() {
+        // flink-conf.yaml (Flink <= 1.18) has no quoting: a '#' starts a comment anywhere.
+        for (key, value) in &config.advanced.flink_config {
+            if value.contains('#') {
+                errors.push(FieldError::new(
+                    format!("advanced.flink_config.\"{key}\""),
+                    format!("Flink {version} reads flink-conf.yaml, where '#' starts a comment and would cut this value short; remove the '#' or use Flink 1.19 or later"),
+                ));
+            }
+        }
+    }
+    let firewall = firewall::Settings::from_config(config).unwrap_or_else(|e| {
+        errors.extend(e);
+        firewall::Settings {
+            table: config.firewall.table.clone(),
+            reconcile_interval: std::time::Duration::from_secs(1),
+            policy: None,
+        }
+    });
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let rendered = flinkconf::render(config, version);
+    let conf_dir = flinkconf::conf_dir(config);
+    let endpoint = Endpoint::new(&rest_host(&config.node.bind_address), config.ports.rest);
+    let f = &config.flink;
+    let fingerprint = Fingerprint::new(
+        &[
+            f.home.as_os_str().as_encoded_bytes(),
+            f.java_home.as_os_str().as_encoded_bytes(),
+            f.user.as_deref().unwrap_or("").as_bytes(),
+            conf_dir.as_os_str().as_encoded_bytes(),
+            f.log_dir.as_os_str().as_encoded_bytes(),
+        ],
+        rendered.file_name,
+        &rendered.entries,
+    );
+    let launch = LaunchSpec {
+        flink_home: f.home.clone(),
+        java_home: f.java_home.clone(),
+        conf_dir: conf_dir.clone(),
+        log_dir: f.log_dir.clone(),
+        user: f.user.clone(),
+        endpoint: endpoint.clone(),
+        expected_slots: config.advanced.number_of_task_slots,
+        settings: config.supervisor.clone(),
+        fingerprint,
+    };
+    Ok(Desired {
+        mode: Mode::SingleNode,
+        identity: Identity {
+            node_id: config.node.id.clone(),
+            cluster_id: config.cluster.id.clone(),
+        },
+        agent: AgentFiles {
+            state_dir: config.agent.state_dir.clone(),
+            socket: config.agent.socket.clone(),
+            socket_group: config.agent.socket_group.clone(),
+        },
+        endpoint: endpoint.clone(),
+        flink: flinkconf::Files {
+            version,
+            rendered,
+            conf_dir,
+            flink_home: f.home.clone(),
+            data_dir: f.data_dir.clone(),
+            log_dir: f.log_dir.clone(),
+            user: f.user.clone(),
+        },
+        launch,
+        firewall,
+        sync: SyncSettings {
+            store: config.object_store.clone(),
+            cluster_id: config.cluster.id.clone(),
+            flink_version: version.to_string(),
+            state_dir: config.agent.state_dir.clone(),
+            data_dir: f.data_dir.clone(),
+            checkpoints: config.checkpoints.clone(),
+        },
+        jobs: jobs::Settings {
+            state_dir: config.agent.state_dir.clone(),
+            data_dir: f.data_dir.clone(),
+            endpoint,
+        },
+    })
+}
+
+/// The agent talks to its local REST endpoint where Flink binds it: loopback when Flink binds
+/// to every address.
+fn rest_host(bind_address: &str) -> String {
+    match bind_address {
+        "0.0.0.0" | "::" => "127.0.0.1".to_string(),
+        a => a.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,220 @@
+use super::*;
+use crate::supervisor::{restart_set, RestartSet};
+use serde_json::{json, Value};
+
+const V2: FlinkVersion = FlinkVersion::new(2, 3, 0);
+
+fn desired(c: &AgentConfig) -> Desired {
+    derive(c, V2).expect("derives")
+}
+
+/// Every leaf of `v` with its dotted path; empty arrays and maps, and nulls, are leaves too
+/// (a field whose default is "nothing" must still reach a concern once set).
+fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, child) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(&path, child, out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, child) in items.iter().enumerate() {
+                leaves(&format!("{prefix}[{i}]"), child, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+/// A different value of the same shape that the derivation still accepts.
+fn mutated(path: &str, v: &Value) -> Value {
+    match (path, v) {
+        (_, Value::Bool(b)) => json!(!b),
+        (_, Value::Number(n)) if n.is_f64() => json!(n.as_f64().unwrap_or(0.0) / 2.0),
+        // Flink's memory comes in 64 MiB granules: a plan one size up.
+        ("plan.memory_mib", Value::Number(n)) => json!(n.as_u64().unwrap_or(0) * 2),
+        (_, Value::Number(n)) => json!(n.as_u64().unwrap_or(0) + 1),
+        ("object_store.url", _) => json!("s3://other-bucket/flink"),
+        (p, Value::String(_))
+            if p.starts_with("cluster.nodes") || p.starts_with("node.") && p != "node.id" =>
+        {
+            json!("127.0.0.2")
+        }
+        (p, Value::String(s)) if p.ends_with("restart_strategy.type") => {
+            assert_eq!(s, "failure-rate", "the default strategy changed");
+            json!("none")
+        }
+        (_, Value::String(s)) => json!(format!("{s}x")),
+        ("agent.socket_group", Value::Null) => json!("flink-agent"),
+        ("flink.user", Value::Null) => json!("flink"),
+        ("object_store.region", Value::Null) => json!("eu-west-1"),
+        ("object_store.endpoint", Value::Null) => json!("http://127.0.0.1:9000"),
+        ("object_store.credentials_file", Value::Null) => json!("/etc/flink-agent/s3.env"),
+        ("advanced.flink_config", _) => json!({"pipeline.object-reuse": "true"}),
+        ("firewall.extra_peers" | "firewall.rest_clients", _) => json!(["10.0.0.0/8"]),
+        ("firewall.management.cidrs", _) => json!(["192.0.2.0/24"]),
+        (p, other) => panic!("no mutation for {p} = {other}: teach the test this field"),
+    }
+}
+
+fn set(root: &mut Value, path: &str, value: Value) {
+    let mut node = root;
+    for part in path.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        node = &mut node[key];
+        if let Some(i) = index {
+            node = &mut node[i];
+        }
+    }
+    *node = value;
+}
+
+/// A restart strategy whose type changes drops the old type's options (the config refuses
+/// options of another type).
+fn without_strategy_options(root: &mut Value) {
+    if root["advanced"]["restart_strategy"]["type"] == "none" {
+        root["advanced"]["restart_strategy"] = json!({"type": "none"});
+    }
+}
+
+#[test]
+fn every_config_field_reaches_a_concern() {
+    let base = AgentConfig::default();
+    let before = desired(&base);
+    let tree = serde_json::to_value(&base).expect("config serializes");
+    let mut paths = Vec::new();
+    leaves("", &tree, &mut paths);
+    assert!(paths.len() > 50, "only {} fields found", paths.len());
+    let mut unclaimed = Vec::new();
+    for path in &paths {
+        let mut changed = tree.clone();
+        let old = path
+            .split('.')
+            .fold(&tree, |v, part| match part.split_once('[') {
+                Some((k, i)) => &v[k][i.trim_end_matches(']').parse::<usize>().unwrap_or(0)],
+                None => &v[part],
+            })
+            .clone();
+        set(&mut changed, path, mutated(path, &old));
+        without_strategy_options(&mut changed);
+        let config: AgentConfig = serde_json::from_value(changed)
+            .unwrap_or_else(|e| panic!("{path}: the mutated config does not parse: {e}"));
+        let after = derive(&config, V2)
+            .unwrap_or_else(|e| panic!("{path}: the mutated config does not derive: {e:?}"));
+        if before == after {
+            unclaimed.push(path.clone());
+        }
+    }
+    assert!(
+        unclaimed.is_empty(),
+        "config fields no concern reads (a reload would silently skip them): {unclaimed:?}"
+    );
+}
+
+#[test]
+fn the_endpoint_is_where_flink_binds_with_brackets_for_ipv6() {
+    let mut c = AgentConfig::default();
+    c.node.bind_address = "2001:db8::1".into();
+    c.node.address = "2001:db8::1".into();
+    c.cluster.nodes = vec!["2001:db8::1".into()];
+    let d = desired(&c);
+    assert_eq!(d.endpoint.url(), "http://[2001:db8::1]:8081");
+    assert_eq!(d.jobs.endpoint, d.endpoint);
+    assert_eq!(d.launch.endpoint, d.endpoint);
+    c.node.bind_address = "0.0.0.0".into();
+    c.ports.rest = 18081;
+    assert_eq!(desired(&c).endpoint.url(), "http://127.0.0.1:18081");
+}
+
+#[test]
+fn a_three_node_cluster_is_refused_until_it_is_supported() {
+    let mut c = AgentConfig::default();
+    c.cluster.nodes = vec!["10.0.0.1".into(), "10.0.0.2".into(), "10.0.0.3".into()];
+    c.node.address = "10.0.0.1".into();
+    let errors = derive(&c, V2).expect_err("refused");
+    assert!(
+        errors.iter().any(|e| e.path == "cluster.nodes"
+            && e.message.contains("not supported by this agent version")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn firewall_problems_are_reported_with_their_key() {
+    let mut c = AgentConfig::default();
+    c.firewall.rest_clients = vec!["10.0.0.300/8".into()];
+    let errors = derive(&c, V2).expect_err("refused");
+    assert!(
+        errors.iter().any(|e| e.path == "firewall.rest_clients[0]"),
+        "{errors:?}"
+    );
+    c.firewall.enabled = false;
+    assert_eq!(desired(&c).firewall.policy, None, "off: no rules to plan");
+}
+
+#[test]
+fn a_hash_in_a_pass_through_value_is_refused_for_legacy_flink_only() {
+    let mut c = AgentConfig::default();
+    c.advanced
+        .flink_config
+        .insert("pipeline.name".into(), "a#b".into());
+    assert!(derive(&c, V2).is_ok());
+    let errors = derive(&c, FlinkVersion::new(1, 18, 1)).expect_err("refused");
+    assert_eq!(errors[0].path, "advanced.flink_config.\"pipeline.name\"");
+}
+
+fn restarts(a: &AgentConfig, b: &AgentConfig) -> RestartSet {
+    restart_set(
+        &desired(a).launch.fingerprint,
+        &desired(b).launch.fingerprint,
+    )
+}
+
+#[test]
+fn a_slot_change_restarts_only_the_taskmanager() {
+    let a = AgentConfig::default();
+    let mut b = a.clone();
+    b.advanced.number_of_task_slots = 2;
+    assert_eq!(
+        restarts(&a, &b),
+        RestartSet {
+            jobmanager: false,
+            taskmanager: true
+        }
+    );
+    let mut c = a.clone();
+    c.advanced
+        .flink_config
+        .insert("env.java.opts.taskmanager".into(), "-XX:+UseG1GC".into());
+    assert!(!restarts(&a, &c).jobmanager);
+}
+
+#[test]
+fn shared_keys_and_launch_changes_restart_both_and_nothing_else_restarts_nothing() {
+    let a = AgentConfig::default();
+    assert_eq!(restarts(&a, &a.clone()), RestartSet::NONE);
+    let mut b = a.clone();
+    b.advanced.checkpoint_interval_ms = 5_000;
+    assert_eq!(restarts(&a, &b), RestartSet::BOTH);
+    let mut c = a.clone();
+    c.flink.java_home = "/opt/java21".into();
+    assert_eq!(restarts(&a, &c), RestartSet::BOTH);
+    let mut d = a.clone();
+    d.checkpoints.retain = 5;
+    d.supervisor.health_interval_ms = 500;
+    assert_eq!(restarts(&a, &d), RestartSet::NONE, "not Flink's business");
+    let legacy = derive(&a, FlinkVersion::new(1, 18, 1)).expect("derives");
+    assert_eq!(
+        restart_set(&legacy.launch.fingerprint, &desired(&a).launch.fingerprint),
+        RestartSet::BOTH,
+        "another file layout"
+    );
+}

@@ -1,0 +1,279 @@
+//! Adopting the Flink processes an earlier agent started, instead of starting new ones.
+//!
+//! The state file says which processes the last agent ran (pid, boot, start time, what they
+//! were launched with). A process is adopted only if the kernel confirms it is that very process
+//! (same boot, same start time: a reused pid starts later) and its command line still names
+//! this agent's Flink (its conf dir, or its script while the script runs). Anything else is not
+//! touched as Flink: a pid reused by another program is never adopted.
+//!
+//! An adopted process is not the agent's child, so its exit is watched through a pidfd (the
+//! kernel signals it when the process ends; init reaps it, so no zombie is left). Its exit
+//! status is not knowable by a non-parent; the exit is reported as such.
+//!
+//! Processes that carry this agent's conf dir but are in no record (an earlier agent with
+//! another state file, or a leftover of a crash outside the gate's protection) are strays and
+//! are killed before anything is launched: two JobManagers would fight over the ports.
+
+use super::process::Live;
+use super::{Kind, LaunchSpec};
+use crate::procfs::{self, ProcessIdentity};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+
+/// Why a recorded process was not adopted (logged; a fresh one is started instead).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotAdopted {
+    #[error("pid {0} is gone")]
+    Gone(i32),
+    #[error("pid {0} was recorded before the last reboot")]
+    Rebooted(i32),
+    #[error("pid {pid} now belongs to another process (started at tick {now}, not {recorded})")]
+    Reused { pid: i32, recorded: u64, now: u64 },
+    #[error("pid {pid} is not this agent's Flink {kind} (command line: {cmdline})")]
+    Foreign {
+        pid: i32,
+        kind: &'static str,
+        cmdline: String,
+    },
+    #[error("cannot watch pid {pid}: {message}")]
+    Unwatchable { pid: i32, message: String },
+}
+
+/// Checks that `recorded` is still this agent's `kind` and starts watching it.
+pub fn adopt(
+    recorded: &ProcessIdentity,
+    direct: bool,
+    spec: &LaunchSpec,
+    kind: Kind,
+) -> Result<Live, NotAdopted> {
+    let pid = recorded.pid;
+    // The pidfd first: from here on the number cannot be reused under us, so the checks below
+    // are about the process the pidfd refers to.
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(NotAdopted::Gone(pid)),
+        Err(e) => {
+            return Err(NotAdopted::Unwatchable {
+                pid,
+                message: e.to_string(),
+            })
+        }
+    };
+    let now = ProcessIdentity::of(pid).map_err(|_| NotAdopted::Gone(pid))?;
+    if now.boot_id != recorded.boot_id {
+        return Err(NotAdopted::Rebooted(pid));
+    }
+    if now.start_ticks != recorded.start_ticks {
+        return Err(NotAdopted::Reused {
+            pid,
+            recorded: recorded.start_ticks,
+            now: now.start_ticks,
+        });
+    }
+    let cmdline = procfs::cmdline(pid).unwrap_or_default();
+    if !is_ours(&cmdline, spec, kind) {
+        return Err(NotAdopted::Foreign {
+            pid,
+            kind: kind.name(),
+            cmdline: cmdline.chars().take(200).collect(),
+        });
+    }
+    let exit = watch_exit(pid, pidfd).map_err(|e| NotAdopted::Unwatchable {
+        pid,
+        message: e.to_string(),
+    })?;
+    Ok(Live {
+        pid,
+        identity: now,
+        direct,
+        adopted: true,
+        exit,
+    })
+}
+
+/// The command line of this agent's `kind` in any of its phases: the JVM (`--configDir <conf
+/// dir>` and the kind's main class), the script (`<home>/bin/<kind>.sh`), or the gate before it.
+fn is_ours(cmdline: &str, spec: &LaunchSpec, kind: Kind) -> bool {
+    let conf = spec.conf_dir.display().to_string();
+    let script = spec.flink_home.join(kind.script()).display().to_string();
+    (cmdline.contains(&conf) && cmdline.contains(kind.main_class())) || cmdline.contains(&script)
+}
+
+/// Sessions (= process groups: the agent starts each Flink process as a session leader) of
+/// processes that name this agent's conf dir but are not in `keep`.
+pub fn strays(spec: &LaunchSpec, keep: &[i32]) -> Vec<i32> {
+    let conf = format!("--configDir {}", spec.conf_dir.display());
+    let mut sessions: Vec<i32> = procfs::pids()
+        .into_iter()
+        .filter(|pid| procfs::cmdline(*pid).is_ok_and(|c| c.contains(&conf)))
+        .filter_map(|pid| procfs::session(pid).ok())
+        .filter(|sid| *sid > 1 && !keep.contains(sid))
+        .collect();
+    sessions.sort_unstable();
+    sessions.dedup();
+    sessions
+}
+
+/// Resolves when the process behind `pidfd` has ended.
+#[allow(unsafe_code)]
+fn watch_exit(pid: i32, pidfd: OwnedFd) -> io::Result<oneshot::Receiver<String>> {
+    // SAFETY: the `OwnedFd` is moved into the `AsyncFd`, which owns it until dropped: the
+    // descriptor stays open and always refers to the same pidfd.
+    let fd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let how = match fd.readable().await {
+            Ok(_) => {
+                format!("ended (pid {pid}, adopted: its exit status is only known to its parent)")
+            }
+            Err(e) => format!("could not be watched: {e}"),
+        };
+        let _ = tx.send(how);
+    });
+    Ok(rx)
+}
+
+/// `pidfd_open(2)`: a descriptor that refers to one process for as long as it is open and
+/// becomes readable when that process ends (Linux 5.3+).
+#[allow(unsafe_code)]
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor or -1;
+    // no memory is shared with the kernel.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            flink_home: PathBuf::from("/opt/flink"),
+            java_home: PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64"),
+            conf_dir: PathBuf::from("/var/lib/flink-agent/flink-conf"),
+            log_dir: PathBuf::from("/var/log/flink"),
+            user: None,
+            endpoint: crate::flinkrest::Endpoint::new("127.0.0.1", 8081),
+            expected_slots: 1,
+            settings: crate::config::SupervisorSection::default(),
+            fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
+        }
+    }
+
+    #[test]
+    fn flink_in_each_phase_is_recognised_and_other_programs_are_not() {
+        let s = spec();
+        let jvm = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java -Xmx1g -classpath x org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint --configDir /var/lib/flink-agent/flink-conf --executionMode cluster";
+        assert!(is_ours(jvm, &s, Kind::JobManager));
+        assert!(!is_ours(jvm, &s, Kind::TaskManager));
+        assert!(is_ours(
+            "/bin/bash /opt/flink/bin/taskmanager.sh start-foreground",
+            &s,
+            Kind::TaskManager
+        ));
+        assert!(is_ours(
+            "/bin/sh -c read -r go <&3 && exec \"$@\" 3<&-; exit 70 flink-agent-gate /opt/flink/bin/jobmanager.sh start-foreground",
+            &s,
+            Kind::JobManager
+        ));
+        assert!(!is_ours("/usr/sbin/sshd -D", &s, Kind::JobManager));
+        // Another agent's Flink (another conf dir) is not ours.
+        assert!(!is_ours(
+            &jvm.replace("/var/lib/flink-agent/", "/srv/other/"),
+            &s,
+            Kind::JobManager
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_pid_that_now_belongs_to_another_program_is_not_adopted() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = sleeper.id() as i32;
+        let real = ProcessIdentity::of(pid).expect("identity");
+        // The right process, but not Flink.
+        assert!(matches!(
+            adopt(&real, false, &spec(), Kind::JobManager),
+            Err(NotAdopted::Foreign { .. })
+        ));
+        // A record of an earlier process that had this pid.
+        let earlier = ProcessIdentity {
+            start_ticks: real.start_ticks.saturating_sub(1),
+            ..real.clone()
+        };
+        assert!(matches!(
+            adopt(&earlier, false, &spec(), Kind::JobManager),
+            Err(NotAdopted::Reused { .. })
+        ));
+        let before_reboot = ProcessIdentity {
+            boot_id: "0".into(),
+            ..real
+        };
+        assert_eq!(
+            adopt(&before_reboot, false, &spec(), Kind::JobManager).err(),
+            Some(NotAdopted::Rebooted(pid))
+        );
+        sleeper.kill().expect("kill");
+        sleeper.wait().expect("reap");
+    }
+
+    #[tokio::test]
+    async fn the_end_of_an_adopted_process_is_noticed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = spec();
+        s.conf_dir = dir.path().join("flink-conf");
+        // Stands in for a JVM an earlier agent started: a session leader whose command line
+        // names the kind's main class and `--configDir <conf dir>`.
+        let mut jvm = std::process::Command::new("setsid")
+            .args([
+                "sh",
+                "-c",
+                "sleep 30; : org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
+                "--configDir",
+            ])
+            .arg(&s.conf_dir)
+            .spawn()
+            .expect("stand-in");
+        let pid = jvm.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while procfs::session(pid).ok() != Some(pid) {
+            assert!(std::time::Instant::now() < deadline, "setsid did not run");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(strays(&s, &[]), vec![pid], "unrecorded: a stray");
+        assert_eq!(strays(&s, &[pid]), Vec::<i32>::new(), "recorded: kept");
+        let live = adopt(
+            &ProcessIdentity::of(pid).expect("identity"),
+            true,
+            &s,
+            Kind::JobManager,
+        )
+        .expect("adopted");
+        assert!(live.adopted && live.direct);
+        // The whole session: sh and its sleep.
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+        let how = tokio::time::timeout(Duration::from_secs(5), live.exit)
+            .await
+            .expect("noticed within 5 s")
+            .expect("an answer");
+        assert!(how.contains("adopted"), "{how}");
+        jvm.wait().expect("reap");
+    }
+}
