@@ -28,7 +28,8 @@
 //!    never got a manifest are deleted after `checkpoints.orphan_grace_secs` (`plan`).
 //! 7. **Verified restore.** Complete checkpoints are tried newest first; every file is checked
 //!    against the manifest's size and SHA-256; a corrupt or incomplete one is skipped with a
-//!    logged reason and the next older one is used (`restore`).
+//!    logged reason and the next older one is used (`restore`) — a re-submission orders its
+//!    local checkpoint among the remote ones, so that next one may be the local one.
 //! 8. **HashMap backend only.** Its `chk-N` dir is self-contained and relocatable (state files
 //!    are referenced relative to `_metadata`); the config refuses keys that would make Flink
 //!    write incremental state to `shared/` (see `config::OWNED_KEY_PREFIXES`).
@@ -51,8 +52,16 @@ pub use manifest::{Manifest, ManifestFile};
 pub use metadata::{checkpoint_id, local_dir};
 pub use remote::{Remote, RemoteError};
 pub use restore::{
-    candidates, prune_restored, restore_newest, RestoreError, Restored, CONCURRENCY,
+    candidates, prune_restored, restore_first, restore_newest, RestoreError, Restored,
+    CONCURRENCY,
 };
 pub use status::{PendingUpload, SyncStatus};
 pub use sync::{Sync, SyncError, SyncSettings};
 pub use upload::{publish, Origin, UploadError, UploadSettings};
+
+/// What tests of other modules (the jobs' restore choice) build checkpoints with.
+#[cfg(test)]
+pub(crate) mod testing {
+    pub use super::local::tests::fake_checkpoint;
+    pub use super::manifest::FORMAT;
+}

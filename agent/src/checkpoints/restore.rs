@@ -3,6 +3,8 @@
 //! against the manifest (size and SHA-256). A corrupt or incomplete one is skipped with its
 //! reason and the next older one is tried. The directory is built as `.chk-N.partial` and
 //! renamed only when every file verified, so Flink is never pointed at a half-written restore.
+//! A re-submission that also has a local checkpoint tries only the remote ones newer than it
+//! ([`restore_first`]): once those fail, the local one is the next newest.
 
 use super::layout::{data_path, group_checkpoints, job_prefix, manifest_path};
 use super::manifest::{Manifest, ManifestFile};
@@ -69,8 +71,22 @@ pub async fn restore_newest(
     restore_root: &Path,
     concurrency: usize,
 ) -> Result<Option<Restored>, RestoreError> {
+    let ids = candidates(remote, job).await?;
+    restore_first(remote, job, &ids, restore_root, concurrency).await
+}
+
+/// Downloads and verifies the first usable of the remote checkpoints `ids`, tried in the given
+/// order (newest first); `None` if every one is corrupt or incomplete. The caller decides which
+/// ids are worth a download: a re-submission passes only those newer than its local checkpoint.
+pub async fn restore_first(
+    remote: &Remote,
+    job: &str,
+    ids: &[u64],
+    restore_root: &Path,
+    concurrency: usize,
+) -> Result<Option<Restored>, RestoreError> {
     let mut skipped = Vec::new();
-    for id in candidates(remote, job).await? {
+    for &id in ids {
         let dir = restore_root.join(job).join(format!("chk-{id}"));
         let partial = restore_root.join(job).join(format!(".chk-{id}.partial"));
         for d in [&dir, &partial] {

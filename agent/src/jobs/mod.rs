@@ -5,8 +5,9 @@
 //! `SupervisorEvent::JobManagerHealthy` the daemon calls [`Jobs::resubmit_all`]: each declared,
 //! not stopped job that Flink does not know is run again from its newest complete checkpoint —
 //! the local one when it is at least as new as the newest durable remote one, else the newest
-//! remote one that verifies (see `checkpoints::restore`). A node that lost its disk first gets
-//! the records and jars back from object storage ([`Jobs::recover_records`]).
+//! remote one that verifies, or the local one once every newer remote one proved corrupt (one
+//! order for both: [`restore_candidates`]; see `checkpoints::restore`). A node that lost its
+//! disk first gets the records and jars back from object storage ([`Jobs::recover_records`]).
 //!
 //! `jobs stop` is a declaration too: it is recorded in object storage before Flink is asked
 //! for the savepoint, so neither a JobManager restart nor a replacement node brings the job
@@ -23,7 +24,7 @@ pub use error::JobError;
 pub use human::{render_human, NO_JOBS};
 pub use manager::{DeployRequest, JobStatus, Jobs, StopOutcome};
 pub use record::{JobRecord, RestoredFrom, RunState};
-pub use resubmit::{choose_restore, PlannedRestore, RestoreChoice};
+pub use resubmit::{choose_restore, restore_candidates, PlannedRestore, RestoreChoice};
 pub use service::{Service, Settings};
 
 use serde::{Deserialize, Serialize};

@@ -1,12 +1,12 @@
 //! Jobs that come back by themselves: after a JobManager start (it forgot its jobs) and on a
 //! node that lost its disk (records come back from object storage). The one decision — where to
-//! restore from — is the pure [`choose_restore`].
+//! restore from — is the pure [`restore_candidates`] (its first entry: [`choose_restore`]).
 
 use super::error::{io, store, JobError};
 use super::manager::Jobs;
 use super::record::{self, RemoteJob, RestoredFrom, RunState};
 use crate::checkpoints::{
-    candidates, checkpoint_id, local_dir, prune_restored, restore_newest, scan_complete,
+    candidates, checkpoint_id, local_dir, prune_restored, restore_first, scan_complete,
     CONCURRENCY,
 };
 use std::path::PathBuf;
@@ -32,15 +32,34 @@ pub struct PlannedRestore {
     pub choice: RestoreChoice,
 }
 
-/// Local wins when it is at least as new as the newest durable remote checkpoint: it needs no
-/// download and it is never older than what was uploaded from it.
+/// Where a re-submission would restore from if its first candidate verifies: the first of
+/// [`restore_candidates`], [`RestoreChoice::Fresh`] when there is none.
 pub fn choose_restore(local: Option<u64>, remote: Option<u64>) -> RestoreChoice {
-    match (local, remote) {
-        (Some(l), Some(r)) if r > l => RestoreChoice::Remote(r),
-        (Some(l), _) => RestoreChoice::Local(l),
-        (None, Some(r)) => RestoreChoice::Remote(r),
-        (None, None) => RestoreChoice::Fresh,
-    }
+    restore_candidates(local, remote.as_slice())
+        .first()
+        .copied()
+        .unwrap_or(RestoreChoice::Fresh)
+}
+
+/// Every checkpoint a re-submission may restore from, in the one order they are tried: newest
+/// first, local and remote together, so a corrupt remote checkpoint gives way to the next
+/// newest one wherever it is — never to an older remote one while a newer local one exists.
+/// Local wins a tie with remote: it needs no download and it is never older than what was
+/// uploaded from it. The local one is not verified by a download, so it ends the list: nothing
+/// older than it is ever worth trying. `remote` are the complete remote checkpoint ids.
+pub fn restore_candidates(local: Option<u64>, remote: &[u64]) -> Vec<RestoreChoice> {
+    let mut newer: Vec<u64> = remote
+        .iter()
+        .copied()
+        .filter(|r| local.is_none_or(|l| *r > l))
+        .collect();
+    newer.sort_unstable_by(|a, b| b.cmp(a));
+    newer.dedup();
+    newer
+        .into_iter()
+        .map(RestoreChoice::Remote)
+        .chain(local.map(RestoreChoice::Local))
+        .collect()
 }
 
 /// Flink job ids remembered per job: enough to find local checkpoints of recent runs.
@@ -184,30 +203,43 @@ impl Jobs {
         run: &RunState,
     ) -> Result<Option<RestoredFrom>, JobError> {
         let local = self.newest_local(run);
-        let remote = candidates(&self.remote, name).await?.first().copied();
-        let from = match choose_restore(local.as_ref().map(|(id, _)| *id), remote) {
-            RestoreChoice::Local(id) => local.map(|(_, dir)| RestoredFrom {
-                checkpoint_id: id,
-                source: "local".into(),
-                path: dir.display().to_string(),
-            }),
-            RestoreChoice::Remote(_) => {
-                match restore_newest(&self.remote, name, &self.restore_root, CONCURRENCY).await? {
-                    Some(r) => Some(RestoredFrom {
-                        checkpoint_id: r.checkpoint_id,
-                        source: "remote".into(),
-                        path: r.dir.display().to_string(),
-                    }),
-                    // Every remote one was corrupt: the local one, if any, is still better than nothing.
-                    None => local.map(|(id, dir)| RestoredFrom {
-                        checkpoint_id: id,
-                        source: "local".into(),
-                        path: dir.display().to_string(),
-                    }),
-                }
-            }
-            RestoreChoice::Fresh => None,
-        };
+        let remote = candidates(&self.remote, name).await?;
+        let order = restore_candidates(local.as_ref().map(|(id, _)| *id), &remote);
+        // The remote candidates come first (each newer than the local one) and are tried in
+        // order; the local one, last, is the next newest once every one of them is corrupt.
+        let newer_remote: Vec<u64> = order
+            .iter()
+            .map_while(|c| match c {
+                RestoreChoice::Remote(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        if let Some(r) = restore_first(
+            &self.remote,
+            name,
+            &newer_remote,
+            &self.restore_root,
+            CONCURRENCY,
+        )
+        .await?
+        {
+            return Ok(Some(RestoredFrom {
+                checkpoint_id: r.checkpoint_id,
+                source: "remote".into(),
+                path: r.dir.display().to_string(),
+            }));
+        }
+        let from = local.map(|(id, dir)| RestoredFrom {
+            checkpoint_id: id,
+            source: "local".into(),
+            path: dir.display().to_string(),
+        });
+        if let (Some(from), false) = (&from, newer_remote.is_empty()) {
+            log::warn!(
+                "job {name}: every newer remote checkpoint is unusable; restoring local checkpoint {}",
+                from.checkpoint_id
+            );
+        }
         Ok(from)
     }
 
@@ -427,6 +459,88 @@ mod tests {
             .unwrap());
     }
 
+    /// Publishes checkpoint `id` of `job` with a `_metadata` holding `content`; the manifest
+    /// describes `described` (a different value makes the checkpoint corrupt).
+    async fn put_remote_checkpoint(
+        remote: &Remote,
+        job: &str,
+        id: u64,
+        content: &[u8],
+        described: &[u8],
+    ) {
+        use crate::checkpoints::layout::{data_path, manifest_path};
+        use crate::checkpoints::{Manifest, ManifestFile};
+        use sha2::{Digest, Sha256};
+        let manifest = Manifest {
+            format: crate::checkpoints::testing::FORMAT,
+            cluster_id: "c1".into(),
+            job: job.into(),
+            flink_job_id: "f0".into(),
+            checkpoint_id: id,
+            flink_version: "2.3.0".into(),
+            completed_at: 0,
+            files: vec![ManifestFile {
+                path: "_metadata".into(),
+                size: described.len() as u64,
+                sha256: hex::encode(Sha256::digest(described)),
+            }],
+        };
+        let store = &remote.store;
+        store
+            .put(
+                &data_path(&remote.root, job, id, "_metadata"),
+                content.to_vec().into(),
+            )
+            .await
+            .unwrap();
+        store
+            .put(
+                &manifest_path(&remote.root, job, id),
+                serde_json::to_vec(&manifest).unwrap().into(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The newest remote checkpoint is corrupt and the next remote one is older than the local
+    /// one: the local one wins, not the older remote one.
+    #[tokio::test]
+    async fn a_corrupt_newest_remote_checkpoint_falls_back_to_a_newer_local_one() {
+        let store = tempfile::tempdir().unwrap();
+        let disk = tempfile::tempdir().unwrap();
+        let jobs = node(store.path(), disk.path());
+        put_remote_checkpoint(&jobs.remote, "counter", 9, b"meta 9", b"other").await;
+        put_remote_checkpoint(&jobs.remote, "counter", 5, b"meta 5", b"meta 5").await;
+        let local = crate::checkpoints::testing::fake_checkpoint(
+            &jobs.checkpoints_dir,
+            "f1",
+            7,
+            &[("state", b"s")],
+        );
+        let run = RunState {
+            flink_job_ids: vec!["f1".into()],
+            ..Default::default()
+        };
+        let from = jobs.newest_checkpoint("counter", &run).await.unwrap();
+        assert_eq!(
+            from,
+            Some(RestoredFrom {
+                checkpoint_id: 7,
+                source: "local".into(),
+                path: local.display().to_string(),
+            })
+        );
+
+        // A newer remote one that verifies still wins over the local one.
+        put_remote_checkpoint(&jobs.remote, "counter", 8, b"meta 8", b"meta 8").await;
+        let from = jobs
+            .newest_checkpoint("counter", &run)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((from.checkpoint_id, from.source.as_str()), (8, "remote"));
+    }
+
     #[test]
     fn restore_prefers_local_unless_remote_is_newer() {
         assert_eq!(choose_restore(Some(7), Some(7)), RestoreChoice::Local(7));
@@ -434,5 +548,22 @@ mod tests {
         assert_eq!(choose_restore(Some(5), Some(7)), RestoreChoice::Remote(7));
         assert_eq!(choose_restore(None, Some(3)), RestoreChoice::Remote(3));
         assert_eq!(choose_restore(None, None), RestoreChoice::Fresh);
+    }
+
+    #[test]
+    fn candidates_are_one_newest_first_order_that_ends_at_the_local_one() {
+        use RestoreChoice::{Local, Remote};
+        // A corrupt 9 gives way to the local 7, never to the older remote 5.
+        assert_eq!(restore_candidates(Some(7), &[9, 5]), [Remote(9), Local(7)]);
+        assert_eq!(
+            restore_candidates(Some(7), &[5, 9, 8]),
+            [Remote(9), Remote(8), Local(7)]
+        );
+        // Local wins a tie: no download.
+        assert_eq!(restore_candidates(Some(7), &[7, 5]), [Local(7)]);
+        assert_eq!(restore_candidates(Some(3), &[]), [Local(3)]);
+        // Without a local one every remote one is a candidate.
+        assert_eq!(restore_candidates(None, &[5, 9]), [Remote(9), Remote(5)]);
+        assert_eq!(restore_candidates(None, &[]), []);
     }
 }
