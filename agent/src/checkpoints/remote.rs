@@ -326,3 +326,133 @@ mod tests {
         );
     }
 }
+
+/// Stores that fail on purpose, for tests of what the agent does when the store misbehaves:
+/// object_store has no fault injection of its own.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Remote;
+    use futures::stream::BoxStream;
+    use object_store::path::Path;
+    use object_store::{
+        GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// Wraps a real store; deletes fail on request.
+    pub(crate) struct FaultyStore {
+        inner: Arc<dyn ObjectStore>,
+        /// How many of the next deletes of matching keys fail (`usize::MAX`: all of them).
+        failing_deletes: AtomicUsize,
+        /// Deletes of keys containing this text are the ones that fail (`""`: any key).
+        delete_matching: Mutex<String>,
+    }
+
+    impl FaultyStore {
+        pub(crate) fn new(inner: Arc<dyn ObjectStore>) -> Self {
+            Self {
+                inner,
+                failing_deletes: AtomicUsize::new(0),
+                delete_matching: Mutex::new(String::new()),
+            }
+        }
+
+        /// The next `count` deletes of keys containing `matching` fail.
+        pub(crate) fn fail_deletes(&self, matching: &str, count: usize) {
+            *self
+                .delete_matching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = matching.into();
+            self.failing_deletes.store(count, Ordering::SeqCst);
+        }
+
+        /// A [`Remote`] rooted at `c1` over this store.
+        pub(crate) fn remote(self: &Arc<Self>) -> Remote {
+            Remote {
+                store: self.clone(),
+                multipart: None,
+                root: Path::from("c1"),
+                url: "faulty://test".into(),
+            }
+        }
+    }
+
+    impl std::fmt::Debug for FaultyStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("FaultyStore").finish_non_exhaustive()
+        }
+    }
+
+    impl std::fmt::Display for FaultyStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "FaultyStore({})", self.inner)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for FaultyStore {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        async fn delete(&self, location: &Path) -> Result<()> {
+            let matches = location.as_ref().contains(
+                self.delete_matching
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_str(),
+            );
+            let failing = matches
+                && self
+                    .failing_deletes
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                        0 => None,
+                        usize::MAX => Some(n),
+                        n => Some(n - 1),
+                    })
+                    .is_ok();
+            if failing {
+                return Err(object_store::Error::Generic {
+                    store: "faulty",
+                    source: format!("injected failure deleting {location}").into(),
+                });
+            }
+            self.inner.delete(location).await
+        }
+
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+            self.inner.copy(from, to).await
+        }
+
+        async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
+            self.inner.copy_if_not_exists(from, to).await
+        }
+    }
+}

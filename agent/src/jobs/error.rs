@@ -39,6 +39,39 @@ pub enum JobError {
     },
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    /// A deleted job's objects that the store kept refusing to delete, after every retry. The
+    /// job is gone from this node; its record, if among them, would let a replacement node
+    /// bring it back, so the operator is told to finish the delete.
+    #[error(
+        "job `{name}` is deleted on this node, but {} could not be deleted from {url} after {attempts} attempts ({source}); run `flink-agent jobs delete {name}` again once the store is reachable: it deletes only what is left",
+        left_summary(.left)
+    )]
+    RemoteLeft {
+        name: String,
+        url: String,
+        /// The keys left, or the job's prefix (ending in `/`) when they cannot be listed.
+        left: Vec<String>,
+        attempts: u32,
+        /// The last failure (boxed: it would make every `JobError` larger).
+        #[source]
+        source: Box<object_store::Error>,
+    },
+}
+
+/// "2 objects (a, b)", at most five named.
+fn left_summary(left: &[String]) -> String {
+    const NAMED: usize = 5;
+    let mut names = left
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if left.len() > NAMED {
+        names.push_str(&format!(" and {} more", left.len() - NAMED));
+    }
+    let noun = if left.len() == 1 { "object" } else { "objects" };
+    format!("{} {noun} ({names})", left.len())
 }
 
 pub(super) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> JobError {

@@ -10,6 +10,12 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Passes over a deleted job's objects before the leftovers are reported, and the pause after
+/// the first failed one (doubled after each): enough to ride out a store's brief hiccup while
+/// `jobs delete` still answers within seconds.
+const DELETE_ATTEMPTS: u32 = 3;
+const DELETE_PAUSE: Duration = Duration::from_millis(250);
+
 /// `jobs deploy` / `POST /v1/jobs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployRequest {
@@ -265,8 +271,16 @@ impl Jobs {
     /// Forgetting a job, first half: cancels it if it runs and removes everything of it on
     /// this node. The caller then stops the sync engine from uploading more of it and calls
     /// [`Jobs::delete_remote`].
+    ///
+    /// A job this node no longer knows but whose objects are still in the store (an earlier
+    /// delete left them, see [`JobError::RemoteLeft`]) passes, so `jobs delete` run again
+    /// finishes the delete.
     pub async fn delete_local(&self, name: &str) -> Result<(), JobError> {
-        let run = self.known(name)?;
+        let run = match self.known(name) {
+            Ok(run) => run,
+            Err(JobError::Unknown { .. }) if self.left_remotely(name).await? => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if let (false, Some(id)) = (run.stopped, run.flink_job_ids.last()) {
             if let Err(e) = self.rest.cancel(id).await {
                 log::warn!("job {name}: cancel before delete failed: {e}");
@@ -289,19 +303,82 @@ impl Jobs {
     }
 
     /// Forgetting a job, second half: its record, jar and checkpoints in object storage.
+    /// Stores fail now and then, so a failed pass is retried after a growing pause; whatever
+    /// is still there after the last one is named in [`JobError::RemoteLeft`]. Idempotent: a
+    /// later call deletes what an earlier one left.
     pub async fn delete_remote(&self, name: &str) -> Result<(), JobError> {
-        record::delete_remote(&self.remote, name)
-            .await
-            .map_err(store(format!("deleting job `{name}`")))?;
         let prefix = crate::checkpoints::layout::job_prefix(&self.remote.root, name);
-        let keys: Vec<_> =
-            futures::TryStreamExt::try_collect(self.remote.store.list(Some(&prefix)))
-                .await
-                .map_err(store(format!("listing the checkpoints of `{name}`")))?;
-        for meta in keys {
-            let _ = self.remote.store.delete(&meta.location).await;
+        let mut pause = DELETE_PAUSE;
+        let mut attempt = 1;
+        let source = loop {
+            match self.delete_remote_once(name, &prefix).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt == DELETE_ATTEMPTS => break e,
+                Err(e) => log::warn!(
+                    "job {name}: deleting its objects in {} failed (attempt {attempt} of {DELETE_ATTEMPTS}), retrying in {pause:?}: {e}",
+                    self.remote.url
+                ),
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            attempt += 1;
+        };
+        let left = match self.remote_keys(&prefix).await {
+            // Gone after all: the failure was about an object that went away meanwhile.
+            Ok(keys) if keys.is_empty() => return Ok(()),
+            Ok(keys) => keys.iter().map(ToString::to_string).collect(),
+            Err(_) => vec![format!("{prefix}/")],
+        };
+        Err(JobError::RemoteLeft {
+            name: name.to_string(),
+            url: self.remote.url.clone(),
+            left,
+            attempts: attempt,
+            source: Box::new(source),
+        })
+    }
+
+    /// One pass over the job's objects; the last error if any object stays. The record goes
+    /// first and alone: while it exists a replacement node would recover the job, so its jar
+    /// and checkpoints must stay too. The other objects are each tried even if one fails.
+    async fn delete_remote_once(
+        &self,
+        name: &str,
+        prefix: &object_store::path::Path,
+    ) -> Result<(), object_store::Error> {
+        record::delete_remote(&self.remote, name).await?;
+        let mut last = None;
+        for key in self.remote_keys(prefix).await? {
+            match self.remote.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => last = Some(e),
+            }
         }
-        Ok(())
+        last.map_or(Ok(()), Err)
+    }
+
+    /// Every key under `prefix`.
+    async fn remote_keys(
+        &self,
+        prefix: &object_store::path::Path,
+    ) -> Result<Vec<object_store::path::Path>, object_store::Error> {
+        let listing: Vec<_> =
+            futures::TryStreamExt::try_collect(self.remote.store.list(Some(prefix))).await?;
+        Ok(listing.into_iter().map(|m| m.location).collect())
+    }
+
+    /// Whether anything of job `name` is still in the store (a valid name only: others were
+    /// never deployed).
+    async fn left_remotely(&self, name: &str) -> Result<bool, JobError> {
+        if validate_name(name).is_err() {
+            return Ok(false);
+        }
+        let prefix = crate::checkpoints::layout::job_prefix(&self.remote.root, name);
+        let keys = self
+            .remote_keys(&prefix)
+            .await
+            .map_err(store(format!("listing what is left of `{name}`")))?;
+        Ok(!keys.is_empty())
     }
 
     pub(super) fn known(&self, name: &str) -> Result<RunState, JobError> {
@@ -356,5 +433,125 @@ impl Jobs {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::checkpoints::remote::testing::FaultyStore;
+    use futures::TryStreamExt;
+    use std::sync::Arc;
+
+    /// A node whose store is `store`, with no Flink.
+    fn node(store: &Arc<FaultyStore>, disk: &std::path::Path) -> Jobs {
+        Jobs::new(
+            &disk.join("state"),
+            &disk.join("data"),
+            store.remote(),
+            JobsRest::new("http://127.0.0.1:1").unwrap(),
+            JobNames::default(),
+        )
+    }
+
+    fn record(name: &str) -> JobRecord {
+        JobRecord {
+            name: name.into(),
+            jar_name: "job.jar".into(),
+            jar_sha256: "00".into(),
+            entry_class: None,
+            parallelism: None,
+            args: Vec::new(),
+            flink_config: Default::default(),
+            deployed_at: 0,
+        }
+    }
+
+    /// A stopped job `counter` (nothing to cancel) with checkpoint 3 in the store.
+    async fn deployed(store: &Arc<FaultyStore>, disk: &std::path::Path) -> Jobs {
+        let jobs = node(store, disk);
+        record::put_remote(&jobs.remote, &record("counter"), b"PK".to_vec())
+            .await
+            .unwrap();
+        jobs.records.write(&record("counter"), b"PK").unwrap();
+        let run = RunState {
+            flink_job_ids: vec!["f1".into()],
+            stopped: true,
+            ..Default::default()
+        };
+        jobs.records.write_run_state("counter", &run).unwrap();
+        for key in ["chk-3/data/_metadata", "chk-3/manifest.json"] {
+            let path = object_store::path::Path::from(format!("c1/jobs/counter/{key}"));
+            jobs.remote
+                .store
+                .put(&path, b"x".to_vec().into())
+                .await
+                .unwrap();
+        }
+        jobs
+    }
+
+    async fn remote_keys(jobs: &Jobs) -> Vec<String> {
+        let prefix = crate::checkpoints::layout::job_prefix(&jobs.remote.root, "counter");
+        let listing: Vec<_> = jobs
+            .remote
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .unwrap();
+        listing.iter().map(|m| m.location.to_string()).collect()
+    }
+
+    /// A delete the store keeps refusing is not reported as done: the error names what is
+    /// left and how to finish, and running the delete again does finish it.
+    #[tokio::test]
+    async fn a_delete_that_leaves_objects_names_them_and_running_it_again_finishes() {
+        let store = Arc::new(FaultyStore::new(Arc::new(
+            object_store::memory::InMemory::new(),
+        )));
+        let disk = tempfile::tempdir().unwrap();
+        let jobs = deployed(&store, disk.path()).await;
+        store.fail_deletes("chk-3/data", usize::MAX);
+        jobs.delete_local("counter").await.unwrap();
+        let err = jobs.delete_remote("counter").await.unwrap_err();
+        assert!(matches!(err, JobError::RemoteLeft { .. }), "{err:?}");
+        let err = err.to_string();
+        assert!(
+            err.contains("c1/jobs/counter/chk-3/data/_metadata"),
+            "{err}"
+        );
+        assert!(
+            err.contains("run `flink-agent jobs delete counter` again"),
+            "{err}"
+        );
+        assert_eq!(
+            remote_keys(&jobs).await,
+            ["c1/jobs/counter/chk-3/data/_metadata"]
+        );
+
+        // The store is back: the same two halves, run again, finish the job.
+        store.fail_deletes("", 0);
+        jobs.delete_local("counter").await.unwrap();
+        jobs.delete_remote("counter").await.unwrap();
+        assert!(remote_keys(&jobs).await.is_empty());
+        // Nothing left anywhere: the job is unknown again.
+        let err = jobs.delete_local("counter").await.unwrap_err();
+        assert!(matches!(err, JobError::Unknown { .. }), "{err:?}");
+    }
+
+    /// A delete that fails now and then is retried and leaves nothing.
+    #[tokio::test]
+    async fn a_delete_that_fails_twice_is_retried() {
+        let store = Arc::new(FaultyStore::new(Arc::new(
+            object_store::memory::InMemory::new(),
+        )));
+        let disk = tempfile::tempdir().unwrap();
+        let jobs = deployed(&store, disk.path()).await;
+        store.fail_deletes("", 2);
+        jobs.delete_local("counter").await.unwrap();
+        jobs.delete_remote("counter").await.unwrap();
+        assert!(remote_keys(&jobs).await.is_empty());
     }
 }
