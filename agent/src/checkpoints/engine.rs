@@ -359,8 +359,18 @@ impl SyncEngine {
                 job.last_durable_at = Some(unix_now() as u64);
             }
         }
-        let remaining = list_staged(&self.config.staging_root).unwrap_or_default();
-        self.apply_retention(&next.0, &remaining).await?;
+        // Retention must know which checkpoints are still staged: it would take their partial
+        // uploads for orphans and delete them. Without that list it waits for the job's next
+        // publish; the next step lists staging first and reports the failure in `status`.
+        match list_staged(&self.config.staging_root) {
+            Ok(remaining) => self.apply_retention(&next.0, &remaining).await?,
+            Err(e) => log::warn!(
+                "job {}: retention skipped until its next upload (expired checkpoints stay in {} meanwhile): cannot list the staged checkpoints in {}: {e}",
+                next.0,
+                self.remote.url,
+                self.config.staging_root.display()
+            ),
+        }
         Ok(true)
     }
 
@@ -496,4 +506,84 @@ fn advice_prefix(e: &UploadError) -> String {
         _ => None,
     }
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::checkpoints::local::tests::fake_checkpoint;
+    use crate::checkpoints::remote::testing::FaultyStore;
+    use object_store::ObjectStore;
+    use std::path::Path;
+
+    /// An engine over `store`, with Flink's dir and staging under `dir`.
+    fn engine(store: &Arc<FaultyStore>, dir: &Path) -> SyncEngine {
+        let config = SyncConfig {
+            origin: Origin {
+                cluster_id: "c1".into(),
+                flink_version: "2.3.0".into(),
+            },
+            checkpoints_dir: dir.join("checkpoints"),
+            staging_root: dir.join("staging"),
+            retain: 3,
+            rescan_interval: Duration::from_secs(60),
+            orphan_grace: Duration::from_secs(60),
+            alert_after_failures: 3,
+            upload: UploadSettings::default(),
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(10),
+        };
+        SyncEngine::new(store.remote(), config, JobNames::default())
+    }
+
+    /// Stages Flink's checkpoint `id` of job `j` (Flink job `f`).
+    fn stage_checkpoint(engine: &SyncEngine, id: u64) {
+        let dir = fake_checkpoint(&engine.config.checkpoints_dir, "f", id, &[("state", b"s")]);
+        let local = LocalCheckpoint {
+            flink_job_id: "f".into(),
+            id,
+            dir,
+        };
+        stage(&local, "j", &engine.config.staging_root).unwrap();
+    }
+
+    /// Staging that cannot be read after a publish must not make retention think nothing is
+    /// in flight: it would delete the partial upload of a staged checkpoint as an orphan.
+    #[tokio::test]
+    async fn unreadable_staging_skips_retention_instead_of_deleting_what_is_in_flight() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = tmp.path().join("store");
+        std::fs::create_dir_all(&files).unwrap();
+        let local = object_store::local::LocalFileSystem::new_with_prefix(&files).unwrap();
+        let store = Arc::new(FaultyStore::new(Arc::new(local)));
+        let engine = engine(&store, tmp.path());
+        stage_checkpoint(&engine, 2);
+        stage_checkpoint(&engine, 3);
+        // Checkpoint 3 was partly uploaded an hour ago (an earlier attempt): older than the
+        // orphan grace, kept only because it is still staged.
+        let partial = object_store::path::Path::from("c1/jobs/j/chk-3/data/_metadata");
+        store
+            .put(&partial, b"meta 3".to_vec().into())
+            .await
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(files.join("c1/jobs/j/chk-3/data/_metadata"))
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        // Publishing checkpoint 2's manifest leaves a stray file that makes listing the
+        // staging fail.
+        let staging = engine.config.staging_root.clone();
+        store.before_put(move |key| {
+            if key.filename() == Some(crate::checkpoints::layout::MANIFEST) {
+                std::fs::write(staging.join("stray"), b"x").unwrap();
+            }
+        });
+
+        assert!(engine.upload_step().await.unwrap());
+        assert_eq!(engine.status().jobs["j"].last_durable, Some(2));
+        store.head(&partial).await.unwrap();
+    }
 }

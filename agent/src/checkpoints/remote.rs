@@ -341,13 +341,16 @@ pub(crate) mod testing {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
-    /// Wraps a real store; deletes fail on request.
+    type Hook = Box<dyn Fn(&Path) + Send + Sync>;
+
+    /// Wraps a real store; deletes fail on request, and a hook runs before every put.
     pub(crate) struct FaultyStore {
         inner: Arc<dyn ObjectStore>,
         /// How many of the next deletes of matching keys fail (`usize::MAX`: all of them).
         failing_deletes: AtomicUsize,
         /// Deletes of keys containing this text are the ones that fail (`""`: any key).
         delete_matching: Mutex<String>,
+        before_put: Mutex<Option<Hook>>,
     }
 
     impl FaultyStore {
@@ -356,6 +359,7 @@ pub(crate) mod testing {
                 inner,
                 failing_deletes: AtomicUsize::new(0),
                 delete_matching: Mutex::new(String::new()),
+                before_put: Mutex::new(None),
             }
         }
 
@@ -366,6 +370,11 @@ pub(crate) mod testing {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = matching.into();
             self.failing_deletes.store(count, Ordering::SeqCst);
+        }
+
+        /// Runs `hook` with the key of every put, before the put.
+        pub(crate) fn before_put(&self, hook: impl Fn(&Path) + Send + Sync + 'static) {
+            *self.before_put.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
         }
 
         /// A [`Remote`] rooted at `c1` over this store.
@@ -399,6 +408,9 @@ pub(crate) mod testing {
             payload: PutPayload,
             opts: PutOptions,
         ) -> Result<PutResult> {
+            if let Some(hook) = &*self.before_put.lock().unwrap_or_else(|e| e.into_inner()) {
+                hook(location);
+            }
             self.inner.put_opts(location, payload, opts).await
         }
 
