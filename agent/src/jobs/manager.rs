@@ -91,16 +91,32 @@ impl Jobs {
         jobs
     }
 
-    /// Tells the sync engine which Flink job ids belong to which declared job.
+    /// Tells the sync engine which Flink job ids belong to which declared job. The ids are
+    /// only in each job's run state: one that cannot be read leaves its Flink jobs unmapped,
+    /// so their checkpoints upload under `jobs/<flink job id>/`, where no restore of the job
+    /// looks. That is logged with the file and the fix; the other jobs are still mapped.
     fn register_names(&self) {
-        for name in self.records.names().unwrap_or_default() {
-            for id in self
-                .records
-                .run_state(&name)
-                .unwrap_or_default()
-                .flink_job_ids
-            {
-                self.names.set(&id, &name);
+        let names = match self.records.names() {
+            Ok(names) => names,
+            Err(e) => {
+                log::error!(
+                    "cannot list the declared jobs in {} ({e}): checkpoints of their Flink jobs upload under jobs/<flink job id>/ instead of jobs/<name>/; make that directory readable and restart the agent",
+                    self.records.dir().display()
+                );
+                return;
+            }
+        };
+        for name in names {
+            match self.records.run_state(&name) {
+                Ok(run) => {
+                    for id in run.flink_job_ids {
+                        self.names.set(&id, &name);
+                    }
+                }
+                Err(e) => log::error!(
+                    "job {name}: cannot read its run state {} ({e}), so its Flink jobs are not known: their checkpoints upload under jobs/<flink job id>/ instead of jobs/{name}/; repair that file (JSON with the job's flink_job_ids, stopped and savepoint) and restart the agent",
+                    self.records.run_path(&name).display()
+                ),
             }
         }
     }
@@ -539,6 +555,88 @@ mod tests {
         // Nothing left anywhere: the job is unknown again.
         let err = jobs.delete_local("counter").await.unwrap_err();
         assert!(matches!(err, JobError::Unknown { .. }), "{err:?}");
+    }
+
+    /// What this thread logged, once [`capture_logs`] ran: the agent's warnings and errors are
+    /// part of its contract with the operator.
+    static LOGGED: std::sync::Mutex<Vec<(std::thread::ThreadId, log::Level, String)>> =
+        std::sync::Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            let line = (
+                std::thread::current().id(),
+                record.level(),
+                record.args().to_string(),
+            );
+            LOGGED.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+        fn flush(&self) {}
+    }
+
+    fn capture_logs() {
+        static CAPTURE: Capture = Capture;
+        let _ = log::set_logger(&CAPTURE);
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+
+    fn logged_here() -> Vec<(log::Level, String)> {
+        let me = std::thread::current().id();
+        LOGGED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(thread, _, _)| *thread == me)
+            .map(|(_, level, line)| (*level, line.clone()))
+            .collect()
+    }
+
+    /// A job whose run state cannot be read is logged with its file and the fix (its Flink job
+    /// ids cannot be mapped, so its checkpoints would upload under them), and the other jobs
+    /// are still mapped.
+    #[test]
+    fn an_unreadable_run_state_is_logged_and_the_other_jobs_are_mapped() {
+        capture_logs();
+        let store = Arc::new(FaultyStore::new(Arc::new(
+            object_store::memory::InMemory::new(),
+        )));
+        let disk = tempfile::tempdir().unwrap();
+        let records = LocalRecords::new(&disk.path().join("state"));
+        for name in ["broken", "fine"] {
+            records.write(&record(name), b"PK").unwrap();
+        }
+        let run = RunState {
+            flink_job_ids: vec!["f-fine".into()],
+            ..Default::default()
+        };
+        records.write_run_state("fine", &run).unwrap();
+        let broken = records.run_path("broken");
+        std::fs::write(&broken, b"{not json").unwrap();
+
+        let names = JobNames::default();
+        Jobs::new(
+            &disk.path().join("state"),
+            &disk.path().join("data"),
+            store.remote(),
+            JobsRest::new("http://127.0.0.1:1").unwrap(),
+            names.clone(),
+        );
+        assert_eq!(names.name_for("f-fine"), "fine");
+        let logged = logged_here();
+        assert!(
+            logged
+                .iter()
+                .any(|(level, line)| *level == log::Level::Error
+                    && line.contains(&broken.display().to_string())
+                    && line.contains("jobs/<flink job id>/")
+                    && line.contains("restart the agent")),
+            "{logged:?}"
+        );
     }
 
     /// A delete that fails now and then is retried and leaves nothing.

@@ -81,6 +81,11 @@ impl LocalRecords {
         }
     }
 
+    /// Where the records, jars and run states live.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn record_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.json"))
     }
@@ -89,7 +94,7 @@ impl LocalRecords {
         self.dir.join(format!("{name}.jar"))
     }
 
-    fn run_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn run_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.run.json"))
     }
 
