@@ -382,17 +382,7 @@ impl SyncEngine {
         self.lock().forgotten.insert(job.to_string());
         drop(self.publishing.lock().await);
         let dir = self.config.staging_root.join(job);
-        // The detector or uploader may be writing into it right now: retry a few times.
-        let mut attempts = 0;
-        loop {
-            match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempts < 5 => {
-                    attempts += 1;
-                }
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => break,
-            }
-        }
+        remove_busy_dir(&dir, |d| std::fs::remove_dir_all(d)).await?;
         let mut shared = self.lock();
         shared.durable.retain(|(j, _)| j != job);
         shared.listed.remove(job);
@@ -493,6 +483,45 @@ impl SyncEngine {
     }
 }
 
+/// Attempts at removing a forgotten job's staging dir, and the pause after the first failed
+/// one (doubled after each: 10 + 20 + 40 + 80 + 160 ms). Back-to-back attempts would all land
+/// inside the same write of the detector or uploader; spread over 0.3 s, they outlast it.
+const REMOVE_ATTEMPTS: u32 = 6;
+const REMOVE_PAUSE: Duration = Duration::from_millis(10);
+
+/// Removes `dir` with `remove`. The detector or uploader may be writing into it right now, so
+/// "directory not empty" is retried after a growing pause; the error after the last attempt
+/// names the dir and the attempts. A missing dir is removed already.
+async fn remove_busy_dir(
+    dir: &std::path::Path,
+    mut remove: impl FnMut(&std::path::Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let mut pause = REMOVE_PAUSE;
+    let mut attempt = 1;
+    loop {
+        let e = match remove(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => e,
+        };
+        if e.kind() != ErrorKind::DirectoryNotEmpty {
+            let message = format!("cannot remove {}: {e}", dir.display());
+            return Err(Error::new(e.kind(), message));
+        }
+        if attempt == REMOVE_ATTEMPTS {
+            let message = format!(
+                "{} is still not empty after {attempt} attempts, something keeps writing into it: {e}",
+                dir.display()
+            );
+            return Err(Error::new(e.kind(), message));
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+        attempt += 1;
+    }
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -546,6 +575,84 @@ mod tests {
             dir,
         };
         stage(&local, "j", &engine.config.staging_root).unwrap();
+    }
+
+    /// Forgetting a job while something still writes into its staging dir for a moment, on a
+    /// real filesystem: the dir ends removed.
+    #[tokio::test]
+    async fn forgetting_a_job_outlasts_a_brief_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = object_store::local::LocalFileSystem::new_with_prefix(tmp.path()).unwrap();
+        let store = Arc::new(FaultyStore::new(Arc::new(local)));
+        let engine = engine(&store, tmp.path());
+        let dir = engine.config.staging_root.join("j");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Writers as busy as can be, for a fixed time (they stop once the dir is gone).
+        let until = std::time::Instant::now() + Duration::from_millis(150);
+        let writers: Vec<_> = (0..3)
+            .map(|w| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    for n in 0.. {
+                        if std::time::Instant::now() > until
+                            || std::fs::File::create(dir.join(format!("f{w}-{n}"))).is_err()
+                        {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        while std::fs::read_dir(&dir).unwrap().count() < 100 {
+            std::thread::yield_now();
+        }
+        let result = engine.forget_job("j").await;
+        for w in writers {
+            w.join().unwrap();
+        }
+        result.unwrap();
+        assert!(!dir.exists());
+    }
+
+    /// A staging dir that stays busy: each attempt waits longer than the one before, and the
+    /// error says which dir and how often it was tried.
+    #[tokio::test]
+    async fn a_busy_staging_dir_is_retried_with_growing_pauses_then_reported() {
+        let dir = Path::new("/staging/j");
+        let mut calls = Vec::new();
+        let err = remove_busy_dir(dir, |_| {
+            calls.push(std::time::Instant::now());
+            Err(std::io::ErrorKind::DirectoryNotEmpty.into())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::DirectoryNotEmpty);
+        let err = err.to_string();
+        assert!(
+            err.contains("/staging/j") && err.contains("6 attempts"),
+            "{err}"
+        );
+        assert_eq!(calls.len(), 6);
+        let pauses: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
+        for (pause, at_least) in pauses.iter().zip([10, 20, 40, 80, 160]) {
+            assert!(*pause >= Duration::from_millis(at_least), "{pauses:?}");
+        }
+    }
+
+    /// A staging dir that empties between attempts is removed; a missing one is no error.
+    #[tokio::test]
+    async fn a_staging_dir_that_frees_up_is_removed() {
+        let mut failures = 2;
+        remove_busy_dir(Path::new("/staging/j"), |_| {
+            if failures == 0 {
+                return Err(std::io::ErrorKind::NotFound.into());
+            }
+            failures -= 1;
+            Err(std::io::ErrorKind::DirectoryNotEmpty.into())
+        })
+        .await
+        .unwrap();
+        assert_eq!(failures, 0);
     }
 
     /// Staging that cannot be read after a publish must not make retention think nothing is
