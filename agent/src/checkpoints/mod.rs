@@ -52,8 +52,7 @@ pub use manifest::{Manifest, ManifestFile};
 pub use metadata::{checkpoint_id, local_dir};
 pub use remote::{Remote, RemoteError};
 pub use restore::{
-    candidates, prune_restored, restore_first, restore_newest, RestoreError, Restored,
-    CONCURRENCY,
+    candidates, prune_restored, restore_first, restore_newest, RestoreError, Restored, CONCURRENCY,
 };
 pub use status::{PendingUpload, SyncStatus};
 pub use sync::{Sync, SyncError, SyncSettings};
@@ -64,4 +63,5 @@ pub use upload::{publish, Origin, UploadError, UploadSettings};
 pub(crate) mod testing {
     pub use super::local::tests::fake_checkpoint;
     pub use super::manifest::FORMAT;
+    pub(crate) use super::remote::testing::FaultyStore;
 }

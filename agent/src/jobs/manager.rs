@@ -456,7 +456,7 @@ impl Jobs {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::checkpoints::remote::testing::FaultyStore;
+    use crate::checkpoints::testing::FaultyStore;
     use futures::TryStreamExt;
     use std::sync::Arc;
 
@@ -466,7 +466,8 @@ mod tests {
             &disk.join("state"),
             &disk.join("data"),
             store.remote(),
-            JobsRest::new("http://127.0.0.1:1").unwrap(),
+            crate::flinkrest::FlinkRest::new(&crate::flinkrest::Endpoint::new("127.0.0.1", 1))
+                .unwrap(),
             JobNames::default(),
         )
     }
@@ -623,7 +624,8 @@ mod tests {
             &disk.path().join("state"),
             &disk.path().join("data"),
             store.remote(),
-            JobsRest::new("http://127.0.0.1:1").unwrap(),
+            crate::flinkrest::FlinkRest::new(&crate::flinkrest::Endpoint::new("127.0.0.1", 1))
+                .unwrap(),
             names.clone(),
         );
         assert_eq!(names.name_for("f-fine"), "fine");

@@ -6,8 +6,7 @@ use super::error::{io, store, JobError};
 use super::manager::Jobs;
 use super::record::{self, RemoteJob, RestoredFrom, RunState};
 use crate::checkpoints::{
-    candidates, checkpoint_id, local_dir, prune_restored, restore_first, scan_complete,
-    CONCURRENCY,
+    candidates, checkpoint_id, local_dir, prune_restored, restore_first, scan_complete, CONCURRENCY,
 };
 use std::path::PathBuf;
 

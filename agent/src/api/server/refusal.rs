@@ -87,7 +87,7 @@ fn job_status(e: &JobError) -> StatusCode {
         JobError::Unknown { .. } => StatusCode::NOT_FOUND,
         JobError::Exists { .. } | JobError::NotStopped { .. } => StatusCode::CONFLICT,
         JobError::Rest(e) => flink_status(e),
-        JobError::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        JobError::Store { .. } | JobError::RemoteLeft { .. } => StatusCode::SERVICE_UNAVAILABLE,
         JobError::Restore(e) => match e {
             RestoreError::List { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RestoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -186,6 +186,16 @@ mod tests {
                 Refusal::Job(JobError::Store {
                     what: "recording".into(),
                     source: store(),
+                }),
+                503,
+            ),
+            (
+                Refusal::Job(JobError::RemoteLeft {
+                    name: "a".into(),
+                    url: "s3://b".into(),
+                    left: vec!["jobs/a/job.json".into()],
+                    attempts: 3,
+                    source: Box::new(store()),
                 }),
                 503,
             ),
