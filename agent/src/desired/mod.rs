@@ -90,11 +90,13 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
             policy: None,
         }
     });
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-
-    let rendered = flinkconf::render(config, version);
+    let rendered = flinkconf::render(config, version).map_err(|e| {
+        errors.push(FieldError::new("advanced.flink_config", e.to_string()));
+    });
+    let rendered = match rendered {
+        Ok(r) if errors.is_empty() => r,
+        _ => return Err(errors),
+    };
     let conf_dir = flinkconf::conf_dir(config);
     let endpoint = Endpoint::new(&rest_host(&config.node.bind_address), config.ports.rest);
     let f = &config.flink;

@@ -16,7 +16,8 @@ pub use memory::{memory_plan, MemoryPlan};
 pub use prepare::{prepare, Files, PrepareError};
 pub use redact::{is_sensitive, redacted, REDACTED};
 pub use render::{
-    render, RenderedConf, CHECKPOINTS_RETAINED, CONFIG_YAML, JAVA17_OPTS, LEGACY_FLINK_CONF,
+    render, RenderError, RenderedConf, CHECKPOINTS_RETAINED, CONFIG_YAML, JAVA17_OPTS,
+    LEGACY_FLINK_CONF,
 };
 pub use version::{detect_version, FlinkVersion, VersionError};
 pub use write::{conf_dir, write_conf_dir, FlinkConfError, CONF_FILE_MODE, LOG_CONF_MODE};

@@ -130,7 +130,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let dir = state.path().join("flink-conf");
         let mut cfg = AgentConfig::default();
-        let r = render(&cfg, FlinkVersion::new(2, 3, 0));
+        let r = render(&cfg, FlinkVersion::new(2, 3, 0)).expect("renders");
         assert!(write_conf_dir(&dir, home.path(), &r).unwrap());
         assert!(!write_conf_dir(&dir, home.path(), &r).unwrap());
         assert_eq!(
@@ -142,7 +142,7 @@ mod tests {
         assert!(!dir.join("masters").exists());
 
         cfg.advanced.number_of_task_slots = 2;
-        let r2 = render(&cfg, FlinkVersion::new(2, 3, 0));
+        let r2 = render(&cfg, FlinkVersion::new(2, 3, 0)).expect("renders");
         assert!(write_conf_dir(&dir, home.path(), &r2).unwrap());
         // The distribution is never touched.
         assert_eq!(
@@ -157,10 +157,10 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let dir = state.path().join("flink-conf");
         let cfg = AgentConfig::default();
-        let old = render(&cfg, FlinkVersion::new(1, 18, 1));
+        let old = render(&cfg, FlinkVersion::new(1, 18, 1)).expect("renders");
         assert!(write_conf_dir(&dir, home.path(), &old).unwrap());
         assert!(dir.join("flink-conf.yaml").is_file());
-        let new = render(&cfg, FlinkVersion::new(2, 3, 0));
+        let new = render(&cfg, FlinkVersion::new(2, 3, 0)).expect("renders");
         assert!(write_conf_dir(&dir, home.path(), &new).unwrap());
         assert!(dir.join("config.yaml").is_file());
         assert!(!dir.join("flink-conf.yaml").exists());
@@ -178,7 +178,7 @@ mod tests {
     fn missing_distribution_conf_is_an_error() {
         let home = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
-        let r = render(&AgentConfig::default(), FlinkVersion::new(2, 3, 0));
+        let r = render(&AgentConfig::default(), FlinkVersion::new(2, 3, 0)).expect("renders");
         let err = write_conf_dir(state.path(), home.path(), &r).unwrap_err();
         assert!(
             matches!(err, FlinkConfError::ReadDistribution { .. }),
