@@ -9,36 +9,13 @@
 mod common;
 mod s3;
 
-use common::{agent_bin, wait_for, AgentDir};
+use common::{agent_bin, build_test_jobs, cli, wait_for, AgentDir};
 use flink_agent::checkpoints::layout::{data_path, manifest_path};
 use flink_agent::checkpoints::{self, candidates, Manifest, Remote};
 use s3::Moto;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn build_test_jobs(out: &Path) -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/jobs/build.sh");
-    let o = Command::new("bash").arg(script).arg(out).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
-}
-
-/// Runs `flink-agent <command> --socket S <rest...>`: (success, stdout, stderr).
-fn cli(socket: &Path, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(agent_bin())
-        .arg(args[0])
-        .arg("--socket")
-        .arg(socket)
-        .args(&args[1..])
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
 
 fn jobs_json(socket: &Path) -> Option<serde_json::Value> {
     let (ok, out, _) = cli(socket, &["jobs", "--json"]);

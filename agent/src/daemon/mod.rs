@@ -72,6 +72,9 @@ enum Ending {
 /// The loop's state.
 struct Daemon {
     in_force: Loaded,
+    /// The state dir this agent process runs with: a config may ask for another, which takes
+    /// effect only when the agent restarts.
+    state_dir: std::path::PathBuf,
     concerns: Arc<tokio::sync::Mutex<Vec<Box<dyn Concern>>>>,
     supervisor: supervisor::SupervisorHandle,
     sync: Sync,
@@ -85,6 +88,7 @@ struct Daemon {
 /// Runs the agent until SIGTERM (Flink keeps running), SIGINT or a shutdown request (Flink is
 /// stopped first). Returns once the socket is removed.
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
+    let started = std::time::Instant::now();
     let config_path = std::path::absolute(config_path).unwrap_or_else(|_| config_path.into());
     let loaded = desired::load(&config_path, None)?;
     let d = loaded.desired.clone();
@@ -151,6 +155,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     ];
     let (reloads, mut reloads_rx) = mpsc::channel(4);
     let mut daemon = Daemon {
+        state_dir: d.agent.state_dir.clone(),
         in_force: loaded,
         concerns: Arc::new(tokio::sync::Mutex::new(concerns)),
         supervisor,
@@ -195,7 +200,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 let ready = *ready_rx.borrow_and_update();
                 if ready && !ready_sent {
                     ready_sent = true;
-                    log::info!("JobManager and TaskManager are healthy: ready");
+                    log::info!(
+                        "JobManager and TaskManager are healthy: ready {} ms after the agent started",
+                        started.elapsed().as_millis()
+                    );
                     notify("READY=1");
                 }
             }

@@ -30,7 +30,7 @@ impl Daemon {
             return;
         };
         let path = self.in_force.path.clone();
-        let state_dir = self.in_force.desired.agent.state_dir.clone();
+        let state_dir = self.state_dir.clone();
         let old_config = self.in_force.config.clone();
         let old_rendered = self.in_force.desired.flink.rendered.clone();
         let done = self.reloads.clone();

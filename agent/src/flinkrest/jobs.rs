@@ -117,12 +117,36 @@ impl FlinkRest {
     }
 
     /// Stop-with-savepoint into `target_dir`; waits up to `timeout` for the savepoint and
-    /// returns its path.
+    /// returns its path. A job whose tasks are still being deployed (it was just submitted or
+    /// restarted) cannot take a savepoint yet: Flink says so and the request is repeated until
+    /// the tasks run or the time is up.
     pub async fn stop_with_savepoint(
         &self,
         job_id: &str,
         target_dir: &str,
         timeout: Duration,
+    ) -> Result<String, FlinkRestError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self
+                .try_stop_with_savepoint(job_id, target_dir, deadline)
+                .await
+            {
+                Err(FlinkRestError::Refused { message, .. })
+                    if tasks_not_running(&message) && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_stop_with_savepoint(
+        &self,
+        job_id: &str,
+        target_dir: &str,
+        deadline: tokio::time::Instant,
     ) -> Result<String, FlinkRestError> {
         let what = format!("stopping job {job_id} with a savepoint");
         let request = self
@@ -138,7 +162,6 @@ impl FlinkRest {
                 message: format!("no `request-id` in {v}"),
             })?
             .to_string();
-        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let url = self.url(&format!("/jobs/{job_id}/savepoints/{trigger}"));
             let v = self
@@ -149,10 +172,16 @@ impl FlinkRest {
                 if let Some(location) = op["location"].as_str() {
                     return Ok(location.to_string());
                 }
-                let cause = op["failure-cause"]["stack-trace"]
-                    .as_str()
-                    .and_then(|s| s.lines().next())
-                    .unwrap_or("unknown cause");
+                let trace = op["failure-cause"]["stack-trace"].as_str().unwrap_or("");
+                let innermost = trace
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.trim().strip_prefix("Caused by: "));
+                // The innermost cause says why; deploying tasks are said in the first line.
+                let cause = match innermost {
+                    Some(root) if !tasks_not_running(trace) => root,
+                    _ => trace.lines().next().unwrap_or("unknown cause"),
+                };
                 return Err(FlinkRestError::Refused {
                     what,
                     status: 500,
@@ -163,7 +192,7 @@ impl FlinkRest {
                 return Err(FlinkRestError::Refused {
                     what,
                     status: 504,
-                    message: format!("no savepoint after {timeout:?}"),
+                    message: "no savepoint in time".to_string(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -180,6 +209,12 @@ impl FlinkRest {
             .await
             .map(drop)
     }
+}
+
+/// Flink's answer while a job's tasks are still being deployed: a savepoint can follow shortly.
+fn tasks_not_running(message: &str) -> bool {
+    message.contains("is not being executed at the moment")
+        || message.contains("Not all required tasks are currently running")
 }
 
 #[cfg(test)]
@@ -215,6 +250,14 @@ mod tests {
             }
         });
         Endpoint::new("127.0.0.1", port)
+    }
+
+    #[test]
+    fn deploying_tasks_are_told_apart_from_other_savepoint_failures() {
+        assert!(tasks_not_running("java.util.concurrent.CompletionException: org.apache.flink.runtime.checkpoint.CheckpointException: Checkpoint triggering task Source: sequence (1/1) of job e84 is not being executed at the moment. Aborting checkpoint. Failure reason: Not all required tasks are currently running."));
+        assert!(!tasks_not_running(
+            "java.io.IOException: No space left on device"
+        ));
     }
 
     /// Flink's answer to a stop without a `request-id` is a broken answer, reported at once:

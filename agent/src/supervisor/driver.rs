@@ -126,6 +126,8 @@ pub async fn run(
     d.adopt(persisted).await;
     d.reconcile("configuration changed while the agent was away")
         .await;
+    // Adopted processes are probably healthy already: probe them now, not a period later.
+    d.step().await;
     loop {
         d.publish();
         let wake = d.next_wake();

@@ -48,8 +48,12 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 
 /// A plain HTTP/1.0 GET on loopback; returns (status, body). Enough for Flink's REST API.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    http_get_at(([127, 0, 0, 1], port).into(), path)
+}
+
+/// [`http_get`] at any address (IPv6 loopback, say).
+pub fn http_get_at(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut out = String::new();
@@ -174,6 +178,7 @@ enabled = false
             .expect("start flink-agent");
         RunningAgent {
             child: Some(child),
+            cleans_up: true,
             marker: self.path().to_path_buf(),
             socket: self.socket(),
             log: self.path().join("agent.log"),
@@ -184,6 +189,34 @@ enabled = false
 
 use std::os::unix::process::CommandExt;
 
+/// Compiles the repository's test jobs (`tests/jobs`) into `out`; returns the jar.
+pub fn build_test_jobs(out: &Path) -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/jobs/build.sh");
+    let o = Command::new("bash")
+        .arg(script)
+        .arg(out)
+        .output()
+        .expect("run build.sh");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
+
+/// Runs `flink-agent <command> --socket S <rest...>`: (success, stdout, stderr).
+pub fn cli(socket: &Path, args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(agent_bin())
+        .arg(args[0])
+        .arg("--socket")
+        .arg(socket)
+        .args(&args[1..])
+        .output()
+        .expect("run flink-agent");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
 pub fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_flink-agent"))
 }
@@ -191,6 +224,8 @@ pub fn agent_bin() -> PathBuf {
 /// A running agent. Drop kills it and every Flink process group it was seen to run.
 pub struct RunningAgent {
     child: Option<Child>,
+    /// Drop kills Flink too (unset once the agent ended and left Flink to a successor).
+    cleans_up: bool,
     /// The test's directory: every Flink JVM of this agent names it on its command line.
     marker: PathBuf,
     pub socket: PathBuf,
@@ -256,6 +291,28 @@ impl RunningAgent {
         status.code()
     }
 
+    /// `kill -9` of the agent alone, as a crash would: Flink stays for the next agent, and this
+    /// guard no longer cleans it up.
+    pub fn crash(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait_exit(Duration::from_secs(10));
+        self.cleans_up = false;
+    }
+
+    /// SIGTERM, as systemd's stop or restart: the agent exits 0 and leaves Flink running for
+    /// the next agent; this guard no longer cleans it up.
+    pub fn stop_leaving_flink(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let code = self.wait_exit(Duration::from_secs(30));
+        assert_eq!(
+            code,
+            Some(0),
+            "SIGTERM exit code; log:\n{}",
+            self.log_text()
+        );
+        self.cleans_up = false;
+    }
+
     /// Process groups the agent was seen to run (Flink JVMs lead their own groups).
     pub fn seen_pgids(&self) -> &[i32] {
         &self.seen_pgids
@@ -285,6 +342,9 @@ impl Drop for RunningAgent {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if !self.cleans_up {
+            return;
         }
         for pgid in &self.seen_pgids {
             let _ = nix::sys::signal::killpg(
