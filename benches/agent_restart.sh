@@ -10,9 +10,9 @@
 #   event→READY    from the event's start (the restart or dpkg command) to that READY=1
 #   RUNNING gap    the longest time without a RUNNING sample of the job, Flink's REST polled every
 #                  200 ms inside the container (tests/e2e/samples.py): ~200 ms = nothing missed
-#   ckpt gap       the time between the last checkpoint completed before the event and the first
-#                  completed after it (Flink's acknowledgement times), against the usual gap
-#                  (~ the 1 s interval)
+#   ckpt gap       the longest time between consecutive completed checkpoints (Flink's
+#                  acknowledgement times, of any job) from the last one before the event to the end
+#                  of the window, against the usual gap (~ the 1 s interval)
 #   job id, restored   whether the job is still the same Flink job, and whether Flink restored it
 #
 # Usage (root; take the benchmark lock; the container has its own network, so Flink's ports
@@ -97,10 +97,6 @@ wait_until 180 restarted || die "the reload did not restart Flink with a 1 s che
 inside install -D -m 0644 /root/pkgs/test-jobs.jar /opt/jobs/test-jobs.jar
 inside flink-agent jobs deploy counter --jar /opt/jobs/test-jobs.jar \
   --entry-class flinkagent.testjobs.KeyedCounter --parallelism 1 -- /var/lib/flink/counts.txt 20 >/dev/null
-checkpointing() { [ "$(jobs_py "j[0]['state']")" = RUNNING ] && [ "$(jobs_py "j[0]['last_completed_checkpoint']")" != None ]; }
-wait_until 120 checkpointing || die "the job did not run and checkpoint"
-sleep 5
-
 # A RUNNING job of which a checkpoint completed after epoch-ms $1: the job is back in business.
 checkpointing_since() {
   local jid ck
@@ -110,6 +106,10 @@ checkpointing_since() {
   ck=$(inside curl -sf -m 2 "http://127.0.0.1:8081/jobs/${jid%% *}/checkpoints") || return 1
   python3 -c 'import json,sys; c=(json.loads(sys.argv[1])["latest"] or {}).get("completed") or {}; sys.exit(0 if c.get("latest_ack_timestamp", 0) > int(sys.argv[2]) else 1)' "$ck" "$1"
 }
+
+# Flink's own answer, not the agent's: the older agent lists no checkpoint under its packaged unit.
+wait_until 120 checkpointing_since 0 || die "the job did not run and checkpoint"
+sleep 5
 
 rows=()
 measure() { # <event> <cmd...>
@@ -121,8 +121,10 @@ measure() { # <event> <cmd...>
   t_event=$(epoch_us)
   "$@" >/dev/null
   back() { [ "$(prop MainPID)" != "$before_agent" ] && [ "$(prop ActiveState)" = active ] && ready; }
-  wait_until 240 back || die "$event: the agent did not come back"
-  wait_until 240 checkpointing_since $((t_event / 1000)) || die "$event: the job did not checkpoint again"
+  # A timeout is a result too (an old agent restarting Flink on a loaded machine): the row says so.
+  wait_until 240 back || echo "agent_restart: $event: the agent was not back within 240 s" >&2
+  wait_until 240 checkpointing_since $((t_event / 1000)) \
+    || echo "agent_restart: $event: no checkpoint completed within 240 s" >&2
   sleep 3
   sampler_stop
   exec_us=$(prop ExecMainStartTimestampMonotonic) active_us=$(prop ActiveEnterTimestampMonotonic)

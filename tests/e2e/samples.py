@@ -22,8 +22,9 @@ Printed (times in milliseconds):
   checkpoints_in_window               checkpoints of any job completed during the window
   checkpoint_gap_ms                   the longest time between consecutive completed checkpoints
                                       (of any job, by acknowledgement time) within the window
-  checkpoint_gap_at_event_ms          with --event: the gap between the last checkpoint completed
-                                      before the event and the first after it (null: none after)
+  checkpoint_gap_at_event_ms          with --event: the longest gap between consecutive completed
+                                      checkpoints from the last one before the event to the end of
+                                      the window (null: none completed after the event)
   checkpoint_gap_median_ms            the usual time between completions in the window (about
                                       the checkpoint interval)
 """
@@ -112,10 +113,12 @@ def analyse(samples, job=None, event_ms=None):
     edges = [start] + running_at + [end]
     at_event = None
     if event_ms is not None:
-        prev = [a for a in acks if a <= event_ms]
-        nxt = [a for a in acks if a > event_ms]
-        if prev and nxt:
-            at_event = nxt[0] - prev[-1]
+        # Every gap that ends after the event, from the last completion before it on: a
+        # restart's downtime may begin some seconds after the event (a graceful stop first).
+        prev = [a for a in acks if a <= event_ms][-1:]
+        after = prev + [a for a in acks if event_ms < a <= end]
+        if len(after) >= 2:
+            at_event = max(b - a for a, b in zip(after, after[1:]))
     return {
         "samples": len(samples),
         "window_ms": round(end - start),
