@@ -1,4 +1,5 @@
-# Shared by tests/e2e/run.sh and benches/packaging.sh: a throw-away booted Debian 12 container.
+# Shared by tests/e2e/run.sh, benches/packaging.sh and benches/agent_restart.sh: a throw-away
+# booted Debian 12 container, and a sampler of a job's state inside it.
 # Source it, then:  container_boot  →  inside <cmd...>  →  container_teardown (also from a trap).
 #
 # The cached rootfs (tests/e2e/rootfs.sh) is the read-only lower layer of an overlay, so a run
@@ -67,6 +68,7 @@ container_boot() { # <dir to copy into the container's /root/pkgs>
 
 # Idempotent; safe to call from a trap at any point of container_boot.
 container_teardown() {
+  sampler_stop
   if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
     # SIGTERM asks nspawn to shut the container down cleanly; SIGKILL if that takes too long.
     kill "$nspawn_pid" 2>/dev/null || true
@@ -88,4 +90,74 @@ container_teardown() {
     rm -rf "$work"
     work=""
   fi
+}
+
+# --- A job seen from Flink's REST API, every 200 ms ---------------------------------------------
+# Runs inside the container (its network namespace is private), started before an event and stopped
+# after it. Each line: the time in epoch microseconds, `GET /jobs/overview` (every job the
+# JobManager knows, with its id and state: a second or re-submitted job shows up too), then
+# `<jid> GET /jobs/<jid>/checkpoints` (counts, newest completed, restored) for each job the
+# previous tick listed, tab-separated; `-` for a request that failed. Ticks are scheduled on a
+# fixed 200 ms grid, so one slow answer does not shift the following ones, and each costs one
+# process (a curl fetching every URL over one connection): the loop itself forks nothing, so
+# it keeps its period on a busy machine. tests/e2e/samples.py reads the file.
+# shellcheck disable=SC2016 # expanded by the bash inside the container
+E2E_SAMPLER='
+stop=$1 period=200000 tab=$(printf "\t") rest=http://127.0.0.1:8081 jids=()
+exec {pause}<> <(:)
+next=${EPOCHREALTIME/./}
+while [ ! -e "$stop" ]; do
+  record=${EPOCHREALTIME/./}
+  urls=("$rest/jobs/overview")
+  for jid in "${jids[@]}"; do urls+=("$rest/jobs/$jid/checkpoints"); done
+  # One line per URL: the body, then the HTTP status (000: no answer).
+  mapfile -t lines <<<"$(curl -s -m 1 -w "%{http_code}\n" "${urls[@]}")"
+  bodies=()
+  for i in "${!urls[@]}"; do
+    line=${lines[i]:-000}
+    if [ "${line: -3}" = 200 ]; then bodies+=("${line:0:${#line}-3}"); else bodies+=(-); fi
+  done
+  record+="$tab${bodies[0]}"
+  for i in "${!jids[@]}"; do record+="$tab${jids[i]} ${bodies[i+1]}"; done
+  printf "%s\n" "$record"
+  jids=() left=${bodies[0]}
+  while [[ $left =~ \"jid\":\"([0-9a-f]+)\" ]]; do
+    jids+=("${BASH_REMATCH[1]}") left=${left#*"${BASH_REMATCH[0]}"}
+  done
+  next=$((next + period)) now=${EPOCHREALTIME/./}
+  if [ "$next" -gt "$now" ]; then
+    printf -v wait "0.%06d" $((next - now))
+    read -r -t "$wait" -u "$pause" || true
+  else
+    next=$now
+  fi
+done'
+sampler_pid=""
+E2E_SAMPLER_STOP=/run/flink-agent-e2e-sampler.stop
+
+sampler_start() { # <file on the host>
+  inside rm -f "$E2E_SAMPLER_STOP"
+  # exec: $sampler_pid is nsenter itself, which ends with the sampler.
+  (exec nsenter -t "$leader" -m -u -i -n -p -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    bash -c "$E2E_SAMPLER" sampler "$E2E_SAMPLER_STOP" >"$1" 2>/dev/null) &
+  sampler_pid=$!
+}
+
+# Idempotent; the sampler finishes its current tick and exits (killed if it has not within 5 s:
+# its process inside the container then ends with the container).
+sampler_stop() {
+  [ -n "$sampler_pid" ] || return 0
+  [ -n "$leader" ] && inside touch "$E2E_SAMPLER_STOP" 2>/dev/null
+  sampler_gone() { ! kill -0 "$sampler_pid" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$sampler_pid/stat" 2>/dev/null)" = Z ]; }
+  wait_until 5 sampler_gone || kill "$sampler_pid" 2>/dev/null || true
+  wait "$sampler_pid" 2>/dev/null || true
+  sampler_pid=""
+}
+
+# The clocks systemd's *TimestampMonotonic properties use: the container shares the host's
+# CLOCK_MONOTONIC (there is no time namespace), so they compare with the host's.
+epoch_us() { date +%s%6N; }
+# Epoch microseconds of a CLOCK_MONOTONIC microsecond value.
+mono_to_epoch_us() {
+  python3 -c 'import sys, time; print(int(sys.argv[1]) + int(time.time() * 1e6) - time.monotonic_ns() // 1000)' "$1"
 }

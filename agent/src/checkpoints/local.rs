@@ -62,16 +62,38 @@ fn read_dir_or_empty(dir: &Path) -> io::Result<Vec<io::Result<fs::DirEntry>>> {
     }
 }
 
-/// Where staging lives: under the agent's state dir when that is on the same filesystem as
-/// Flink's data dir (hard links cannot cross filesystems), else `<flink data dir>/.staging`.
-/// The state dir is preferred because Flink never touches it.
+/// Where staging lives: under the agent's state dir when a file of Flink's data dir can be
+/// hard-linked there, else `<flink data dir>/.staging`. The state dir is preferred because Flink
+/// never touches it.
+///
+/// The same filesystem is not enough: links cannot cross mount points, and under the packaged
+/// unit (`ProtectSystem=strict`) `ReadWritePaths=/var/lib/flink` and `StateDirectory=` are two
+/// bind mounts of one filesystem, where `link(2)` fails with EXDEV although both report the same
+/// device. So this tries a link.
 pub fn staging_root(state_dir: &Path, flink_data_dir: &Path) -> io::Result<PathBuf> {
     fs::create_dir_all(state_dir)?;
     fs::create_dir_all(flink_data_dir)?;
-    if fs::metadata(state_dir)?.dev() == fs::metadata(flink_data_dir)?.dev() {
+    let same_device = fs::metadata(state_dir)?.dev() == fs::metadata(flink_data_dir)?.dev();
+    if same_device && can_link(flink_data_dir, state_dir)? {
         Ok(state_dir.join("staging"))
     } else {
         Ok(flink_data_dir.join(".staging"))
+    }
+}
+
+/// Whether a file created in `from` can be hard-linked into `to` (false on EXDEV).
+fn can_link(from: &Path, to: &Path) -> io::Result<bool> {
+    let name = format!(".flink-agent-link-probe-{}", std::process::id());
+    let (source, target) = (from.join(&name), to.join(&name));
+    let _ = fs::remove_file(&target);
+    fs::write(&source, b"")?;
+    let linked = fs::hard_link(&source, &target);
+    let _ = fs::remove_file(&source);
+    let _ = fs::remove_file(&target);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -330,6 +352,67 @@ pub(crate) mod tests {
             list_staged(&tmp.path().join("staging")).unwrap(),
             vec![staged]
         );
+    }
+
+    #[test]
+    fn staging_is_in_the_state_dir_when_links_work() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (state, data) = (tmp.path().join("state"), tmp.path().join("data"));
+        assert_eq!(staging_root(&state, &data).unwrap(), state.join("staging"));
+        // The probe leaves nothing behind.
+        assert_eq!(fs::read_dir(&state).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(&data).unwrap().count(), 0);
+    }
+
+    /// The packaged unit's layout: the state dir is a bind mount of the data dir's filesystem
+    /// (as `StateDirectory=` and `ReadWritePaths=` make them), same device, no links between
+    /// them. Needs root for the bind mount, made in a private mount namespace (`unshare -m`)
+    /// that this test binary re-enters to run [`staging_across_bind_mounts_inner`].
+    #[test]
+    fn staging_moves_under_the_data_dir_when_the_state_dir_is_another_mount() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        fs::create_dir_all(&state).unwrap();
+        let out = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$1\" \"$1\" && exec \"$2\" --exact --ignored --test-threads 1 --nocapture checkpoints::local::tests::staging_across_bind_mounts_inner")
+            .arg("sh")
+            .arg(&state)
+            .arg(std::env::current_exe().unwrap())
+            .env("FLINK_AGENT_TEST_BIND_MOUNT_DIR", tmp.path())
+            .output();
+        let unavailable = match &out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(reason) = unavailable {
+            let not_root = nix::unistd::geteuid().as_raw() != 0;
+            if not_root && std::env::var_os("CI").is_none() {
+                eprintln!("SKIPPED staging across bind mounts: needs root for unshare and mount ({reason})");
+                return;
+            }
+            panic!("staging across bind mounts: {reason}");
+        }
+        let stdout = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
+        assert!(
+            stdout.contains("1 passed"),
+            "the inner test did not run: {stdout}"
+        );
+    }
+
+    #[test]
+    #[ignore = "run by staging_moves_under_the_data_dir_when_the_state_dir_is_another_mount"]
+    fn staging_across_bind_mounts_inner() {
+        let tmp = PathBuf::from(std::env::var_os("FLINK_AGENT_TEST_BIND_MOUNT_DIR").unwrap());
+        let (state, data) = (tmp.join("state"), tmp.join("data"));
+        let root = staging_root(&state, &data).unwrap();
+        assert_eq!(root, data.join(".staging"));
+        let dir = fake_checkpoint(&data.join("checkpoints"), "j1", 1, &[("a", b"x")]);
+        let local = &scan_complete(&data.join("checkpoints")).unwrap()[0];
+        let staged = stage(local, "wc", &root).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(fs::read(&staged.files().unwrap()[0].path).unwrap(), b"x");
     }
 
     #[test]
