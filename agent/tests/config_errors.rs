@@ -432,4 +432,11 @@ fn the_socket_is_found_in_an_invalid_config() {
         flink_agent::config::socket_path(&path).unwrap(),
         std::path::PathBuf::from("/run/flink-agent/agent.sock")
     );
+    // Not even TOML (an edit in progress): `reload` must still reach the agent, which refuses
+    // the file with every problem and keeps the config in force.
+    std::fs::write(&path, "this is = = not toml\n").unwrap();
+    assert_eq!(
+        flink_agent::config::socket_path(&path).unwrap(),
+        std::path::PathBuf::from("/run/flink-agent/agent.sock")
+    );
 }

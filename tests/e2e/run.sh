@@ -350,6 +350,9 @@ inside cp -p $config /root/agent.toml.good
 pid_before=$(prop MainPID) jvms_before="$(status_pid jobmanager) $(status_pid taskmanager)"
 inside sh -c "echo 'this is = = not toml' >> $config"
 check "reload with an invalid config is refused" not quiet inside systemctl reload $unit
+# ExecReload reaches the agent even with a file that is not TOML: the refusal is in status.
+check "status names the refused reload" \
+  equals "$(status_py "'not valid TOML' in (s['config']['last_reload_error'] or '')")" True
 check "the service stays active" equals "$(inside systemctl is-active $unit)" active
 check "the agent was not restarted" equals "$(prop MainPID)" "$pid_before"
 check "the cluster keeps running" cluster_up

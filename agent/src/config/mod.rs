@@ -60,25 +60,20 @@ pub fn load_unchecked(path: &Path) -> Result<AgentConfig, ConfigError> {
     into_result(config, errors, path.display().to_string())
 }
 
-/// The API socket named by a config file, read leniently: an operator asks for `status`
-/// exactly when something is wrong, possibly with the file itself, so only `agent.socket` has to
-/// make sense (a missing or unusable value means the default).
+/// The API socket named by a config file, read leniently: an operator asks for `status` (or
+/// `reload`) exactly when something is wrong, possibly with the file itself, so only
+/// `agent.socket` has to make sense. A missing or unusable value, or a file that is not even
+/// TOML, means the default: the running agent then answers, and a reload gets its refusal with
+/// every problem listed (and recorded in `status`). Only an unreadable file is an error.
 pub fn socket_path(path: &Path) -> Result<std::path::PathBuf, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: path.display().to_string(),
-            message: e.to_string().trim().to_string(),
-        })?;
-    let configured = table
-        .get("agent")
-        .and_then(|a| a.get("socket"))
-        .and_then(|s| s.as_str())
-        .map(std::path::PathBuf::from);
+    let text = read(path)?;
+    let configured = text.parse::<toml::Table>().ok().and_then(|table| {
+        table
+            .get("agent")
+            .and_then(|a| a.get("socket"))
+            .and_then(|s| s.as_str())
+            .map(std::path::PathBuf::from)
+    });
     Ok(match configured {
         Some(p) if p.is_relative() => normalize(&path.parent().unwrap_or(Path::new(".")).join(p)),
         Some(p) => p,
