@@ -16,3 +16,4 @@ pub mod logging;
 pub mod sdnotify;
 pub mod status;
 pub mod supervisor;
+pub mod tls;
