@@ -38,6 +38,7 @@
 //! per-component switches forced on. Password values are marked by [`is_secret_key`].
 
 pub mod cert;
+pub mod issue;
 pub mod material;
 pub mod pem;
 pub mod pkcs8;
