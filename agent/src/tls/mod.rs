@@ -38,7 +38,11 @@
 //! per-component switches forced on. Password values are marked by [`is_secret_key`].
 
 pub mod cert;
+mod flink;
 pub mod issue;
+pub mod keystore;
 pub mod material;
 pub mod pem;
 pub mod pkcs8;
+
+pub use flink::{flink_keys, is_secret_key, Protocol, Stores, TlsSettings, PROTECTED_KEYS};
