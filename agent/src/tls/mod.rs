@@ -44,5 +44,6 @@ pub mod keystore;
 pub mod material;
 pub mod pem;
 pub mod pkcs8;
+pub mod plan;
 
 pub use flink::{flink_keys, is_secret_key, Protocol, Stores, TlsSettings, PROTECTED_KEYS};
