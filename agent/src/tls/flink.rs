@@ -47,15 +47,6 @@ pub const TLS12_SUITES: &[&str] = &[
 /// TLS 1.3 suites (key-type independent); without them a TLSv1.3-only handshake fails.
 pub const TLS13_SUITES: &[&str] = &["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"];
 
-/// Key prefixes the agent owns once TLS is managed: the config pass-through must refuse them.
-pub const PROTECTED_KEYS: &[&str] = &[
-    "security.ssl.",
-    "pekko.ssl.",
-    "akka.ssl.",
-    "blob.service.ssl.",
-    "taskmanager.data.ssl.",
-];
-
 /// One value per store Flink loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stores<T> {
@@ -256,10 +247,23 @@ mod tests {
     }
 
     #[test]
-    fn every_rendered_key_is_one_the_pass_through_must_refuse() {
+    fn every_rendered_key_is_one_the_pass_through_refuses() {
         let (m, _) = render(TlsSettings::default());
-        for k in m.keys() {
-            assert!(PROTECTED_KEYS.iter().any(|p| k.starts_with(p)), "{k}");
+        for k in m.keys().map(String::as_str).chain(["akka.ssl.enabled"]) {
+            let mut probe = crate::config::AgentConfig::default();
+            probe
+                .advanced
+                .flink_config
+                .insert(k.to_string(), "false".into());
+            let mut errors = crate::config::Errors::default();
+            crate::config::validate_values(&probe, &mut errors);
+            assert!(
+                errors
+                    .0
+                    .iter()
+                    .any(|e| e.message.contains("TLS is managed by the agent")),
+                "{k} is rendered but not refused in advanced.flink_config"
+            );
         }
     }
 }

@@ -110,6 +110,42 @@ pub enum MaterialError {
     },
 }
 
+impl MaterialError {
+    /// The config field to fix (for a key that does not match its certificate: the key's).
+    pub fn field(&self) -> &str {
+        use MaterialError::*;
+        match self {
+            Missing { field, .. }
+            | Unreadable { field, .. }
+            | Pem { field, .. }
+            | NoPemBlock { field, .. }
+            | BadCertificate { field, .. }
+            | BadKey { field, .. }
+            | KeyFileOpen { field, .. }
+            | WeakKey { field, .. }
+            | NotCa { field, .. }
+            | Expired { field, .. }
+            | NotYetValid { field, .. }
+            | Untrusted { field, .. }
+            | SanMissing { field, .. }
+            | EkuMissing { field, .. } => field,
+            KeyMismatch { key_field, .. } => key_field,
+            SameCa { rest_field, .. } => rest_field,
+        }
+    }
+
+    /// As a config problem: the field, and the sentence without the field in front.
+    pub fn to_field_error(&self) -> crate::config::FieldError {
+        let text = self.to_string();
+        let field = self.field();
+        let message = text
+            .strip_prefix(&format!("{field}: "))
+            .unwrap_or(&text)
+            .to_string();
+        crate::config::FieldError::new(field, message)
+    }
+}
+
 /// An address or host name a peer uses to reach this node; its certificate must name each.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SubjectName {
@@ -285,12 +321,33 @@ pub fn check_node_leaf(
     now: SystemTime,
     names: &[SubjectName],
 ) -> Result<Fingerprint, MaterialError> {
+    check_leaf(leaf, bundle, now, names, true)
+}
+
+/// Checks a certificate that only serves (the REST port's own certificate): like
+/// [`check_node_leaf`] without clientAuth.
+pub fn check_server_leaf(
+    leaf: &Leaf,
+    bundle: &CaBundle,
+    now: SystemTime,
+    names: &[SubjectName],
+) -> Result<Fingerprint, MaterialError> {
+    check_leaf(leaf, bundle, now, names, false)
+}
+
+fn check_leaf(
+    leaf: &Leaf,
+    bundle: &CaBundle,
+    now: SystemTime,
+    names: &[SubjectName],
+    client_too: bool,
+) -> Result<Fingerprint, MaterialError> {
     let info = &leaf.info;
     check_validity(&leaf.field, info, now)?;
     let missing: Vec<&str> = match info.eku {
         Some(e) => [
             (!e.server_auth, "serverAuth"),
-            (!e.client_auth, "clientAuth"),
+            (client_too && !e.client_auth, "clientAuth"),
         ]
         .into_iter()
         .filter_map(|(m, n)| m.then_some(n))
@@ -304,7 +361,7 @@ pub fn check_node_leaf(
             missing: missing.join(" and "),
         });
     }
-    let anchor = verify_chain(leaf, bundle, now)?;
+    let anchor = verify_chain(leaf, bundle, now, client_too)?;
     let missing: Vec<String> = names
         .iter()
         .filter(|n| !n.covered_by(info))
@@ -355,6 +412,7 @@ fn verify_chain(
     leaf: &Leaf,
     bundle: &CaBundle,
     now: SystemTime,
+    client_too: bool,
 ) -> Result<Fingerprint, MaterialError> {
     let untrusted = |reason: String| MaterialError::Untrusted {
         field: leaf.field.clone(),
@@ -379,17 +437,18 @@ fn verify_chain(
         .map_err(|_| untrusted("the clock is before 1970".to_string()))?;
     let time = UnixTime::since_unix_epoch(secs);
     let mut anchor = None;
-    for usage in [
+    let usages = [
         webpki::KeyUsage::server_auth(),
         webpki::KeyUsage::client_auth(),
-    ] {
+    ];
+    for usage in &usages[..if client_too { 2 } else { 1 }] {
         let path = end_entity
             .verify_for_usage(
                 webpki::ALL_VERIFICATION_ALGS,
                 &anchors,
                 intermediates,
                 time,
-                usage,
+                *usage,
                 None,
                 None,
             )
