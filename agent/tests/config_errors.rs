@@ -272,7 +272,7 @@ impl Machine {
         );
         let path = self.dir.path().join("agent.toml");
         fs::write(&path, text).unwrap();
-        flink_agent::desired::load(&path, None, flink_agent::tls::Access::Inspect)
+        flink_agent::desired::load(&path, None, flink_agent::tls::Access::Inspect, false)
     }
 }
 

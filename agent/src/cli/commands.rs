@@ -23,7 +23,7 @@ pub fn execute(command: Command) -> Result<Exit> {
         }
         Command::Validate(arg) => validate(&arg.config),
         Command::Render(arg) => {
-            let loaded = desired::load(&arg.config, None, tls::Access::Inspect)?;
+            let loaded = desired::load(&arg.config, None, tls::Access::Inspect, false)?;
             let flink = &loaded.desired.flink;
             println!(
                 "# {} for Flink {}",
@@ -195,7 +195,7 @@ async fn restore_plan(path: &Path) -> Result<Exit> {
     use flink_agent::checkpoints::{JobNames, Remote};
     use flink_agent::flinkrest::FlinkRest;
     use flink_agent::jobs::{Jobs, PlannedRestore, RestoreChoice};
-    let loaded = desired::load(path, None, tls::Access::Inspect)?;
+    let loaded = desired::load(path, None, tls::Access::Inspect, false)?;
     let d = &loaded.desired;
     let remote = Remote::build(&d.sync.store, &d.sync.cluster_id)?;
     remote.probe().await?;
@@ -375,7 +375,7 @@ fn client_cert(config_path: &Path, name: &str, out: &Path, days: u32) -> Result<
 }
 
 fn validate(path: &Path) -> Result<Exit> {
-    match desired::load(path, None, tls::Access::Inspect) {
+    match desired::load(path, None, tls::Access::Inspect, false) {
         Ok(_) => {
             println!("{}: configuration is valid", path.display());
             Ok(Exit::Ok)

@@ -97,7 +97,7 @@ struct Daemon {
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let started = std::time::Instant::now();
     let config_path = std::path::absolute(config_path).unwrap_or_else(|_| config_path.into());
-    let loaded = desired::load(&config_path, None, tls::Access::ApplyOrKeep)?;
+    let loaded = desired::load(&config_path, None, tls::Access::ApplyOrKeep, false)?;
     for refused in &loaded.tls_refused {
         log::error!("TLS material refused, Flink keeps the generation in force: {refused}");
     }

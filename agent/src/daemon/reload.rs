@@ -50,6 +50,7 @@ impl Daemon {
         let path = self.in_force.path.clone();
         let state_dir = self.state_dir.clone();
         let in_force = self.in_force.clone();
+        let hold = self.tls.holding();
         let old_config = self.in_force.config.clone();
         let old_desired = self.in_force.desired.clone();
         let done = self.reloads.clone();
@@ -57,16 +58,15 @@ impl Daemon {
             let mut concerns = concerns;
             // Reading the file, the Flink distribution, the machine and the TLS material: not
             // on the loop.
-            let loaded =
-                tokio::task::spawn_blocking(move || match trigger {
-                    Trigger::File => desired::load(&path, Some(&state_dir), tls::Access::Apply),
-                    Trigger::TlsCheck => in_force
-                        .recheck_tls(std::time::SystemTime::now())
-                        .map_err(|errors| crate::config::ConfigError::Invalid {
-                            path: in_force.path.display().to_string(),
-                            errors,
-                        }),
-                });
+            let loaded = tokio::task::spawn_blocking(move || match trigger {
+                Trigger::File => desired::load(&path, Some(&state_dir), tls::Access::Apply, hold),
+                Trigger::TlsCheck => in_force
+                    .recheck_tls(std::time::SystemTime::now(), hold)
+                    .map_err(|errors| crate::config::ConfigError::Invalid {
+                        path: in_force.path.display().to_string(),
+                        errors,
+                    }),
+            });
             let loaded = loaded.await.unwrap_or_else(|e| {
                 Err(crate::config::ConfigError::Read {
                     path: "the configuration".into(),

@@ -110,6 +110,12 @@ impl TlsChecks {
         Some(applied.max(ready) + self.pause)
     }
 
+    /// Whether a rotation step must wait: one was applied and Flink is not healthy again for
+    /// the pause yet (a reload or a check meanwhile keeps the node's material).
+    pub(super) fn holding(&self) -> bool {
+        self.step_applied.is_some() && self.step_due().is_none_or(|due| due > Instant::now())
+    }
+
     /// When the loop must wake up for the next check.
     pub(super) fn wake(&self) -> Instant {
         if !self.enabled {
@@ -196,6 +202,7 @@ mod tests {
         assert!(due >= applied + Duration::from_secs(30));
         assert!(due < applied + Duration::from_secs(40));
         assert!(!c.due(Instant::now()));
+        assert!(c.holding(), "a reload now keeps the step for later");
         assert!(c.due(due));
     }
 

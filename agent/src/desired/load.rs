@@ -33,12 +33,13 @@ impl Loaded {
     /// The same revision with its TLS material checked again at `now` (the periodic check):
     /// a renewal due, new files, the next step of a CA rotation. Refused material keeps the
     /// generation in force and is listed in `tls_refused`.
-    pub fn recheck_tls(&self, now: SystemTime) -> Result<Loaded, Vec<FieldError>> {
+    /// With `hold`, a rotation step waits (see `tls::prepare`).
+    pub fn recheck_tls(&self, now: SystemTime, hold: bool) -> Result<Loaded, Vec<FieldError>> {
         let settings = &self.desired.tls.settings;
         if !settings.enabled {
             return Ok(self.clone());
         }
-        let prepared = tls::prepare(settings, now, tls::Access::ApplyOrKeep)?;
+        let prepared = tls::prepare(settings, now, tls::Access::ApplyOrKeep, hold)?;
         let mut desired = derive(
             &self.effective,
             self.desired.flink.version,
@@ -63,11 +64,13 @@ impl Loaded {
 ///
 /// `tls` says what may be done with TLS material: `Inspect` for the commands that only look,
 /// `Apply` for a reload (bad material refuses it), `ApplyOrKeep` at the agent's start (bad
-/// material keeps the generation in force, as Flink does).
+/// material keeps the generation in force, as Flink does); `hold` keeps a rotation step for
+/// later (Flink is still recovering from the previous one).
 pub fn load(
     path: &Path,
     running_state_dir: Option<&Path>,
     tls: tls::Access,
+    hold: bool,
 ) -> Result<Loaded, ConfigError> {
     let text = config::read(path)?;
     let (config, mut errors) = config::check(path, &text)?;
@@ -93,7 +96,7 @@ pub fn load(
     // TLS material is read only for a file otherwise sound: a refused file makes nothing.
     let settings = super::tls_settings(&effective);
     let prepared = match (&version, settings.enabled && errors.0.is_empty()) {
-        (Some(_), true) => match tls::prepare(&settings, SystemTime::now(), tls) {
+        (Some(_), true) => match tls::prepare(&settings, SystemTime::now(), tls, hold) {
             Ok(p) => Some(p),
             Err(e) => {
                 errors.extend_fresh(e);

@@ -62,8 +62,15 @@ struct Rest {
     cert: Option<(Leaf, CaBundle)>,
 }
 
-/// Prepares the generation for `settings` at `now`.
-pub fn prepare(s: &Settings, now: SystemTime, access: Access) -> Result<Prepared, Vec<FieldError>> {
+/// Prepares the generation for `settings` at `now`. With `hold`, the node's certificate and
+/// trust stay as in force (a rotation step was just applied and Flink is not healthy again for
+/// long enough): only the REST side may change; the held step comes with a later check.
+pub fn prepare(
+    s: &Settings,
+    now: SystemTime,
+    access: Access,
+    hold: bool,
+) -> Result<Prepared, Vec<FieldError>> {
     let layout = Layout::new(&s.dir);
     let secrets = access != Access::Inspect;
     let in_force = layout
@@ -78,7 +85,7 @@ pub fn prepare(s: &Settings, now: SystemTime, access: Access) -> Result<Prepared
                 None
             }
         });
-    match next(s, &layout, in_force.as_ref(), now, access) {
+    match next(s, &layout, in_force.as_ref(), now, access, hold) {
         Ok(generation) => Ok(Prepared {
             generation,
             refused: Vec::new(),
@@ -303,6 +310,7 @@ fn next(
     in_force: Option<&Stored>,
     now: SystemTime,
     access: Access,
+    hold: bool,
 ) -> Result<Generation, Vec<FieldError>> {
     let create = access != Access::Inspect;
     let mut errors = Vec::new();
@@ -388,6 +396,10 @@ fn next(
                     d.step = Step::RenewLeaf;
                     d.trusted = BTreeSet::from([ca.info.fingerprint.clone()]);
                 }
+            }
+            if hold && !matches!(d.step, Step::Refuse(_)) {
+                d.step = Step::Nothing;
+                d.trusted = state.trusted.clone();
             }
             let node = match (&d.step, &internal) {
                 (Step::Refuse(r), _) => {

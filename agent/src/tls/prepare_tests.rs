@@ -35,7 +35,7 @@ fn settings(dir: &Path, mode: TlsMode) -> Settings {
 
 /// Prepares and puts in force, as a reload does.
 fn step(s: &Settings, now: SystemTime) -> Generation {
-    let g = prepare(s, now, Access::Apply).unwrap().generation;
+    let g = prepare(s, now, Access::Apply, false).unwrap().generation;
     apply(
         &Spec {
             settings: s.clone(),
@@ -144,11 +144,15 @@ fn the_first_start_makes_cas_and_a_generation_readable_by_flink_only_where_neede
 fn inspect_writes_nothing_and_never_shows_passwords() {
     let d = tempfile::tempdir().unwrap();
     let s = settings(d.path(), TlsMode::SelfSigned);
-    let pending = prepare(&s, t0(), Access::Inspect).unwrap().generation;
+    let pending = prepare(&s, t0(), Access::Inspect, false)
+        .unwrap()
+        .generation;
     assert_eq!(pending.id, "pending");
     assert!(!d.path().join("state").exists(), "Inspect made files");
     let g = step(&s, t0());
-    let seen = prepare(&s, t0(), Access::Inspect).unwrap().generation;
+    let seen = prepare(&s, t0(), Access::Inspect, false)
+        .unwrap()
+        .generation;
     assert_eq!(seen.id, g.id);
     assert_eq!(seen.passwords.internal_keystore.expose(), UNREAD_PASSWORD);
 }
@@ -190,6 +194,11 @@ fn a_new_ca_is_trusted_first_then_signs_the_leaf_then_the_old_one_goes() {
         .map(|c| c.fingerprint.clone())
         .collect();
     assert!(trusted.contains(&fp(&a)) && trusted.contains(&fp(&b)));
+    let held = prepare(&s, t0() + DAY, Access::Apply, true).unwrap();
+    assert_eq!(
+        held.generation.id, one.id,
+        "held while Flink recovers from step 1"
+    );
     let two = step(&s, t0() + DAY);
     assert_eq!(facts(&two).step, "leaf-under-new-ca");
     assert_eq!(facts(&two).next_step.as_deref(), Some("drop-old-ca"));
@@ -224,7 +233,7 @@ fn bad_files_are_refused_with_their_field() {
     let (a, b) = (ca("A"), ca("B"));
     let refused = |deliver_: &dyn Fn()| {
         deliver_();
-        prepare(&s, t0(), Access::Apply).unwrap_err()
+        prepare(&s, t0(), Access::Apply, false).unwrap_err()
     };
     // Expired, not yet valid.
     let e = refused(&|| {
@@ -248,7 +257,7 @@ fn bad_files_are_refused_with_their_field() {
     let mut elsewhere = s.clone();
     elsewhere.names = vec![SubjectName::parse("192.0.2.10")];
     deliver(d.path(), &node_from(&a, &["192.0.2.99"], t0(), 30), &[&a]);
-    let e = prepare(&elsewhere, t0(), Access::Apply).unwrap_err();
+    let e = prepare(&elsewhere, t0(), Access::Apply, false).unwrap_err();
     assert_eq!(fields(&e), ["tls.cert_file"]);
     assert!(
         e[0].message.contains("no subjectAltName for 192.0.2.10"),
@@ -282,7 +291,7 @@ fn bad_files_are_refused_with_their_field() {
     fs::write(d.path().join("clients.pem"), a.chain_pem()).unwrap();
     s2.files.rest_client_ca = Some(d.path().join("clients.pem"));
     deliver(d.path(), &node_from(&a, &["127.0.0.1"], t0(), 30), &[&a]);
-    let e = prepare(&s2, t0(), Access::Apply).unwrap_err();
+    let e = prepare(&s2, t0(), Access::Apply, false).unwrap_err();
     assert_eq!(fields(&e), ["tls.rest_client_ca_file"]);
     assert!(e[0].message.contains("share the CA"), "{e:?}");
     assert!(
@@ -300,7 +309,7 @@ fn a_delivery_that_skips_a_ca_rotation_step_is_refused_and_the_start_keeps_what_
     let first = step(&s, t0());
     // A leaf of B with a bundle of B only: peers on A would refuse it.
     deliver(d.path(), &node_from(&b, &["127.0.0.1"], t0(), 30), &[&b]);
-    let e = prepare(&s, t0(), Access::Apply).unwrap_err();
+    let e = prepare(&s, t0(), Access::Apply, false).unwrap_err();
     assert_eq!(fields(&e), ["tls.ca_file"]);
     assert!(e[0].message.contains("no longer trusts CA"), "{e:?}");
     // A leaf of B while the bundle holds both: trust first.
@@ -309,12 +318,12 @@ fn a_delivery_that_skips_a_ca_rotation_step_is_refused_and_the_start_keeps_what_
         &node_from(&b, &["127.0.0.1"], t0(), 30),
         &[&a, &b],
     );
-    let g = prepare(&s, t0(), Access::Apply).unwrap().generation;
+    let g = prepare(&s, t0(), Access::Apply, false).unwrap().generation;
     assert_eq!(facts(&g).step, "trust-new-ca");
     assert_eq!(facts(&g).next_step.as_deref(), Some("leaf-under-new-ca"));
     // The start (and the periodic check) keep the generation in force on bad material.
     fs::set_permissions(d.path().join("node.key"), fs::Permissions::from_mode(0o640)).unwrap();
-    let kept = prepare(&s, t0(), Access::ApplyOrKeep).unwrap();
+    let kept = prepare(&s, t0(), Access::ApplyOrKeep, false).unwrap();
     assert_eq!(kept.generation.id, first.id);
     assert_eq!(fields(&kept.refused), ["tls.key_file"]);
 }
