@@ -973,37 +973,51 @@ fn taskmanagers_exchange_data_over_tls_checking_each_other_s_address() {
         .as_str()
         .unwrap()
         .to_string();
-    // Both subtasks of the keyed counter receive records, on two TaskManagers: every source
-    // subtask sends every key (n % 4) to both, so half the records cross hosts over TLS.
-    let hosts = wait_for("records on both TaskManagers", START, || {
+    // Keyed records cross hosts: every source subtask sends each key to the counter subtask
+    // that owns it, and the two subtasks of each run on the two TaskManagers.
+    let crossing = wait_for("records crossing from one host to the other", START, || {
         let j = rest_in(&net.ns("a"), &state, &format!("{base}/jobs/{id}"))?;
-        let counter = j["vertices"]
-            .as_array()?
+        let mut by_host = Vec::new();
+        for v in j["vertices"].as_array()? {
+            let subtasks = rest_in(
+                &net.ns("a"),
+                &state,
+                &format!("{base}/jobs/{id}/vertices/{}", v["id"].as_str()?),
+            )?;
+            let source = v["name"].as_str()?.starts_with("Source");
+            for s in subtasks["subtasks"].as_array()? {
+                let host = s["endpoint"].as_str()?.split(':').next()?.to_string();
+                let metric = if source {
+                    "write-records"
+                } else {
+                    "read-records"
+                };
+                by_host.push((source, host, s["metrics"][metric].as_u64().unwrap_or(0)));
+            }
+        }
+        let sent: Vec<&String> = by_host
             .iter()
-            .find(|v| {
-                v["parallelism"] == 2
-                    && !v["name"].as_str().unwrap_or("Source").starts_with("Source")
-            })?
-            .clone();
-        let subtasks = rest_in(
-            &net.ns("a"),
-            &state,
-            &format!("{base}/jobs/{id}/vertices/{}", counter["id"].as_str()?),
-        )?;
-        let list = subtasks["subtasks"].as_array()?;
-        let busy: Vec<String> = list
-            .iter()
-            .filter(|s| s["metrics"]["read-records"].as_u64().unwrap_or(0) > 100)
-            .filter_map(|s| {
-                s["endpoint"]
-                    .as_str()
-                    .or(s["host"].as_str())
-                    .map(str::to_string)
-            })
+            .filter(|(src, _, n)| *src && *n > 100)
+            .map(|x| &x.1)
             .collect();
-        (busy.len() == 2 && busy[0] != busy[1]).then_some(busy)
+        let received: Vec<&String> = by_host
+            .iter()
+            .filter(|(src, _, n)| !*src && *n > 100)
+            .map(|x| &x.1)
+            .collect();
+        let pair = sent.iter().find_map(|from| {
+            received
+                .iter()
+                .find(|to| to != &from)
+                .map(|to| (from.to_string(), to.to_string()))
+        });
+        pair.filter(|_| sent.len() == 2)
     });
-    eprintln!("keyed records received on {hosts:?}");
+    let hosts = crossing;
+    eprintln!(
+        "keyed records sent from {} and counted on {}",
+        hosts.0, hosts.1
+    );
     drop(tm);
 
     // The same TaskManager with a certificate that does not name b's address: TaskManager a's
