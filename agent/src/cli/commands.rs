@@ -76,7 +76,10 @@ pub fn execute(command: Command) -> Result<Exit> {
             Ok(Exit::Ok)
         }),
         Command::Shutdown(at) => block_on(async {
-            let client = at.client()?.with_timeout(Duration::from_secs(1310));
+            // Longer than the agent waits for Flink to stop, so its answer arrives first.
+            let wait =
+                flink_agent::api::Limits::default().shutdown_timeout + Duration::from_secs(10);
+            let client = at.client()?.with_timeout(wait);
             client.shutdown().await?;
             println!("Flink is stopped on this node and the agent has stopped");
             Ok(Exit::Ok)

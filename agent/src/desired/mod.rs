@@ -73,13 +73,7 @@ pub fn derive(
     version: FlinkVersion,
     generation: Option<&tls::Generation>,
 ) -> Result<Desired, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    if config.cluster.nodes.len() > 1 {
-        errors.push(FieldError::new(
-            "cluster.nodes",
-            "three-node (highly available) clusters are not supported by this agent version yet; list only this node's address to run a single node",
-        ));
-    }
+    let (firewall, mut errors) = shape(config);
     if !version.uses_config_yaml() {
         // flink-conf.yaml (Flink <= 1.18) has no quoting: a '#' starts a comment anywhere.
         for (key, value) in &config.advanced.flink_config {
@@ -91,14 +85,6 @@ pub fn derive(
             }
         }
     }
-    let firewall = firewall::Settings::from_config(config).unwrap_or_else(|e| {
-        errors.extend(e);
-        firewall::Settings {
-            table: config.firewall.table.clone(),
-            reconcile_interval: std::time::Duration::from_secs(1),
-            policy: None,
-        }
-    });
     let host = rest_host(&config.node.bind_address);
     let tls_settings = tls_settings(config);
     let generation = tls_settings.enabled.then(|| {
@@ -110,12 +96,10 @@ pub fn derive(
         .as_ref()
         .map(|g| tls::flink_keys(&g.store_paths(), &g.passwords, &tls_settings.flink))
         .unwrap_or_default();
-    let rendered = flinkconf::render(config, version, &owned).map_err(|e| {
-        errors.push(FieldError::new("advanced.flink_config", e.to_string()));
-    });
-    let rendered = match rendered {
-        Ok(r) if errors.is_empty() => r,
-        _ => return Err(errors),
+    let rendered = flinkconf::render(config, version, &owned)
+        .map_err(|e| errors.push(FieldError::new("advanced.flink_config", e.to_string())));
+    let (Some(firewall), Ok(rendered), true) = (firewall, rendered, errors.is_empty()) else {
+        return Err(errors);
     };
     let conf_dir = flinkconf::conf_dir(config);
     let mut endpoint = Endpoint::new(&host, config.ports.rest);
@@ -193,6 +177,22 @@ pub fn derive(
 /// The TLS concern's settings of `config`: they name the host the agent dials.
 pub fn tls_settings(config: &AgentConfig) -> tls::Settings {
     tls::Settings::new(config, &rest_host(&config.node.bind_address))
+}
+
+/// What can be checked without knowing Flink's version: the cluster shape and the firewall's
+/// rules. (Reported even when `flink.home` holds no Flink, so all problems come at once.)
+pub fn shape(config: &AgentConfig) -> (Option<firewall::Settings>, Vec<FieldError>) {
+    let mut errors = Vec::new();
+    if config.cluster.nodes.len() > 1 {
+        errors.push(FieldError::new(
+            "cluster.nodes",
+            "three-node (highly available) clusters are not supported by this agent version yet; list only this node's address to run a single node",
+        ));
+    }
+    let firewall = firewall::Settings::from_config(config)
+        .map_err(|e| errors.extend(e))
+        .ok();
+    (firewall, errors)
 }
 
 /// The agent talks to its local REST endpoint where Flink binds it: loopback when Flink binds

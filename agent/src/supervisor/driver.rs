@@ -41,6 +41,8 @@ struct Slot {
     fingerprint: Option<Fingerprint>,
     /// The TaskManager's resource id of the last process.
     resource_id: Option<String>,
+    /// The conf dir the last process was started with.
+    conf_dir: Option<std::path::PathBuf>,
     /// The JVM command key of a launch through the script: the command is learned under it once
     /// the process is healthy (None: launched directly, or the key could not be computed).
     learn_key: Option<String>,
@@ -56,6 +58,7 @@ impl Slot {
             live: None,
             fingerprint: None,
             resource_id: None,
+            conf_dir: None,
             learn_key: None,
             proven: false,
         }
@@ -65,6 +68,7 @@ impl Slot {
         let live = self.live.as_ref()?;
         Some(Record {
             identity: live.identity.clone(),
+            conf_dir: self.conf_dir.clone()?,
             direct: live.direct,
             fingerprint: self.fingerprint.clone()?,
             resource_id: self.resource_id.clone(),
@@ -137,6 +141,10 @@ pub async fn run(
                     d.restart(target, "restart requested by the operator").await;
                     let _ = reply.send(());
                 }
+                Some(Command::HandOver(state_dir)) => {
+                    d.state.mirror_to(state_dir.as_deref());
+                    let _ = d.save();
+                }
                 Some(Command::Apply(spec, reply)) => {
                     let restarted = d.apply(*spec).await;
                     let _ = reply.send(restarted);
@@ -197,18 +205,22 @@ impl Driver {
     /// Writes who runs now. A failure is logged: the processes are real either way, and the
     /// next agent finds unrecorded ones by their command line (see `adopt::strays`).
     fn save(&self) -> std::io::Result<()> {
-        let state = Persisted {
-            generation: self.generation,
-            launches: self.launches,
-            jobmanager: self.jm.record(),
-            taskmanager: self.tm.record(),
-        };
-        self.state.save(&state).inspect_err(|e| {
+        self.state.save(&self.persisted()).inspect_err(|e| {
             log::error!(
                 "cannot write {}: {e}; a restarted agent may not adopt the Flink processes",
                 self.state.path().display()
             );
         })
+    }
+
+    /// Who runs now, as the state file records it.
+    fn persisted(&self) -> Persisted {
+        Persisted {
+            generation: self.generation,
+            launches: self.launches,
+            jobmanager: self.jm.record(),
+            taskmanager: self.tm.record(),
+        }
     }
 
     /// Takes over the processes an earlier agent recorded and that are still its Flink; kills
@@ -220,15 +232,21 @@ impl Driver {
             (Kind::TaskManager, persisted.taskmanager),
         ] {
             let Some(record) = record else { continue };
-            match adopt::adopt(&record.identity, record.direct, &self.spec, kind) {
+            match adopt::adopt(&record, &self.spec, kind) {
                 Ok(live) => {
                     log::info!(
                         "adopted the running {} (pid {}, started by an earlier agent)",
                         kind.name(),
                         live.pid
                     );
+                    let conf_dir = if record.conf_dir.as_os_str().is_empty() {
+                        self.spec.conf_dir.clone()
+                    } else {
+                        record.conf_dir
+                    };
                     let slot = self.slot(kind);
                     slot.live = Some(live);
+                    slot.conf_dir = Some(conf_dir);
                     slot.fingerprint = Some(record.fingerprint);
                     slot.resource_id = record.resource_id;
                     slot.proven = true;
@@ -301,6 +319,7 @@ impl Driver {
         let result = self.start(kind, &args, learned.as_ref(), resource_id.clone());
         let now = Instant::now();
         let fingerprint = self.spec.fingerprint.clone();
+        let conf_dir = self.spec.conf_dir.clone();
         let slot = self.slot(kind);
         match why {
             Some(why) => slot.machine.relaunched(now, why),
@@ -319,6 +338,7 @@ impl Driver {
                 slot.live = Some(live);
                 slot.fingerprint = Some(fingerprint);
                 slot.resource_id = resource_id;
+                slot.conf_dir = Some(conf_dir);
                 if kind == Kind::JobManager {
                     self.emit(SupervisorEvent::JobManagerStarted {
                         generation: self.generation,
@@ -354,16 +374,12 @@ impl Driver {
         }
         let record = Record {
             identity: spawned.identity.clone(),
+            conf_dir: self.spec.conf_dir.clone(),
             direct: spawned.direct,
             fingerprint: self.spec.fingerprint.clone(),
             resource_id,
         };
-        let mut state = Persisted {
-            generation: self.generation,
-            launches: self.launches,
-            jobmanager: self.jm.record(),
-            taskmanager: self.tm.record(),
-        };
+        let mut state = self.persisted();
         match kind {
             Kind::JobManager => state.jobmanager = Some(record),
             Kind::TaskManager => state.taskmanager = Some(record),
