@@ -81,7 +81,7 @@ for _ in $(seq "$runs"); do
   t0=$(now)
   inside systemctl start flink-agent   # blocks until READY=1 (Type=notify)
   unit_times+=("$(secs "$t0" "$(now)")")
-  # The agent's share: from its exec (after ExecStartPre) to READY, as systemd recorded them.
+  # The agent's share: from its exec to READY, as systemd recorded them.
   start_us=$(inside systemctl show -P ExecMainStartTimestampMonotonic flink-agent)
   active_us=$(inside systemctl show -P ActiveEnterTimestampMonotonic flink-agent)
   agent_times+=("$(awk -v a="$start_us" -v b="$active_us" 'BEGIN { printf "%.2f", (b - a) / 1e6 }')")
@@ -93,7 +93,7 @@ rss_kib=$(inside awk '/^VmRSS:/ { print $2 }' "/proc/$main_pid/status")
 jvm_kib=$(inside ps -o rss= -C java | awk '{ s += $1 } END { print s + 0 }')
 
 echo "start to ready ($runs runs each, median):"
-echo "  systemctl start → active (container, incl. ExecStartPre validate): $(echo "${unit_times[*]}" | median) s   [${unit_times[*]}]"
+echo "  systemctl start → active (container):                             $(echo "${unit_times[*]}" | median) s   [${unit_times[*]}]"
 echo "  agent exec → READY=1 under systemd:                                $(echo "${agent_times[*]}" | median) s   [${agent_times[*]}]"
 echo "  agent started directly → ready (no systemd, host):                 $(echo "${direct_times[*]}" | median) s   [${direct_times[*]}]"
 echo "memory under systemd:"

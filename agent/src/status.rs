@@ -9,6 +9,7 @@ use crate::firewall::FirewallStatus;
 use crate::flinkrest::FlinkOverview;
 use crate::jobs::JobStatus;
 use crate::supervisor::ProcessStatus;
+use crate::tls::TlsStatus;
 use serde::{Deserialize, Serialize};
 
 /// The whole node as the agent sees it.
@@ -35,6 +36,9 @@ pub struct AgentStatus {
     /// The node's nftables firewall, as its reconcile loop last saw it.
     #[serde(default)]
     pub firewall: FirewallStatus,
+    /// TLS: mode, the certificates in force, days to expiry, rotation, alert.
+    #[serde(default)]
+    pub tls: TlsStatus,
 }
 
 /// Which configuration is in force.

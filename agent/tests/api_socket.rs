@@ -136,6 +136,7 @@ async fn answer(mut rx: mpsc::Receiver<ApiRequest>, reload: Reload) -> Vec<Targe
             })),
             ApiRequest::Reload(reply) => drop(reply.send(reload.answer())),
             ApiRequest::Firewall(reply) => drop(reply.send(sample_firewall())),
+            ApiRequest::Tls(reply) => drop(reply.send(Default::default())),
             ApiRequest::Restart(target, reply) => {
                 restarts.push(target);
                 drop(reply.send(Ok(())));
@@ -423,10 +424,11 @@ async fn reload_restart_and_config_reach_the_daemon() {
 async fn every_route_is_served_and_each_error_gets_its_status() {
     let report = ReloadReport::default();
     let served = Served::start(Reload::Applied(report), Limits::default()).await;
-    let cases: [(&str, &str, &str, u16); 11] = [
+    let cases: [(&str, &str, &str, u16); 12] = [
         ("GET", "/v1/status", "", 200),
         ("GET", "/v1/config", "", 200),
         ("GET", "/v1/firewall", "", 200),
+        ("GET", "/v1/tls", "", 200),
         ("POST", "/v1/reload", "{}", 200),
         ("POST", "/v1/processes/taskmanager/restart", "{}", 200),
         ("GET", "/v1/jobs", "", 200),

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
         "sdnotify",
     ],
     &["flinkconf", "flinkrest"],
-    &["firewall", "checkpoints"],
+    &["firewall", "checkpoints", "tls"],
     &["supervisor", "jobs"],
     &["desired", "status"],
     &["api"],

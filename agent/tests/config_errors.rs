@@ -71,6 +71,33 @@ fn value_errors_name_the_key_and_the_fix() {
             "advanced.restart_strategy.type",
             "use one of the listed values",
         ),
+        // TLS: a mode's files, and only them.
+        ("[tls]\nmode = \"pki\"\n", "tls.mode", "use one of the listed values"),
+        (
+            "[tls]\nenabled = true\nmode = \"files\"\n",
+            "tls.cert_file",
+            "is required with mode = \"files\"",
+        ),
+        (
+            "[tls]\ncert_file = \"/etc/node.pem\"\n",
+            "tls.cert_file",
+            "applies to mode = \"files\" only",
+        ),
+        (
+            "[tls]\nmode = \"ca\"\nca_cert_file = \"/t/ca.pem\"\nrest_client_ca_file = \"/t/ca.pem\"\n",
+            "tls.rest_client_ca_file",
+            "the internal CA",
+        ),
+        (
+            "[advanced.flink_config]\n\"pekko.ssl.enabled\" = \"false\"\n",
+            "advanced.flink_config.\"pekko.ssl.enabled\"",
+            "TLS is managed by the agent; see [tls]",
+        ),
+        (
+            "[advanced.flink_config]\n\"taskmanager.data.ssl.enabled\" = \"false\"\n",
+            "advanced.flink_config.\"taskmanager.data.ssl.enabled\"",
+            "see [tls]",
+        ),
         // Wrong types.
         (
             "[advanced]\nnumber_of_task_slots = \"two\"\n",
@@ -245,7 +272,7 @@ impl Machine {
         );
         let path = self.dir.path().join("agent.toml");
         fs::write(&path, text).unwrap();
-        flink_agent::desired::load(&path, None)
+        flink_agent::desired::load(&path, None, flink_agent::tls::Access::Inspect, false)
     }
 }
 
@@ -393,6 +420,15 @@ fn reference_config_is_valid_and_complete() {
     for key in [
         "socket_group",
         "user",
+        "ca_cert_file",
+        "ca_key_file",
+        "cert_file",
+        "key_file",
+        "ca_file",
+        "rest_cert_file",
+        "rest_key_file",
+        "rest_ca_file",
+        "rest_client_ca_file",
         "attempts",
         "initial_backoff_ms",
         "max_backoff_ms",

@@ -491,7 +491,7 @@ fn a_refused_config_names_the_field_and_leaves_the_rules_in_force() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, bad).expect("write");
-    let err = flink_agent::desired::load(&path, None)
+    let err = flink_agent::desired::load(&path, None, flink_agent::tls::Access::Inspect, false)
         .expect_err("bad config refused")
         .to_string();
     for field in [

@@ -52,7 +52,7 @@ fn config(dir: &Path) -> AgentConfig {
 fn desired(c: &AgentConfig) -> Desired {
     let version = flinkconf::detect_version(&c.flink.home).expect("Flink version");
     assert!(version >= FlinkVersion::new(1, 19, 0));
-    let d = desired::derive(c, version).expect("valid config");
+    let d = desired::derive(c, version, None).expect("valid config");
     flinkconf::prepare(&d.flink).expect("prepare");
     d
 }

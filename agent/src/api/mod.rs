@@ -14,6 +14,7 @@ use crate::jobs::{self, JobError};
 use crate::reconcile::{Outcome, Report};
 use crate::status::AgentStatus;
 use crate::supervisor::{SupervisorError, Target};
+use crate::tls::TlsStatus;
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
 
@@ -26,6 +27,8 @@ pub enum ApiRequest {
     Config(oneshot::Sender<ConfigView>),
     /// `GET /v1/firewall`: the firewall loop's status (in sync, repairs, last drift, errors).
     Firewall(oneshot::Sender<FirewallStatus>),
+    /// `GET /v1/tls`: the certificates in force, rotation, alert.
+    Tls(oneshot::Sender<TlsStatus>),
     /// `POST /v1/reload`: re-read and validate the config, reconcile every concern.
     Reload(oneshot::Sender<Result<ReloadReport, ReloadError>>),
     /// `POST /v1/processes/{name}/restart` (`name` = jobmanager, taskmanager or all).

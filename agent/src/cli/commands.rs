@@ -1,11 +1,11 @@
 //! What each command does. Client commands are one request each; the answer is printed for
 //! people (or as JSON with `--json`) and mapped to an [`Exit`].
 
-use super::{Command, Exit, FirewallAction, JobsAction};
+use super::{Command, Exit, FirewallAction, JobsAction, TlsAction};
 use anyhow::{Context, Result};
 use flink_agent::api::client::Client;
 use flink_agent::jobs::{self, Answer, DeployRequest};
-use flink_agent::{config, daemon, desired, firewall, logging};
+use flink_agent::{config, daemon, desired, firewall, logging, tls};
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub fn execute(command: Command) -> Result<Exit> {
         }
         Command::Validate(arg) => validate(&arg.config),
         Command::Render(arg) => {
-            let loaded = desired::load(&arg.config, None)?;
+            let loaded = desired::load(&arg.config, None, tls::Access::Inspect, false)?;
             let flink = &loaded.desired.flink;
             println!(
                 "# {} for Flink {}",
@@ -106,6 +106,7 @@ pub fn execute(command: Command) -> Result<Exit> {
             block_on(restore_plan(&config.config))
         }
         Command::Firewall { action } => firewall_command(action),
+        Command::Tls { action } => tls_command(action),
         Command::Config(at) => block_on(async {
             let value = at.client()?.config().await?;
             println!("{}", serde_json::to_string_pretty(&value)?);
@@ -197,7 +198,7 @@ async fn restore_plan(path: &Path) -> Result<Exit> {
     use flink_agent::checkpoints::{JobNames, Remote};
     use flink_agent::flinkrest::FlinkRest;
     use flink_agent::jobs::{Jobs, PlannedRestore, RestoreChoice};
-    let loaded = desired::load(path, None)?;
+    let loaded = desired::load(path, None, tls::Access::Inspect, false)?;
     let d = &loaded.desired;
     let remote = Remote::build(&d.sync.store, &d.sync.cluster_id)?;
     remote.probe().await?;
@@ -278,8 +279,106 @@ fn firewall_command(action: FirewallAction) -> Result<Exit> {
     })
 }
 
+fn tls_command(action: TlsAction) -> Result<Exit> {
+    match action {
+        TlsAction::Show { at, json } => block_on(async {
+            let status: tls::TlsStatus = at.client()?.get_json("/v1/tls").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render_human());
+            }
+            Ok(Exit::Ok)
+        }),
+        TlsAction::ClientCert {
+            name,
+            config: arg,
+            out,
+            days,
+        } => client_cert(&arg.config, &name, &out, days),
+    }
+}
+
+/// `tls client-cert`: files an operator can use at once with curl or import in a browser.
+fn client_cert(config_path: &Path, name: &str, out: &Path, days: u32) -> Result<Exit> {
+    use std::os::unix::fs::OpenOptionsExt;
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
+        "certificate name {name:?} must be 1-64 letters, digits, '.', '-' or '_'"
+    );
+    anyhow::ensure!(
+        (1..=825).contains(&days),
+        "--days must be between 1 and 825 (got {days})"
+    );
+    let (cfg, errors) = config::read_and_parse(config_path)?;
+    if !errors.0.is_empty() {
+        return Err(config::ConfigError::Invalid {
+            path: config_path.display().to_string(),
+            errors: errors.0,
+        }
+        .into());
+    }
+    let settings = desired::tls_settings(&cfg);
+    let cert = tls::issue_operator_certificate(
+        &settings,
+        name,
+        Duration::from_secs(u64::from(days) * 86_400),
+        std::time::SystemTime::now(),
+    )?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let files: [(String, &[u8], u32); 5] = [
+        (format!("{name}.key"), cert.key_pem.as_bytes(), 0o600),
+        (format!("{name}.pem"), cert.chain_pem.as_bytes(), 0o644),
+        (format!("{name}.p12"), &cert.pkcs12, 0o600),
+        (
+            format!("{name}.p12.password"),
+            cert.pkcs12_password.expose().as_bytes(),
+            0o600,
+        ),
+        (
+            "flink-ca.pem".to_string(),
+            cert.server_ca_pem.as_bytes(),
+            0o644,
+        ),
+    ];
+    for (file, _, _) in &files[..4] {
+        let path = out.join(file);
+        anyhow::ensure!(
+            !path.exists(),
+            "{} exists; remove it or choose another name",
+            path.display()
+        );
+    }
+    for (file, bytes, mode) in &files {
+        let path = out.join(file);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(*mode)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut f, bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let o = out.display();
+    let url = flink_agent::flinkrest::Endpoint::new(&cfg.node.address, cfg.ports.rest)
+        .with_tls(Default::default());
+    println!(
+        "issued REST client certificate {name}, valid until {}",
+        tls::cert::format_time(cert.not_after)
+    );
+    println!("  {o}/{name}.pem, {o}/{name}.key: curl --cacert {o}/flink-ca.pem --cert {o}/{name}.pem --key {o}/{name}.key {url}/overview");
+    println!("  {o}/{name}.p12: import into a browser (password in {o}/{name}.p12.password)");
+    Ok(Exit::Ok)
+}
+
 fn validate(path: &Path) -> Result<Exit> {
-    match desired::load(path, None) {
+    match desired::load(path, None, tls::Access::Inspect, false) {
         Ok(_) => {
             println!("{}: configuration is valid", path.display());
             Ok(Exit::Ok)

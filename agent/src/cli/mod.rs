@@ -91,6 +91,39 @@ pub enum Command {
         #[command(subcommand)]
         action: FirewallAction,
     },
+    /// TLS: the certificates in force, and REST client certificates for operators.
+    Tls {
+        #[command(subcommand)]
+        action: TlsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TlsAction {
+    /// The certificates in force (names, fingerprints, end dates), the rotation under way and
+    /// any alert.
+    Show {
+        #[command(flatten)]
+        at: SocketArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a REST client certificate for an operator (curl --cert, a browser) from this node's
+    /// REST client CA, acting directly on the state dir (needs root). Writes NAME.pem, NAME.key,
+    /// NAME.p12 (+ NAME.p12.password) and flink-ca.pem (the REST port's CA) into --out.
+    ClientCert {
+        /// Common name of the certificate, and the files' name: letters, digits, '.', '-', '_'.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Directory to write the files into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]

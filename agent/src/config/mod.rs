@@ -12,6 +12,7 @@ mod error;
 mod firewall;
 mod sections;
 mod storage;
+mod tls;
 mod validate;
 
 pub use diff::changed_keys;
@@ -22,6 +23,7 @@ pub use storage::{
     credentials_file_problem, parse_store_url, redact_userinfo, CheckpointsSection,
     ObjectStoreSection, StoreUrl,
 };
+pub use tls::{TlsMode, TlsProtocol, TlsSection};
 pub use validate::{check_environment, validate_values, OWNED_KEY_PREFIXES};
 
 use serde::de::DeserializeOwned;
@@ -126,6 +128,7 @@ fn parse_collect(
             "object_store" => section(key, value, &mut config.object_store, &mut errors),
             "checkpoints" => section(key, value, &mut config.checkpoints, &mut errors),
             "firewall" => section(key, value, &mut config.firewall, &mut errors),
+            "tls" => section(key, value, &mut config.tls, &mut errors),
             other => errors.push(
                 other,
                 format!(
@@ -157,10 +160,10 @@ fn resolve_relative(config: &mut AgentConfig, base: &Path) {
             *p = normalize(&base.join(&*p));
         }
     }
-    if let Some(p) = config
-        .object_store
-        .credentials_file
-        .as_mut()
+    let files = config.tls.files_mut();
+    for p in std::iter::once(&mut config.object_store.credentials_file)
+        .chain(files)
+        .filter_map(Option::as_mut)
         .filter(|p| p.is_relative())
     {
         *p = normalize(&base.join(&*p));
@@ -201,6 +204,7 @@ const SECTIONS: &[&str] = &[
     "object_store",
     "checkpoints",
     "firewall",
+    "tls",
 ];
 
 fn into_result(

@@ -20,6 +20,7 @@ pub struct AgentConfig {
     pub object_store: super::ObjectStoreSection,
     pub checkpoints: super::CheckpointsSection,
     pub firewall: super::FirewallSection,
+    pub tls: super::TlsSection,
 }
 
 /// The agent's own files: state, socket.

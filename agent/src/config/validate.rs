@@ -25,7 +25,11 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("web.port", "set ports.rest"),
     ("web.address", "set node.bind_address"),
     ("jobmanager.web.", "set ports.rest and node.bind_address"),
-    ("security.ssl.", "TLS is managed by the agent"),
+    ("security.ssl.", "TLS is managed by the agent; see [tls]"),
+    ("pekko.ssl.", "TLS is managed by the agent; see [tls]"),
+    ("akka.ssl.", "TLS is managed by the agent; see [tls]"),
+    ("blob.service.ssl.", "TLS is managed by the agent; see [tls]"),
+    ("taskmanager.data.ssl.", "TLS is managed by the agent; see [tls]"),
     ("state.backend", "the agent runs the HashMap state backend"),
     ("state.checkpoints.", "checkpoint storage is managed by the agent"),
     ("state.savepoints.", "savepoint storage is managed by the agent"),
@@ -98,6 +102,7 @@ pub fn validate_values(c: &AgentConfig, e: &mut Errors) {
     validate_passthrough(c, e);
     validate_supervisor(c, e);
     super::firewall::validate(c, e);
+    super::tls::validate(c, e);
     for (path, p) in [
         ("agent.state_dir", &c.agent.state_dir),
         ("agent.socket", &c.agent.socket),

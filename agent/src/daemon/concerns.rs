@@ -1,7 +1,8 @@
 //! The concerns as the daemon drives them: each holds its running part, and on a new desired
 //! state compares that with its part of it and reconciles ([`crate::reconcile`]). The daemon
-//! loops over them in order: the firewall before anything that opens ports, Flink's files
-//! before the processes that read them, the store before the jobs that use it.
+//! loops over them in order: the firewall before anything that opens ports, TLS before Flink's
+//! files that name its stores, Flink's files before the processes that read them, the store
+//! before the jobs that use it.
 
 use crate::checkpoints::Sync;
 use crate::desired::Desired;
@@ -10,6 +11,7 @@ use crate::flinkconf;
 use crate::jobs;
 use crate::reconcile::{Outcome, Report};
 use crate::supervisor::{SupervisorHandle, Target};
+use crate::tls;
 use futures::future::BoxFuture;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -109,6 +111,49 @@ impl Concern for Firewall {
                         "nftables did not confirm the rules within {}s",
                         FIREWALL_APPLY_WAIT.as_secs()
                     ),
+                },
+            }
+        })
+    }
+}
+
+/// TLS: which generation of stores is in force (they were written when it was prepared).
+pub struct Tls {
+    pub running: tls::Spec,
+}
+
+impl Concern for Tls {
+    fn name(&self) -> &'static str {
+        "tls"
+    }
+    fn reconfigure<'a>(&'a mut self, desired: &'a Desired) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            if self.running == desired.tls {
+                return Outcome::Unchanged;
+            }
+            let same_generation = self.running.generation.as_ref().map(|g| &g.id)
+                == desired.tls.generation.as_ref().map(|g| &g.id);
+            let spec = desired.tls.clone();
+            let applied = tokio::task::spawn_blocking(move || {
+                tls::apply(&spec, std::time::SystemTime::now())
+            })
+            .await;
+            match applied {
+                Ok(Ok(what)) => {
+                    self.running = desired.tls.clone();
+                    Outcome::Applied {
+                        what: if same_generation && desired.tls.generation.is_some() {
+                            format!("{what}; settings in force")
+                        } else {
+                            what
+                        },
+                    }
+                }
+                Ok(Err(e)) => Outcome::Failed {
+                    error: e.to_string(),
+                },
+                Err(e) => Outcome::Failed {
+                    error: e.to_string(),
                 },
             }
         })

@@ -3,7 +3,8 @@
 //! loop keeps feeding systemd's watchdog — a hung loop is exactly what the watchdog is for.
 //!
 //! Start-up derives the desired state, brings up each concern in dependency order (API socket,
-//! Flink's files, the firewall — applied before any Flink port can open —, the supervisor,
+//! the TLS generation in force, Flink's files, the firewall — applied before any Flink port can
+//! open —, the supervisor,
 //! which adopts the processes an earlier agent left running, checkpoint sync, jobs), then
 //! loops. How it ends decides Flink's fate: SIGTERM (systemd stop or restart, upgrade) leaves
 //! Flink running for the next agent; SIGINT (Ctrl-C in a terminal) and `flink-agent shutdown`
@@ -13,6 +14,7 @@ mod concerns;
 mod overview;
 mod reload;
 mod status;
+mod tls_check;
 
 use crate::api::{self, ApiRequest, ConfigView};
 use crate::checkpoints::{JobNames, Sync, SyncError};
@@ -24,6 +26,7 @@ use crate::flinkrest::FlinkRestError;
 use crate::jobs;
 use crate::sdnotify::{notify, watchdog_period};
 use crate::supervisor::{self, Placement, SupervisorEvent};
+use crate::tls;
 use concerns::Concern;
 use std::path::Path;
 use std::sync::Arc;
@@ -53,6 +56,9 @@ pub enum DaemonError {
     /// The jobs' Flink client could not be built.
     #[error(transparent)]
     Jobs(#[from] FlinkRestError),
+    /// The TLS generation could not be put in force.
+    #[error("cannot put the TLS generation in force: {0}")]
+    Tls(#[from] tls::StoreError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -83,6 +89,7 @@ struct Daemon {
     overview: watch::Receiver<Option<crate::flinkrest::FlinkOverview>>,
     problems: status::Problems,
     reloads: mpsc::Sender<reload::Done>,
+    tls: tls_check::TlsChecks,
 }
 
 /// Runs the agent until SIGTERM (Flink keeps running), SIGINT or a shutdown request (Flink is
@@ -90,7 +97,10 @@ struct Daemon {
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let started = std::time::Instant::now();
     let config_path = std::path::absolute(config_path).unwrap_or_else(|_| config_path.into());
-    let loaded = desired::load(&config_path, None)?;
+    let loaded = desired::load(&config_path, None, tls::Access::ApplyOrKeep, false)?;
+    for refused in &loaded.tls_refused {
+        log::error!("TLS material refused, Flink keeps the generation in force: {refused}");
+    }
     let d = loaded.desired.clone();
     log::info!(
         "flink-agent {} starting: node {} of cluster {}, Flink {} at {}, config revision {}",
@@ -112,6 +122,14 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         let _ = api_stopped.await;
     }));
 
+    let spec = d.tls.clone();
+    let in_force =
+        tokio::task::spawn_blocking(move || tls::apply(&spec, std::time::SystemTime::now()))
+            .await
+            .map_err(|e| DaemonError::Task(e.to_string()))??;
+    if d.tls.settings.enabled {
+        log::info!("tls: {in_force}");
+    }
     let files = d.flink.clone();
     tokio::task::spawn_blocking(move || flinkconf::prepare(&files))
         .await
@@ -138,6 +156,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             handle: firewall,
             running: d.firewall.clone(),
         }),
+        Box::new(concerns::Tls {
+            running: d.tls.clone(),
+        }),
         Box::new(concerns::FlinkFiles {
             running: d.flink.clone(),
         }),
@@ -155,6 +176,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         }),
     ];
     let (reloads, mut reloads_rx) = mpsc::channel(4);
+    let tls_checks = tls_check::TlsChecks::started(&loaded);
     let mut daemon = Daemon {
         state_dir: d.agent.state_dir.clone(),
         in_force: loaded,
@@ -166,7 +188,20 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         overview,
         problems: status::Problems::default(),
         reloads,
+        tls: tls_checks,
     };
+    if !daemon.in_force.tls_refused.is_empty() {
+        let refused: Vec<String> = daemon
+            .in_force
+            .tls_refused
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        daemon.problems.tls_refused(&format!(
+            "TLS material refused at start, Flink keeps the generation in force: {}",
+            refused.join("; ")
+        ));
+    }
     let mut ready_rx = daemon.supervisor.ready();
     let mut events = daemon.supervisor.events();
     let mut watchdog =
@@ -187,7 +222,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             }
             _ = sighup.recv() => {
                 log::info!("SIGHUP: reloading {}", daemon.in_force.path.display());
-                daemon.begin_reload(None);
+                daemon.begin_reload(reload::Trigger::File, None);
             }
             Some(request) = api_rx.recv() => match request {
                 ApiRequest::Shutdown(reply) => {
@@ -199,6 +234,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             Some(done) = reloads_rx.recv() => daemon.finish_reload(done),
             Ok(()) = ready_rx.changed() => {
                 let ready = *ready_rx.borrow_and_update();
+                daemon.tls.on_ready(ready);
                 if ready && !ready_sent {
                     ready_sent = true;
                     log::info!(
@@ -209,6 +245,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 }
             }
             event = events.recv() => daemon.on_event(event),
+            _ = tokio::time::sleep_until(daemon.tls.wake().into()) => daemon.tls_tick(),
             _ = watchdog.tick() => notify("WATCHDOG=1"),
             _ = housekeeping.tick() => {
                 let summary = supervisor::summary(&daemon.supervisor.statuses());
@@ -276,7 +313,10 @@ impl Daemon {
             ApiRequest::Firewall(reply) => {
                 let _ = reply.send(self.firewall.get());
             }
-            ApiRequest::Reload(reply) => self.begin_reload(Some(reply)),
+            ApiRequest::Tls(reply) => {
+                let _ = reply.send(self.tls_status());
+            }
+            ApiRequest::Reload(reply) => self.begin_reload(reload::Trigger::File, Some(reply)),
             ApiRequest::Jobs(command, reply) => {
                 let jobs = self.jobs.clone();
                 tokio::spawn(async move {

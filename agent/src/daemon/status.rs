@@ -33,6 +33,11 @@ impl Problems {
         self.last_reload_error = Some(message);
     }
 
+    /// The TLS check (or the start) refused material, or could not apply it.
+    pub(super) fn tls_refused(&mut self, message: &str) {
+        self.last_error = Some(message.to_string());
+    }
+
     /// A reload went through; `failed` lists the concerns that could not apply their part.
     pub(super) fn reload_applied(&mut self, failed: &[String]) {
         if failed.is_empty() {
@@ -66,6 +71,7 @@ impl Daemon {
             checkpoints: Some(self.sync.status()),
             jobs: self.jobs.jobs_status(),
             firewall: self.firewall.get(),
+            tls: self.tls_status(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! From a file to a desired state: read once, check the values and the machine, find Flink's
-//! version, derive. Every problem of every stage is reported together, so an operator fixes a
-//! file in one pass; a problem never half-applies anything (nothing is in force until `load`
-//! returns `Ok`).
+//! version, prepare the TLS generation (which checks the TLS files), derive. Every problem of
+//! every stage is reported together, so an operator fixes a file in one pass; a problem never
+//! half-applies anything (nothing is in force until `load` returns `Ok`; a TLS generation
+//! prepared for it is new files, never the ones Flink runs with).
 
 use super::{derive, Desired};
-use crate::config::{self, AgentConfig, ConfigError, Errors};
+use crate::config::{self, AgentConfig, ConfigError, Errors, FieldError};
 use crate::flinkconf;
+use crate::tls;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +22,36 @@ pub struct Loaded {
     pub revision: String,
     /// Unix time it was loaded.
     pub loaded_at: u64,
+    /// TLS material refused while the generation in force was kept (agent start, periodic
+    /// check); a reload refuses it instead.
+    pub tls_refused: Vec<FieldError>,
+    /// The config every concern is derived from (`config` on the running state dir).
+    effective: AgentConfig,
+}
+
+impl Loaded {
+    /// The same revision with its TLS material checked again at `now` (the periodic check):
+    /// a renewal due, new files, the next step of a CA rotation. Refused material keeps the
+    /// generation in force and is listed in `tls_refused`.
+    /// With `hold`, a rotation step waits (see `tls::prepare`).
+    pub fn recheck_tls(&self, now: SystemTime, hold: bool) -> Result<Loaded, Vec<FieldError>> {
+        let settings = &self.desired.tls.settings;
+        if !settings.enabled {
+            return Ok(self.clone());
+        }
+        let prepared = tls::prepare(settings, now, tls::Access::ApplyOrKeep, hold)?;
+        let mut desired = derive(
+            &self.effective,
+            self.desired.flink.version,
+            Some(&prepared.generation),
+        )?;
+        desired.agent = self.desired.agent.clone();
+        Ok(Loaded {
+            desired,
+            tls_refused: prepared.refused,
+            ..self.clone()
+        })
+    }
 }
 
 /// Loads `path` into a desired state, or every problem with it.
@@ -29,7 +61,17 @@ pub struct Loaded {
 /// job records live there, and moving them under running processes would half-apply the
 /// change), so every concern is derived on the running one, while `desired.agent` keeps what
 /// the file asks for, and the agent concern reports that the change waits for a restart.
-pub fn load(path: &Path, running_state_dir: Option<&Path>) -> Result<Loaded, ConfigError> {
+///
+/// `tls` says what may be done with TLS material: `Inspect` for the commands that only look,
+/// `Apply` for a reload (bad material refuses it), `ApplyOrKeep` at the agent's start (bad
+/// material keeps the generation in force, as Flink does); `hold` keeps a rotation step for
+/// later (Flink is still recovering from the previous one).
+pub fn load(
+    path: &Path,
+    running_state_dir: Option<&Path>,
+    tls: tls::Access,
+    hold: bool,
+) -> Result<Loaded, ConfigError> {
     let text = config::read(path)?;
     let (config, mut errors) = config::check(path, &text)?;
     let requested_state_dir = config.agent.state_dir.clone();
@@ -52,14 +94,28 @@ pub fn load(path: &Path, running_state_dir: Option<&Path>) -> Result<Loaded, Con
             None
         }
     };
-    let desired = version.and_then(|v| match derive(&effective, v) {
-        Ok(mut d) => {
-            d.agent.state_dir = requested_state_dir;
-            Some(d)
-        }
-        Err(e) => {
-            errors.extend_fresh(e);
-            None
+    // TLS material is read only for a file otherwise sound: a refused file makes nothing.
+    let settings = super::tls_settings(&effective);
+    let prepared = match (&version, settings.enabled && errors.0.is_empty()) {
+        (Some(_), true) => match tls::prepare(&settings, SystemTime::now(), tls, hold) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.extend_fresh(e);
+                None
+            }
+        },
+        _ => None,
+    };
+    let desired = version.and_then(|v| {
+        match derive(&effective, v, prepared.as_ref().map(|p| &p.generation)) {
+            Ok(mut d) => {
+                d.agent.state_dir = requested_state_dir;
+                Some(d)
+            }
+            Err(e) => {
+                errors.extend_fresh(e);
+                None
+            }
         }
     });
     match desired {
@@ -71,6 +127,8 @@ pub fn load(path: &Path, running_state_dir: Option<&Path>) -> Result<Loaded, Con
             loaded_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            tls_refused: prepared.map(|p| p.refused).unwrap_or_default(),
+            effective,
         }),
         _ => Err(invalid(path, errors)),
     }

@@ -1,7 +1,7 @@
 //! One desired state, derived by one pure function from a config revision (and the Flink
-//! version found at `flink.home`). Every concern gets its part from here and only from here:
-//! the Flink files, the launch of the processes, the firewall, checkpoint sync, the jobs, and
-//! the endpoint everything dials. So the REST address is derived once, a reload reaches every
+//! version found at `flink.home`, and the TLS generation the TLS concern prepared). Every
+//! concern gets its part from here and only from here: TLS, the Flink files, the launch of the
+//! processes, the firewall, checkpoint sync, the jobs, and the endpoint everything dials. So the REST address is derived once, a reload reaches every
 //! concern by comparing two `Desired`s, and a config field that no concern reads is caught by a
 //! test (`every_config_field_reaches_a_concern`).
 //!
@@ -20,6 +20,8 @@ use crate::flinkconf::{self, FlinkVersion};
 use crate::flinkrest::Endpoint;
 use crate::jobs;
 use crate::supervisor::{Fingerprint, LaunchSpec};
+use crate::tls;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// What kind of cluster this node belongs to.
@@ -57,13 +59,20 @@ pub struct Desired {
     /// How the JobManager and the TaskManager run.
     pub launch: LaunchSpec,
     pub firewall: firewall::Settings,
+    /// TLS: its settings and the generation of stores Flink runs with.
+    pub tls: tls::Spec,
     pub sync: SyncSettings,
     pub jobs: jobs::Settings,
 }
 
-/// Derives the desired state of `config` for Flink `version`. Pure: reads nothing but its
+/// Derives the desired state of `config` for Flink `version`, with TLS `generation` (None:
+/// TLS off, or a placeholder where no generation was prepared). Pure: reads nothing but its
 /// arguments. Every problem is returned, each naming its key.
-pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Vec<FieldError>> {
+pub fn derive(
+    config: &AgentConfig,
+    version: FlinkVersion,
+    generation: Option<&tls::Generation>,
+) -> Result<Desired, Vec<FieldError>> {
     let (firewall, mut errors) = shape(config);
     if !version.uses_config_yaml() {
         // flink-conf.yaml (Flink <= 1.18) has no quoting: a '#' starts a comment anywhere.
@@ -76,25 +85,41 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
             }
         }
     }
-    let rendered = flinkconf::render(config, version)
+    let host = rest_host(&config.node.bind_address);
+    let tls_settings = tls_settings(config);
+    let generation = tls_settings.enabled.then(|| {
+        generation
+            .cloned()
+            .unwrap_or_else(|| tls::Generation::pending(&tls_settings.dir))
+    });
+    let owned: BTreeMap<String, String> = generation
+        .as_ref()
+        .map(|g| tls::flink_keys(&g.store_paths(), &g.passwords, &tls_settings.flink))
+        .unwrap_or_default();
+    let rendered = flinkconf::render(config, version, &owned)
         .map_err(|e| errors.push(FieldError::new("advanced.flink_config", e.to_string())));
     let (Some(firewall), Ok(rendered), true) = (firewall, rendered, errors.is_empty()) else {
         return Err(errors);
     };
     let conf_dir = flinkconf::conf_dir(config);
-    let endpoint = Endpoint::new(&rest_host(&config.node.bind_address), config.ports.rest);
+    let mut endpoint = Endpoint::new(&host, config.ports.rest);
+    if let Some(g) = &generation {
+        endpoint = endpoint.with_tls(g.client.clone());
+    }
     let f = &config.flink;
-    let fingerprint = Fingerprint::new(
-        &[
-            f.home.as_os_str().as_encoded_bytes(),
-            f.java_home.as_os_str().as_encoded_bytes(),
-            f.user.as_deref().unwrap_or("").as_bytes(),
-            conf_dir.as_os_str().as_encoded_bytes(),
-            f.log_dir.as_os_str().as_encoded_bytes(),
-        ],
-        rendered.file_name,
-        &rendered.entries,
-    );
+    let mut launch_inputs = vec![
+        f.home.as_os_str().as_encoded_bytes(),
+        f.java_home.as_os_str().as_encoded_bytes(),
+        f.user.as_deref().unwrap_or("").as_bytes(),
+        conf_dir.as_os_str().as_encoded_bytes(),
+        f.log_dir.as_os_str().as_encoded_bytes(),
+    ];
+    // The stores' certificates (their digest): new material restarts both processes. Only with
+    // TLS on, so processes started before TLS existed keep their fingerprint.
+    if let Some(g) = &generation {
+        launch_inputs.push(g.id.as_bytes());
+    }
+    let fingerprint = Fingerprint::new(&launch_inputs, rendered.file_name, &rendered.entries);
     let launch = LaunchSpec {
         flink_home: f.home.clone(),
         java_home: f.java_home.clone(),
@@ -129,6 +154,10 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
         },
         launch,
         firewall,
+        tls: tls::Spec {
+            settings: tls_settings,
+            generation,
+        },
         sync: SyncSettings {
             store: config.object_store.clone(),
             cluster_id: config.cluster.id.clone(),
@@ -143,6 +172,11 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
             endpoint,
         },
     })
+}
+
+/// The TLS concern's settings of `config`: they name the host the agent dials.
+pub fn tls_settings(config: &AgentConfig) -> tls::Settings {
+    tls::Settings::new(config, &rest_host(&config.node.bind_address))
 }
 
 /// What can be checked without knowing Flink's version: the cluster shape and the firewall's

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 const V2: FlinkVersion = FlinkVersion::new(2, 3, 0);
 
 fn desired(c: &AgentConfig) -> Desired {
-    derive(c, V2).expect("derives")
+    derive(c, V2, None).expect("derives")
 }
 
 /// Every leaf of `v` with its dotted path; empty arrays and maps, and nulls, are leaves too
@@ -44,6 +44,11 @@ fn mutated(path: &str, v: &Value) -> Value {
             if p.starts_with("cluster.nodes") || p.starts_with("node.") && p != "node.id" =>
         {
             json!("127.0.0.2")
+        }
+        ("tls.mode", _) => json!("ca"),
+        ("tls.protocol", _) => json!("TLSv1.3"),
+        (p, Value::Null) if p.starts_with("tls.") && p.ends_with("_file") => {
+            json!("/etc/flink-agent/tls/x.pem")
         }
         (p, Value::String(s)) if p.ends_with("restart_strategy.type") => {
             assert_eq!(s, "failure-rate", "the default strategy changed");
@@ -107,7 +112,7 @@ fn every_config_field_reaches_a_concern() {
         without_strategy_options(&mut changed);
         let config: AgentConfig = serde_json::from_value(changed)
             .unwrap_or_else(|e| panic!("{path}: the mutated config does not parse: {e}"));
-        let after = derive(&config, V2)
+        let after = derive(&config, V2, None)
             .unwrap_or_else(|e| panic!("{path}: the mutated config does not derive: {e:?}"));
         if before == after {
             unclaimed.push(path.clone());
@@ -139,7 +144,7 @@ fn a_three_node_cluster_is_refused_until_it_is_supported() {
     let mut c = AgentConfig::default();
     c.cluster.nodes = vec!["10.0.0.1".into(), "10.0.0.2".into(), "10.0.0.3".into()];
     c.node.address = "10.0.0.1".into();
-    let errors = derive(&c, V2).expect_err("refused");
+    let errors = derive(&c, V2, None).expect_err("refused");
     assert!(
         errors.iter().any(|e| e.path == "cluster.nodes"
             && e.message.contains("not supported by this agent version")),
@@ -151,7 +156,7 @@ fn a_three_node_cluster_is_refused_until_it_is_supported() {
 fn firewall_problems_are_reported_with_their_key() {
     let mut c = AgentConfig::default();
     c.firewall.rest_clients = vec!["10.0.0.300/8".into()];
-    let errors = derive(&c, V2).expect_err("refused");
+    let errors = derive(&c, V2, None).expect_err("refused");
     assert!(
         errors.iter().any(|e| e.path == "firewall.rest_clients[0]"),
         "{errors:?}"
@@ -166,8 +171,8 @@ fn a_hash_in_a_pass_through_value_is_refused_for_legacy_flink_only() {
     c.advanced
         .flink_config
         .insert("pipeline.name".into(), "a#b".into());
-    assert!(derive(&c, V2).is_ok());
-    let errors = derive(&c, FlinkVersion::new(1, 18, 1)).expect_err("refused");
+    assert!(derive(&c, V2, None).is_ok());
+    let errors = derive(&c, FlinkVersion::new(1, 18, 1), None).expect_err("refused");
     assert_eq!(errors[0].path, "advanced.flink_config.\"pipeline.name\"");
 }
 
@@ -211,10 +216,83 @@ fn shared_keys_and_launch_changes_restart_both_and_nothing_else_restarts_nothing
     d.checkpoints.retain = 5;
     d.supervisor.health_interval_ms = 500;
     assert_eq!(restarts(&a, &d), RestartSet::NONE, "not Flink's business");
-    let legacy = derive(&a, FlinkVersion::new(1, 18, 1)).expect("derives");
+    let legacy = derive(&a, FlinkVersion::new(1, 18, 1), None).expect("derives");
     assert_eq!(
         restart_set(&legacy.launch.fingerprint, &desired(&a).launch.fingerprint),
         RestartSet::BOTH,
         "another file layout"
     );
+}
+
+fn tls_on() -> AgentConfig {
+    let mut c = AgentConfig::default();
+    c.tls.enabled = true;
+    c
+}
+
+fn generation(id: &str) -> tls::Generation {
+    let mut g = tls::Generation::pending(std::path::Path::new("/var/lib/flink-agent/tls"));
+    g.id = id.to_string();
+    g.dir = format!("/var/lib/flink-agent/tls/gen-{id}").into();
+    g.client = crate::flinkrest::ClientTls {
+        roots_pem: b"roots".to_vec(),
+        identity_pem: b"identity".to_vec(),
+    };
+    g
+}
+
+#[test]
+fn tls_renders_its_stores_speaks_https_and_new_material_restarts_both() {
+    let c = tls_on();
+    let a = derive(&c, V2, Some(&generation("aaaaaaaaaaaa"))).expect("derives");
+    assert_eq!(a.endpoint.url(), "https://127.0.0.1:8081");
+    assert_eq!(a.jobs.endpoint, a.endpoint);
+    assert_eq!(a.launch.endpoint, a.endpoint);
+    let e = &a.flink.rendered.entries;
+    assert_eq!(
+        e["security.ssl.internal.keystore"],
+        "/var/lib/flink-agent/tls/gen-aaaaaaaaaaaa/internal-keystore.p12"
+    );
+    assert_eq!(e["security.ssl.rest.authentication-enabled"], "true");
+    // Every rendered key is one the pass-through refuses (TLS keys included).
+    for key in e.keys() {
+        let mut probe = AgentConfig::default();
+        probe.advanced.flink_config.insert(key.clone(), "x".into());
+        let mut errors = crate::config::Errors::default();
+        crate::config::validate_values(&probe, &mut errors);
+        assert!(!errors.0.is_empty(), "{key} can be passed through");
+    }
+    let b = derive(&c, V2, Some(&generation("bbbbbbbbbbbb"))).expect("derives");
+    assert_eq!(
+        restart_set(&a.launch.fingerprint, &b.launch.fingerprint),
+        RestartSet::BOTH
+    );
+    let same = derive(&c, V2, Some(&generation("aaaaaaaaaaaa"))).expect("derives");
+    assert_eq!(same, a, "the same generation changes nothing");
+    // Turning TLS on restarts both; processes started without TLS keep their fingerprint.
+    let off = desired(&AgentConfig::default());
+    assert_eq!(
+        restart_set(&off.launch.fingerprint, &a.launch.fingerprint),
+        RestartSet::BOTH
+    );
+    assert_eq!(off.endpoint.url(), "http://127.0.0.1:8081");
+    assert_eq!(off.tls.generation, None);
+}
+
+#[test]
+fn store_passwords_are_hashed_in_the_fingerprint_and_redacted_in_the_config_view() {
+    let c = tls_on();
+    let mut g = generation("aaaaaaaaaaaa");
+    g.passwords.internal_keystore =
+        tls::keystore::StorePassword::from_secret("s3cret-internal-keystore".into());
+    let d = derive(&c, V2, Some(&g)).expect("derives");
+    let state = serde_json::to_string(&d.launch.fingerprint).expect("serializes");
+    assert!(!state.contains("s3cret"), "{state}");
+    let shown = crate::flinkconf::redacted(&d.flink.rendered.entries);
+    assert!(shown.values().all(|v| !v.contains("s3cret")));
+    assert!(d
+        .flink
+        .rendered
+        .content
+        .contains("s3cret-internal-keystore"));
 }

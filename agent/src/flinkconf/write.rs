@@ -108,6 +108,7 @@ fn is_logging_conf(name: &str) -> bool {
 mod tests {
     use super::*;
     use crate::flinkconf::{render, FlinkVersion};
+    use std::collections::BTreeMap;
 
     fn fake_home() -> tempfile::TempDir {
         let home = tempfile::tempdir().unwrap();
@@ -130,7 +131,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let dir = state.path().join("flink-conf");
         let mut cfg = AgentConfig::default();
-        let r = render(&cfg, FlinkVersion::new(2, 3, 0)).expect("renders");
+        let r = render(&cfg, FlinkVersion::new(2, 3, 0), &BTreeMap::new()).expect("renders");
         assert!(write_conf_dir(&dir, home.path(), &r).unwrap());
         assert!(!write_conf_dir(&dir, home.path(), &r).unwrap());
         assert_eq!(
@@ -142,7 +143,7 @@ mod tests {
         assert!(!dir.join("masters").exists());
 
         cfg.advanced.number_of_task_slots = 2;
-        let r2 = render(&cfg, FlinkVersion::new(2, 3, 0)).expect("renders");
+        let r2 = render(&cfg, FlinkVersion::new(2, 3, 0), &BTreeMap::new()).expect("renders");
         assert!(write_conf_dir(&dir, home.path(), &r2).unwrap());
         // The distribution is never touched.
         assert_eq!(
@@ -157,10 +158,10 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let dir = state.path().join("flink-conf");
         let cfg = AgentConfig::default();
-        let old = render(&cfg, FlinkVersion::new(1, 18, 1)).expect("renders");
+        let old = render(&cfg, FlinkVersion::new(1, 18, 1), &BTreeMap::new()).expect("renders");
         assert!(write_conf_dir(&dir, home.path(), &old).unwrap());
         assert!(dir.join("flink-conf.yaml").is_file());
-        let new = render(&cfg, FlinkVersion::new(2, 3, 0)).expect("renders");
+        let new = render(&cfg, FlinkVersion::new(2, 3, 0), &BTreeMap::new()).expect("renders");
         assert!(write_conf_dir(&dir, home.path(), &new).unwrap());
         assert!(dir.join("config.yaml").is_file());
         assert!(!dir.join("flink-conf.yaml").exists());
@@ -178,7 +179,12 @@ mod tests {
     fn missing_distribution_conf_is_an_error() {
         let home = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
-        let r = render(&AgentConfig::default(), FlinkVersion::new(2, 3, 0)).expect("renders");
+        let r = render(
+            &AgentConfig::default(),
+            FlinkVersion::new(2, 3, 0),
+            &BTreeMap::new(),
+        )
+        .expect("renders");
         let err = write_conf_dir(state.path(), home.path(), &r).unwrap_err();
         assert!(
             matches!(err, FlinkConfError::ReadDistribution { .. }),

@@ -2,7 +2,8 @@
 //! the supervisor and the status, and the job side (jars, runs, savepoints) for declared jobs.
 //!
 //! One client, built from the one [`Endpoint`] the desired state derives, so every part of the
-//! agent talks to the same address (and TLS, when it comes, adds its certificates here once).
+//! agent talks to the same address, over https with the agent's client certificate when TLS is
+//! on (the CAs and the identity travel in the endpoint, so a rotation rebuilds every client).
 //! Timeouts are per request because the calls differ by orders of magnitude: a probe that takes
 //! seconds means a hung JobManager, while a jar upload or a savepoint may take minutes.
 
@@ -26,10 +27,26 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where Flink's REST API answers, as the agent dials it (`http://127.0.0.1:8081`,
-/// `http://[2001:db8::1]:8081`). Built in one place (`crate::desired`), compared by value.
+/// `https://[2001:db8::1]:8081`). Built in one place (`crate::desired`), compared by value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     base: String,
+    tls: Option<ClientTls>,
+}
+
+/// How the agent's client speaks TLS to the REST port: the CAs it verifies the server with, and
+/// its own certificate and key (PEM). `Debug` never shows the key.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    pub roots_pem: Vec<u8>,
+    /// The client certificate chain followed by its PKCS#8 key.
+    pub identity_pem: Vec<u8>,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientTls { roots, identity: <redacted> }")
+    }
 }
 
 impl Endpoint {
@@ -42,10 +59,19 @@ impl Endpoint {
         };
         Self {
             base: format!("http://{host}:{port}"),
+            tls: None,
         }
     }
 
-    /// `http://host:port`, without a trailing slash.
+    /// The same endpoint over https, with the agent's client certificate.
+    pub fn with_tls(self, tls: ClientTls) -> Self {
+        Self {
+            base: self.base.replacen("http://", "https://", 1),
+            tls: Some(tls),
+        }
+    }
+
+    /// `http(s)://host:port`, without a trailing slash.
     pub fn url(&self) -> &str {
         &self.base
     }
@@ -61,7 +87,7 @@ impl fmt::Display for Endpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum FlinkRestError {
     /// The HTTP client itself could not be built (TLS backend initialisation).
-    #[error("cannot build the HTTP client for Flink's REST API: {0}")]
+    #[error("cannot build the HTTP client for Flink's REST API: {0}; with TLS on, `flink-agent tls show` lists the agent's client certificate")]
     Client(#[source] reqwest::Error),
     /// No answer: nothing listens, the connection broke, or the request timed out.
     #[error("Flink's REST API at {url} did not answer {what}: {source}; is the JobManager running and `ports.rest` the port it listens on?")]
@@ -92,12 +118,29 @@ pub struct FlinkRest {
 
 impl FlinkRest {
     pub fn new(endpoint: &Endpoint) -> Result<Self, FlinkRestError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             // The JobManager is on this node; a proxy from the environment must not be used.
-            .no_proxy()
-            .build()
-            .map_err(FlinkRestError::Client)?;
+            .no_proxy();
+        if let Some(tls) = &endpoint.tls {
+            // Only the CAs of the REST port, never the system's; TLS 1.2 at least; no way back
+            // to plain http (a redirect to it is refused).
+            builder = builder
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .min_tls_version(reqwest::tls::Version::TLS_1_2)
+                .https_only(true)
+                .identity(
+                    reqwest::Identity::from_pem(&tls.identity_pem)
+                        .map_err(FlinkRestError::Client)?,
+                );
+            for root in reqwest::Certificate::from_pem_bundle(&tls.roots_pem)
+                .map_err(FlinkRestError::Client)?
+            {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let http = builder.build().map_err(FlinkRestError::Client)?;
         Ok(Self {
             endpoint: endpoint.clone(),
             http,

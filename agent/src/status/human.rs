@@ -40,6 +40,7 @@ impl AgentStatus {
             self.checkpoints.as_ref(),
         ));
         let _ = writeln!(out, "{}", firewall_line(&self.firewall));
+        let _ = writeln!(out, "{}", self.tls.line());
         let last_error = self.last_error.as_deref().unwrap_or("none");
         let _ = writeln!(out, "last error: {last_error}");
         out
@@ -192,6 +193,7 @@ mod tests {
                 repairs: 1,
                 ..Default::default()
             },
+            tls: Default::default(),
         }
     }
 
@@ -210,6 +212,7 @@ taskmanager  failed   -     5         -       exited with status 1; failed 5 tim
 
 flink: 1 TaskManager(s), slots 2 total / 1 available, 1 job(s) running
 firewall: in force (table inet flink_agent), 1 repair(s) of drift
+tls: off
 last error: taskmanager: exited with status 1
 ";
         assert_eq!(sample().render_human(), expected);

@@ -166,8 +166,20 @@ enabled = false
 
     /// Starts `flink-agent run` on this config.
     pub fn start(&self) -> RunningAgent {
+        self.start_with(Command::new(agent_bin()))
+    }
+
+    /// Starts the agent inside network namespace `ns` (`ip netns exec`): Flink's processes
+    /// inherit it.
+    pub fn start_in_netns(&self, ns: &str) -> RunningAgent {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]).arg(agent_bin());
+        self.start_with(command)
+    }
+
+    fn start_with(&self, mut command: Command) -> RunningAgent {
         let log = std::fs::File::create(self.path().join("agent.log")).expect("log file");
-        let child = Command::new(agent_bin())
+        let child = command
             .args(["run", "--config"])
             .arg(self.config_path())
             .env("FLINK_AGENT_LOG", "info")

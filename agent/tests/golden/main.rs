@@ -24,7 +24,7 @@ fn input() -> AgentConfig {
 }
 
 fn check_golden(version: FlinkVersion, expected_file: &str) {
-    let rendered = render(&input(), version).expect("renders");
+    let rendered = render(&input(), version, &Default::default()).expect("renders");
     let path = golden_dir().join(format!(
         "flink-{}.{}-{}",
         version.major, version.minor, expected_file
@@ -136,7 +136,7 @@ fn real_flink_reads_the_rendered_config() {
     );
     let mut cfg = input();
     cfg.plan.memory_mib = 4096; // the smallest plan is the tightest fit
-    let rendered = render(&cfg, version).expect("renders");
+    let rendered = render(&cfg, version, &Default::default()).expect("renders");
     let dir = tempfile::tempdir().unwrap();
     assert!(write_conf_dir(dir.path(), &home, &rendered).unwrap());
     assert!(dir.path().join("log4j-console.properties").is_file());

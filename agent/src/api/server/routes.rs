@@ -25,6 +25,7 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/status"),
     ("GET", "/v1/config"),
     ("GET", "/v1/firewall"),
+    ("GET", "/v1/tls"),
     ("POST", "/v1/reload"),
     ("POST", "/v1/processes/{jobmanager|taskmanager|all}/restart"),
     ("GET", "/v1/jobs"),
@@ -46,6 +47,7 @@ pub(super) fn router(tx: mpsc::Sender<ApiRequest>, limits: Limits) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/config", get(config))
         .route("/v1/firewall", get(firewall))
+        .route("/v1/tls", get(tls))
         .route("/v1/reload", post(reload))
         .route("/v1/processes/{name}/restart", post(restart))
         .route("/v1/jobs", get(jobs_list).post(jobs_deploy))
@@ -128,6 +130,12 @@ async fn firewall(
     State(app): State<AppState>,
 ) -> Result<Json<crate::firewall::FirewallStatus>, Refusal> {
     ask(&app.tx, ApiRequest::Firewall, app.limits.query_timeout)
+        .await
+        .map(Json)
+}
+
+async fn tls(State(app): State<AppState>) -> Result<Json<crate::tls::TlsStatus>, Refusal> {
+    ask(&app.tx, ApiRequest::Tls, app.limits.query_timeout)
         .await
         .map(Json)
 }
