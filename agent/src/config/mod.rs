@@ -131,6 +131,7 @@ fn parse_collect(
             "object_store" => section(key, value, &mut config.object_store, &mut errors),
             "checkpoints" => section(key, value, &mut config.checkpoints, &mut errors),
             "firewall" => section(key, value, &mut config.firewall, &mut errors),
+            "metrics" => section(key, value, &mut config.metrics, &mut errors),
             other => errors.push(
                 other,
                 format!(
@@ -206,6 +207,7 @@ const SECTIONS: &[&str] = &[
     "object_store",
     "checkpoints",
     "firewall",
+    "metrics",
 ];
 
 fn into_result(

@@ -8,6 +8,7 @@ use super::Daemon;
 use crate::api::{ReloadError, ReloadReport};
 use crate::config::AgentConfig;
 use crate::desired::{self, Loaded};
+use crate::events::{Event, ReloadApplied, ReloadRefused};
 use crate::reconcile::Outcome;
 use tokio::sync::oneshot;
 
@@ -30,22 +31,21 @@ impl Daemon {
             return;
         };
         let path = self.in_force.path.clone();
-        let state_dir = self.state_dir.clone();
+        let started = self.started.clone();
         let old_config = self.in_force.config.clone();
         let old_rendered = self.in_force.desired.flink.rendered.clone();
         let done = self.reloads.clone();
         tokio::spawn(async move {
             let mut concerns = concerns;
             // Reading the file, the Flink distribution and the machine: not on the loop.
-            let loaded =
-                tokio::task::spawn_blocking(move || desired::load(&path, Some(&state_dir)))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(crate::config::ConfigError::Read {
-                            path: "the configuration".into(),
-                            source: std::io::Error::other(e.to_string()),
-                        })
-                    });
+            let loaded = tokio::task::spawn_blocking(move || desired::load(&path, Some(&started)))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::config::ConfigError::Read {
+                        path: "the configuration".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                });
             let result = match loaded {
                 Err(e) => Err(ReloadError::Refused(e)),
                 Ok(next) => {
@@ -65,20 +65,19 @@ impl Daemon {
         let Done { result, reply } = done;
         let answer = match result {
             Err(e) => {
-                log::error!("{e}");
+                ReloadRefused {
+                    error: &e.to_string(),
+                }
+                .emit();
                 self.problems.reload_refused(e.to_string());
                 Err(e)
             }
             Ok((next, report)) => {
                 self.in_force = *next;
-                log::info!("configuration revision {} in force", report.revision);
                 let mut failed = Vec::new();
                 for concern in &report.concerns {
                     match concern.outcome {
-                        Outcome::Failed { .. } => {
-                            log::error!("reload: {}", concern.line());
-                            failed.push(concern.line());
-                        }
+                        Outcome::Failed { .. } => failed.push(concern.line()),
                         Outcome::NeedsAgentRestart { .. } => {
                             log::warn!("reload: {}", concern.line())
                         }
@@ -86,6 +85,11 @@ impl Daemon {
                         _ => log::info!("reload: {}", concern.line()),
                     }
                 }
+                ReloadApplied {
+                    revision: &report.revision,
+                    failed: &failed,
+                }
+                .emit();
                 self.problems.reload_applied(&failed);
                 Ok(report)
             }

@@ -4,8 +4,9 @@
 //! returns `Ok`).
 
 use super::{derive, Desired};
-use crate::config::{self, AgentConfig, ConfigError, Errors};
+use crate::config::{self, AgentConfig, ConfigError, Errors, FieldError, Sizing};
 use crate::flinkconf;
+use crate::machine::Machine;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,23 +21,64 @@ pub struct Loaded {
     pub revision: String,
     /// Unix time it was loaded.
     pub loaded_at: u64,
+    /// The machine as read when the agent started (what `"auto"` plan values resolve to).
+    pub machine: Machine,
+}
+
+/// What an agent process fixed when it started, and keeps for every reload.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub state_dir: PathBuf,
+    pub machine: Machine,
+}
+
+/// The smallest memory Flink's two JVMs fit in (the smallest plan).
+const AUTO_MEMORY_FLOOR_MIB: u32 = 4096;
+
+/// Replaces `"auto"` plan values with what `machine` offers; a machine too small to run Flink
+/// is a problem of `plan.memory_mib`, with the fix.
+pub fn resolve_plan(config: &mut AgentConfig, machine: &Machine) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if config.plan.memory_mib == Sizing::Auto {
+        if machine.memory_mib < AUTO_MEMORY_FLOOR_MIB {
+            errors.push(FieldError::new(
+                "plan.memory_mib",
+                format!(
+                    "\"auto\" found {} MiB ({}), but Flink's JobManager and TaskManager need at least {AUTO_MEMORY_FLOOR_MIB} MiB; use a larger VM or set plan.memory_mib",
+                    machine.memory_mib, machine.memory_source
+                ),
+            ));
+        }
+        config.plan.memory_mib = Sizing::Fixed(machine.memory_mib.max(AUTO_MEMORY_FLOOR_MIB));
+    }
+    if config.plan.vcpus == Sizing::Auto {
+        config.plan.vcpus = Sizing::Fixed(machine.vcpus.max(1));
+    }
+    errors
 }
 
 /// Loads `path` into a desired state, or every problem with it.
 ///
-/// `running_state_dir` is the state dir of the agent in force (None at start). The state dir
+/// `started` is what the agent in force fixed at its start (None at start, and for the CLI:
+/// the machine is read then). The state dir
 /// only changes with the agent process (the agent's state, the rendered conf dir, staging and
 /// job records live there, and moving them under running processes would half-apply the
 /// change), so every concern is derived on the running one, while `desired.agent` keeps what
 /// the file asks for, and the agent concern reports that the change waits for a restart.
-pub fn load(path: &Path, running_state_dir: Option<&Path>) -> Result<Loaded, ConfigError> {
+pub fn load(path: &Path, started: Option<&Started>) -> Result<Loaded, ConfigError> {
     let text = config::read(path)?;
     let (config, mut errors) = config::check(path, &text)?;
     let requested_state_dir = config.agent.state_dir.clone();
     let mut effective = config.clone();
-    if let Some(running) = running_state_dir {
-        effective.agent.state_dir = running.to_path_buf();
-    }
+    let machine = match started {
+        Some(started) => {
+            effective.agent.state_dir = started.state_dir.clone();
+            started.machine.clone()
+        }
+        None => Machine::detect(),
+    };
+    let auto = [config.plan.memory_mib, config.plan.vcpus].contains(&Sizing::Auto);
+    errors.extend_fresh(resolve_plan(&mut effective, &machine));
     // An unusable flink.home was already reported; its version is then not looked for.
     let version = match flinkconf::detect_version(&config.flink.home) {
         Ok(v) => Some(v),
@@ -54,6 +96,12 @@ pub fn load(path: &Path, running_state_dir: Option<&Path>) -> Result<Loaded, Con
     let desired = version.and_then(|v| match derive(&effective, v) {
         Ok(mut d) => {
             d.agent.state_dir = requested_state_dir;
+            d.plan.auto = auto.then(|| {
+                format!(
+                    "auto: {} MiB from {}, {} CPU(s)",
+                    machine.memory_mib, machine.memory_source, machine.vcpus
+                )
+            });
             Some(d)
         }
         Err(e) => {
@@ -70,6 +118,7 @@ pub fn load(path: &Path, running_state_dir: Option<&Path>) -> Result<Loaded, Con
             loaded_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            machine,
         }),
         _ => Err(invalid(path, errors)),
     }

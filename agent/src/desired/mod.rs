@@ -11,7 +11,7 @@
 
 mod load;
 
-pub use load::{load, Loaded};
+pub use load::{load, resolve_plan, Loaded, Started};
 
 use crate::checkpoints::SyncSettings;
 use crate::config::{AgentConfig, FieldError};
@@ -19,7 +19,8 @@ use crate::firewall;
 use crate::flinkconf::{self, FlinkVersion};
 use crate::flinkrest::Endpoint;
 use crate::jobs;
-use crate::supervisor::{Fingerprint, LaunchSpec};
+use crate::supervisor::{Fingerprint, LaunchSpec, ProcessProperties};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// What kind of cluster this node belongs to.
@@ -59,12 +60,46 @@ pub struct Desired {
     pub firewall: firewall::Settings,
     pub sync: SyncSettings,
     pub jobs: jobs::Settings,
+    /// The agent's Prometheus endpoint.
+    pub metrics: MetricsSettings,
+    /// The plan Flink's memory was derived from, for `status` and `/metrics`.
+    pub plan: Plan,
+    /// Flink's web UI as people on the network reach it (`node.address`).
+    pub web_ui: Endpoint,
+}
+
+/// The agent's `GET /metrics` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// None: off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The VM plan in force, `"auto"` resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// What an `"auto"` value was read from (None: both were set in the file).
+    pub auto: Option<String>,
+    pub checkpoint_interval_ms: u64,
 }
 
 /// Derives the desired state of `config` for Flink `version`. Pure: reads nothing but its
 /// arguments. Every problem is returned, each naming its key.
 pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Vec<FieldError>> {
     let mut errors = Vec::new();
+    for (key, value) in [
+        ("plan.memory_mib", config.plan.memory_mib),
+        ("plan.vcpus", config.plan.vcpus),
+    ] {
+        if value.fixed().is_none() {
+            errors.push(FieldError::new(
+                key,
+                "\"auto\" must be read from the machine first (`desired::load` does it); set a number",
+            ));
+        }
+    }
     if config.cluster.nodes.len() > 1 {
         errors.push(FieldError::new(
             "cluster.nodes",
@@ -100,6 +135,17 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
     let conf_dir = flinkconf::conf_dir(config);
     let endpoint = Endpoint::new(&rest_host(&config.node.bind_address), config.ports.rest);
     let f = &config.flink;
+    let mut properties = ProcessProperties::default();
+    if config.metrics.flink_reporter {
+        let key = flinkconf::PROMETHEUS_PORT_KEY.to_string();
+        let ports = &config.ports;
+        properties
+            .jobmanager
+            .insert(key.clone(), ports.prometheus_jobmanager.to_string());
+        properties
+            .taskmanager
+            .insert(key, ports.prometheus_taskmanager.to_string());
+    }
     let fingerprint = Fingerprint::new(
         &[
             f.home.as_os_str().as_encoded_bytes(),
@@ -110,7 +156,8 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
         ],
         rendered.file_name,
         &rendered.entries,
-    );
+    )
+    .with_process(&properties.entries());
     let launch = LaunchSpec {
         flink_home: f.home.clone(),
         java_home: f.java_home.clone(),
@@ -120,6 +167,7 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
         endpoint: endpoint.clone(),
         expected_slots: config.advanced.number_of_task_slots,
         settings: config.supervisor.clone(),
+        properties,
         fingerprint,
     };
     Ok(Desired {
@@ -158,6 +206,16 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
             data_dir: f.data_dir.clone(),
             endpoint,
         },
+        metrics: MetricsSettings {
+            listen: config.metrics.listen_addr(),
+        },
+        plan: Plan {
+            memory_mib: config.plan.memory_mib.fixed().unwrap_or_default(),
+            vcpus: config.plan.vcpus.fixed().unwrap_or_default(),
+            auto: None,
+            checkpoint_interval_ms: config.advanced.checkpoint_interval_ms,
+        },
+        web_ui: Endpoint::new(&config.node.address, config.ports.rest),
     })
 }
 

@@ -49,6 +49,7 @@ fn mutated(path: &str, v: &Value) -> Value {
             assert_eq!(s, "failure-rate", "the default strategy changed");
             json!("none")
         }
+        ("metrics.listen", _) => json!("0.0.0.0:9248"),
         (_, Value::String(s)) => json!(format!("{s}x")),
         ("agent.socket_group", Value::Null) => json!("flink-agent"),
         ("flink.user", Value::Null) => json!("flink"),
@@ -58,6 +59,7 @@ fn mutated(path: &str, v: &Value) -> Value {
         ("advanced.flink_config", _) => json!({"pipeline.object-reuse": "true"}),
         ("firewall.extra_peers" | "firewall.rest_clients", _) => json!(["10.0.0.0/8"]),
         ("firewall.management.cidrs", _) => json!(["192.0.2.0/24"]),
+        ("metrics.scrape_clients", _) => json!(["198.51.100.0/24"]),
         (p, other) => panic!("no mutation for {p} = {other}: teach the test this field"),
     }
 }
@@ -85,9 +87,17 @@ fn without_strategy_options(root: &mut Value) {
     }
 }
 
+/// The defaults with every optional feature on, so that each field matters (the reporter's
+/// ports, say, reach Flink only while the reporter is on).
+fn everything_on() -> AgentConfig {
+    let mut c = AgentConfig::default();
+    c.metrics.flink_reporter = true;
+    c
+}
+
 #[test]
 fn every_config_field_reaches_a_concern() {
-    let base = AgentConfig::default();
+    let base = everything_on();
     let before = desired(&base);
     let tree = serde_json::to_value(&base).expect("config serializes");
     let mut paths = Vec::new();

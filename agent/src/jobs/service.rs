@@ -32,12 +32,14 @@ pub struct Service {
     busy: Arc<Mutex<()>>,
     listing: Arc<watch::Sender<Vec<JobStatus>>>,
     stop: Arc<watch::Sender<bool>>,
+    phase: super::Phase,
 }
 
 impl Service {
     /// Builds the jobs on `sync`'s store and starts the listing refresher.
     pub fn start(settings: Settings, sync: Sync) -> Result<Self, FlinkRestError> {
-        let jobs = build(&settings, &sync)?;
+        let phase = super::Phase::default();
+        let jobs = build(&settings, &sync, &phase)?;
         let (stop, stopped) = watch::channel(false);
         let service = Self {
             current: Arc::new(RwLock::new((settings, jobs))),
@@ -45,6 +47,7 @@ impl Service {
             busy: Arc::new(Mutex::new(())),
             listing: Arc::new(watch::channel(Vec::new()).0),
             stop: Arc::new(stop),
+            phase,
         };
         tokio::spawn(service.clone().refresh_listing(stopped));
         Ok(service)
@@ -69,7 +72,7 @@ impl Service {
         if unchanged {
             return Ok(false);
         }
-        let jobs = build(&settings, &self.sync)?;
+        let jobs = build(&settings, &self.sync, &self.phase)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = (settings, jobs);
         Ok(true)
     }
@@ -109,6 +112,11 @@ impl Service {
                 Err(e) => log::error!("re-submitting declared jobs: {e}"),
             }
         });
+    }
+
+    /// What long work (a restore) runs now, if any.
+    pub fn phase(&self) -> Option<String> {
+        self.phase.get()
     }
 
     pub fn jobs_status(&self) -> Vec<JobStatus> {
@@ -188,12 +196,13 @@ impl Service {
     }
 }
 
-fn build(settings: &Settings, sync: &Sync) -> Result<Jobs, FlinkRestError> {
+fn build(settings: &Settings, sync: &Sync, phase: &super::Phase) -> Result<Jobs, FlinkRestError> {
     Ok(Jobs::new(
         &settings.state_dir,
         &settings.data_dir,
         sync.remote(),
         FlinkRest::new(&settings.endpoint)?,
         sync.names().clone(),
-    ))
+    )
+    .with_phase(phase.clone()))
 }
