@@ -22,10 +22,10 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
-/// `{job="..."}`: a declared job's name.
+/// `{flink_job="..."}`: a declared job's name (`job` is Prometheus's own target label).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabel {
-    pub job: String,
+    pub flink_job: String,
 }
 
 /// `{source="local|remote|savepoint|none"}`
@@ -39,7 +39,7 @@ pub struct SourceLabel {
 pub struct Counters {
     /// `flink_agent_checkpoint_uploads_total{result="success|failure"}`
     pub uploads: Family<ResultLabel, Counter>,
-    /// `flink_agent_checkpoint_upload_bytes_total{job}`
+    /// `flink_agent_checkpoint_upload_bytes_total{flink_job}`
     pub upload_bytes: Family<JobLabel, Counter>,
     /// `flink_agent_checkpoint_upload_duration_seconds`: one checkpoint, data and manifest.
     pub upload_duration: Histogram,
@@ -48,7 +48,7 @@ pub struct Counters {
     pub sync_lag: Histogram,
     /// `flink_agent_config_reloads_total{result="applied|partial|refused"}`
     pub reloads: Family<ResultLabel, Counter>,
-    /// `flink_agent_job_resubmissions_total{job}`: runs the agent submitted again by itself
+    /// `flink_agent_job_resubmissions_total{flink_job}`: runs the agent submitted again by itself
     /// (after a JobManager start) or on `jobs start`.
     pub resubmissions: Family<JobLabel, Counter>,
     /// `flink_agent_job_restores_total{source}`: where those runs started from.
@@ -117,7 +117,7 @@ impl Event for CheckpointDurable<'_> {
             .inc();
         c.upload_bytes
             .get_or_create(&JobLabel {
-                job: self.job.to_string(),
+                flink_job: self.job.to_string(),
             })
             .inc_by(self.bytes);
         c.upload_duration.observe(self.took.as_secs_f64());
@@ -203,7 +203,7 @@ impl Event for JobResubmitted<'_> {
         let c = counters();
         c.resubmissions
             .get_or_create(&JobLabel {
-                job: self.job.to_string(),
+                flink_job: self.job.to_string(),
             })
             .inc();
         c.restores
@@ -273,7 +273,7 @@ mod tests {
     fn events_count_what_they_log() {
         let (ok, failed) = (uploads("success"), uploads("failure"));
         let job = JobLabel {
-            job: "events-test".into(),
+            flink_job: "events-test".into(),
         };
         CheckpointDurable {
             job: "events-test",

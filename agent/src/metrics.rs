@@ -123,7 +123,7 @@ fn flag(b: bool) -> f64 {
 }
 
 fn job(name: &str) -> Labels {
-    vec![("job", name.to_string())]
+    vec![("flink_job", name.to_string())]
 }
 
 /// The whole exposition for `status`, in `format`.
@@ -519,9 +519,9 @@ mod tests {
             "# TYPE flink_agent_process_restarts_total counter",
             "flink_agent_process_restarts_total{process=\"jobmanager\"} 2",
             "flink_agent_process_start_time_seconds{process=\"jobmanager\"} 1700000001.0",
-            "flink_agent_job_state{job=\"counter\",state=\"running\"} 1.0",
-            "flink_agent_checkpoint_durable_id{job=\"counter\"} 41.0",
-            "flink_agent_checkpoint_durable_timestamp_seconds{job=\"counter\"} 1700000040.0",
+            "flink_agent_job_state{flink_job=\"counter\",state=\"running\"} 1.0",
+            "flink_agent_checkpoint_durable_id{flink_job=\"counter\"} 41.0",
+            "flink_agent_checkpoint_durable_timestamp_seconds{flink_job=\"counter\"} 1700000040.0",
             "flink_agent_checkpoint_interval_seconds 10.0",
             "flink_agent_config_info{revision=\"3f2a9c1d0b7e\"} 1.0",
         ] {

@@ -166,8 +166,22 @@ enabled = false
 
     /// Starts `flink-agent run` on this config.
     pub fn start(&self) -> RunningAgent {
+        self.start_with(&[])
+    }
+
+    /// Starts `flink-agent run` under `wrapper` (e.g. `ip netns exec NS`, which execs it, so
+    /// the pid is still the agent's).
+    pub fn start_with(&self, wrapper: &[&str]) -> RunningAgent {
         let log = std::fs::File::create(self.path().join("agent.log")).expect("log file");
-        let child = Command::new(agent_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(agent_bin());
+                c
+            }
+            None => Command::new(agent_bin()),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(self.config_path())
             .env("FLINK_AGENT_LOG", "info")
