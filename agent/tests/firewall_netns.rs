@@ -425,7 +425,8 @@ fn the_cli_shows_applies_and_removes_only_its_own_table() {
     let good = config_text([NODE, PEER, ABSENT], "");
 
     let (code, out, _) = cli(&net, &[], "show", &good);
-    assert_eq!((code, out.as_str()), (1, "table inet flink_agent: differs from the config:\n  - table inet flink_agent does not exist\n"));
+    // Exit 5: the live table differs (README, "Exit codes").
+    assert_eq!((code, out.as_str()), (5, "table inet flink_agent: differs from the config:\n  - table inet flink_agent does not exist\n"));
     let (code, out, err) = cli(&net, &[], "apply", &good);
     assert_eq!(
         (code, out.as_str()),

@@ -92,14 +92,6 @@ pub fn group_checkpoints(
     out
 }
 
-/// Job names found under `jobs/` in a delimiter listing's common prefixes.
-pub fn job_names(jobs_prefixes: &[Path]) -> Vec<String> {
-    jobs_prefixes
-        .iter()
-        .filter_map(|p| p.filename().map(str::to_string))
-        .collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {

@@ -78,7 +78,10 @@ pub fn execute(command: Command, g: &Globals) -> Result<Exit> {
             Ok(Exit::Ok)
         }),
         Command::Shutdown => block_on(async {
-            let client = g.client()?.with_timeout(Duration::from_secs(1310));
+            // Longer than the agent waits for Flink to stop, so its answer arrives first.
+            let wait =
+                flink_agent::api::Limits::default().shutdown_timeout + Duration::from_secs(10);
+            let client = g.client()?.with_timeout(wait);
             let progress = (!g.json)
                 .then(|| Progress::start("stopping the TaskManager, then the JobManager".into()));
             client.shutdown().await?;

@@ -6,7 +6,6 @@
 use super::concerns::reconcile_all;
 use super::Daemon;
 use crate::api::{ReloadError, ReloadReport};
-use crate::config::AgentConfig;
 use crate::desired::{self, Loaded};
 use crate::events::{Event, ReloadApplied, ReloadRefused};
 use crate::reconcile::Outcome;
@@ -50,8 +49,13 @@ impl Daemon {
                 Err(e) => Err(ReloadError::Refused(e)),
                 Ok(next) => {
                     let reports = reconcile_all(&mut concerns, &next.desired).await;
-                    let mut report = report(&old_config, &next, reports);
-                    report.flink_config_changed = old_rendered != next.desired.flink.rendered;
+                    let report = ReloadReport {
+                        revision: next.revision.clone(),
+                        changed_keys: crate::config::changed_keys(&old_config, &next.config),
+                        restarted: restarted(&reports),
+                        flink_config_changed: old_rendered != next.desired.flink.rendered,
+                        concerns: reports,
+                    };
                     Ok((Box::new(next), report))
                 }
             };
@@ -100,23 +104,13 @@ impl Daemon {
     }
 }
 
-fn report(
-    old: &AgentConfig,
-    next: &Loaded,
-    reports: Vec<crate::reconcile::Report>,
-) -> ReloadReport {
-    let restarted = reports
+/// The processes the supervisor restarted, in order.
+fn restarted(reports: &[crate::reconcile::Report]) -> Vec<String> {
+    reports
         .iter()
         .find_map(|r| match &r.outcome {
             Outcome::Restarted { processes } => Some(processes.clone()),
             _ => None,
         })
-        .unwrap_or_default();
-    ReloadReport {
-        revision: next.revision.clone(),
-        changed_keys: crate::config::changed_keys(old, &next.config),
-        concerns: reports,
-        restarted,
-        flink_config_changed: false,
-    }
+        .unwrap_or_default()
 }

@@ -83,6 +83,7 @@ pub fn load(path: &Path, started: Option<&Started>) -> Result<Loaded, ConfigErro
     let version = match flinkconf::detect_version(&config.flink.home) {
         Ok(v) => Some(v),
         Err(_) => {
+            errors.extend_fresh(super::shape(&effective).1);
             errors.extend_fresh([config::FieldError::new(
                 "flink.home",
                 format!(

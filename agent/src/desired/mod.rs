@@ -88,7 +88,7 @@ pub struct Plan {
 /// Derives the desired state of `config` for Flink `version`. Pure: reads nothing but its
 /// arguments. Every problem is returned, each naming its key.
 pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Vec<FieldError>> {
-    let mut errors = Vec::new();
+    let (firewall, mut errors) = shape(config);
     for (key, value) in [
         ("plan.memory_mib", config.plan.memory_mib),
         ("plan.vcpus", config.plan.vcpus),
@@ -99,12 +99,6 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
                 "\"auto\" must be read from the machine first (`desired::load` does it); set a number",
             ));
         }
-    }
-    if config.cluster.nodes.len() > 1 {
-        errors.push(FieldError::new(
-            "cluster.nodes",
-            "three-node (highly available) clusters are not supported by this agent version yet; list only this node's address to run a single node",
-        ));
     }
     if !version.uses_config_yaml() {
         // flink-conf.yaml (Flink <= 1.18) has no quoting: a '#' starts a comment anywhere.
@@ -117,20 +111,10 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
             }
         }
     }
-    let firewall = firewall::Settings::from_config(config).unwrap_or_else(|e| {
-        errors.extend(e);
-        firewall::Settings {
-            table: config.firewall.table.clone(),
-            reconcile_interval: std::time::Duration::from_secs(1),
-            policy: None,
-        }
-    });
-    let rendered = flinkconf::render(config, version).map_err(|e| {
-        errors.push(FieldError::new("advanced.flink_config", e.to_string()));
-    });
-    let rendered = match rendered {
-        Ok(r) if errors.is_empty() => r,
-        _ => return Err(errors),
+    let rendered = flinkconf::render(config, version)
+        .map_err(|e| errors.push(FieldError::new("advanced.flink_config", e.to_string())));
+    let (Some(firewall), Ok(rendered), true) = (firewall, rendered, errors.is_empty()) else {
+        return Err(errors);
     };
     let conf_dir = flinkconf::conf_dir(config);
     let endpoint = Endpoint::new(&rest_host(&config.node.bind_address), config.ports.rest);
@@ -217,6 +201,22 @@ pub fn derive(config: &AgentConfig, version: FlinkVersion) -> Result<Desired, Ve
         },
         web_ui: Endpoint::new(&config.node.address, config.ports.rest),
     })
+}
+
+/// What can be checked without knowing Flink's version: the cluster shape and the firewall's
+/// rules. (Reported even when `flink.home` holds no Flink, so all problems come at once.)
+pub fn shape(config: &AgentConfig) -> (Option<firewall::Settings>, Vec<FieldError>) {
+    let mut errors = Vec::new();
+    if config.cluster.nodes.len() > 1 {
+        errors.push(FieldError::new(
+            "cluster.nodes",
+            "three-node (highly available) clusters are not supported by this agent version yet; list only this node's address to run a single node",
+        ));
+    }
+    let firewall = firewall::Settings::from_config(config)
+        .map_err(|e| errors.extend(e))
+        .ok();
+    (firewall, errors)
 }
 
 /// The agent talks to its local REST endpoint where Flink binds it: loopback when Flink binds

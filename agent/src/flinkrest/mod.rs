@@ -83,13 +83,6 @@ pub enum FlinkRestError {
     Decode { what: String, message: String },
 }
 
-impl FlinkRestError {
-    /// True when Flink could not be reached at all (as opposed to refusing the request).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, FlinkRestError::Unreachable { .. })
-    }
-}
-
 /// A client for one JobManager's REST endpoint. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct FlinkRest {

@@ -202,18 +202,22 @@ impl Driver {
     /// Writes who runs now. A failure is logged: the processes are real either way, and the
     /// next agent finds unrecorded ones by their command line (see `adopt::strays`).
     fn save(&self) -> std::io::Result<()> {
-        let state = Persisted {
-            generation: self.generation,
-            launches: self.launches,
-            jobmanager: self.jm.record(),
-            taskmanager: self.tm.record(),
-        };
-        self.state.save(&state).inspect_err(|e| {
+        self.state.save(&self.persisted()).inspect_err(|e| {
             log::error!(
                 "cannot write {}: {e}; a restarted agent may not adopt the Flink processes",
                 self.state.path().display()
             );
         })
+    }
+
+    /// Who runs now, as the state file records it.
+    fn persisted(&self) -> Persisted {
+        Persisted {
+            generation: self.generation,
+            launches: self.launches,
+            jobmanager: self.jm.record(),
+            taskmanager: self.tm.record(),
+        }
     }
 
     /// Takes over the processes an earlier agent recorded and that are still its Flink; kills
@@ -363,12 +367,7 @@ impl Driver {
             fingerprint: self.spec.fingerprint.clone(),
             resource_id,
         };
-        let mut state = Persisted {
-            generation: self.generation,
-            launches: self.launches,
-            jobmanager: self.jm.record(),
-            taskmanager: self.tm.record(),
-        };
+        let mut state = self.persisted();
         match kind {
             Kind::JobManager => state.jobmanager = Some(record),
             Kind::TaskManager => state.taskmanager = Some(record),
