@@ -104,6 +104,7 @@ pub struct CheckpointDurable<'a> {
 impl Event for CheckpointDurable<'_> {
     fn emit(self) {
         log::info!(
+            target: "flink_agent::checkpoints",
             "job {}: checkpoint {} is durable ({} files, {} bytes, {:.2}s)",
             self.job,
             self.checkpoint_id,
@@ -135,6 +136,7 @@ pub struct CheckpointUploadFailed<'a> {
 impl Event for CheckpointUploadFailed<'_> {
     fn emit(self) {
         log::warn!(
+            target: "flink_agent::checkpoints",
             "checkpoint upload failed (attempt {}): {}",
             self.attempt,
             self.error
@@ -160,6 +162,7 @@ pub struct CheckpointDownloaded<'a> {
 impl Event for CheckpointDownloaded<'_> {
     fn emit(self) {
         log::info!(
+            target: "flink_agent::checkpoints",
             "job {}: restored checkpoint {} from {} into {} ({} bytes, {:.2}s)",
             self.job,
             self.checkpoint_id,
@@ -187,6 +190,7 @@ impl Event for JobResubmitted<'_> {
         let source = match self.from {
             Some((id, source)) => {
                 log::info!(
+                    target: "flink_agent::jobs",
                     "job {}: re-submitted from checkpoint {id} ({source})",
                     self.job
                 );
@@ -194,6 +198,7 @@ impl Event for JobResubmitted<'_> {
             }
             None => {
                 log::info!(
+                    target: "flink_agent::jobs",
                     "job {}: re-submitted fresh (no savepoint or checkpoint)",
                     self.job
                 );
@@ -224,10 +229,15 @@ pub struct ReloadApplied<'a> {
 impl Event for ReloadApplied<'_> {
     fn emit(self) {
         let result = if self.failed.is_empty() {
-            log::info!("configuration revision {} in force", self.revision);
+            log::info!(
+                target: "flink_agent::daemon",
+                "configuration revision {} in force",
+                self.revision
+            );
             "applied"
         } else {
             log::error!(
+                target: "flink_agent::daemon",
                 "configuration revision {} in force, but not fully applied: {}",
                 self.revision,
                 self.failed.join("; ")
@@ -249,7 +259,7 @@ pub struct ReloadRefused<'a> {
 
 impl Event for ReloadRefused<'_> {
     fn emit(self) {
-        log::error!("{}", self.error);
+        log::error!(target: "flink_agent::daemon", "{}", self.error);
         counters()
             .reloads
             .get_or_create(&ResultLabel { result: "refused" })

@@ -86,7 +86,7 @@ impl Scrape {
             any = true;
         }
         if any {
-            self.0.register(name, help, family);
+            self.0.register(name, sentence(help), family);
         }
     }
 
@@ -109,9 +109,14 @@ impl Scrape {
             any = true;
         }
         if any {
-            self.0.register(name, help, family);
+            self.0.register(name, sentence(help), family);
         }
     }
+}
+
+/// The library ends every HELP text with a period itself.
+fn sentence(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
 }
 
 fn flag(b: bool) -> f64 {
@@ -371,47 +376,51 @@ fn events(r: &mut Registry) {
     let c = crate::events::counters().clone();
     r.register(
         "flink_agent_checkpoint_uploads",
-        "Checkpoint upload attempts, by result.",
+        sentence("Checkpoint upload attempts, by result."),
         c.uploads,
     );
     r.register(
         "flink_agent_checkpoint_upload_bytes",
-        "Bytes of checkpoint data made durable, per declared job.",
+        sentence("Bytes of checkpoint data made durable, per declared job."),
         c.upload_bytes,
     );
     r.register(
         "flink_agent_checkpoint_upload_duration_seconds",
-        "Time to make one checkpoint durable (data files, then its manifest).",
+        sentence("Time to make one checkpoint durable (data files, then its manifest)."),
         c.upload_duration,
     );
     r.register(
         "flink_agent_checkpoint_sync_lag_seconds",
-        "Time from Flink completing a checkpoint to its being durable.",
+        sentence("Time from Flink completing a checkpoint to its being durable."),
         c.sync_lag,
     );
     r.register(
         "flink_agent_config_reloads",
-        "Reloads by result: applied, partial (a concern failed), refused (invalid file).",
+        sentence("Reloads by result: applied, partial (a concern failed), refused (invalid file)."),
         c.reloads,
     );
     r.register(
         "flink_agent_job_resubmissions",
-        "Declared jobs the agent submitted again (after a JobManager start, or jobs start).",
+        sentence(
+            "Declared jobs the agent submitted again (after a JobManager start, or jobs start).",
+        ),
         c.resubmissions,
     );
     r.register(
         "flink_agent_job_restores",
-        "Re-submissions by where they restored from: local, remote, savepoint, none (fresh).",
+        sentence(
+            "Re-submissions by where they restored from: local, remote, savepoint, none (fresh).",
+        ),
         c.restores,
     );
     r.register(
         "flink_agent_checkpoint_restore_download_bytes",
-        "Bytes of remote checkpoints downloaded and verified for restores.",
+        sentence("Bytes of remote checkpoints downloaded and verified for restores."),
         c.restore_bytes,
     );
     r.register(
         "flink_agent_checkpoint_restore_duration_seconds",
-        "Time to download and verify one remote checkpoint for a restore.",
+        sentence("Time to download and verify one remote checkpoint for a restore."),
         c.restore_duration,
     );
 }

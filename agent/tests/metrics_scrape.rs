@@ -305,11 +305,20 @@ prometheus_taskmanager = {PROM_TM}
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    wait_for("the job running again, restored", START, || {
-        let s = agent.status()?;
-        let job = &s["jobs"][0];
-        (job["state"] == "RUNNING" && job["restored_from"].is_object()).then_some(())
-    });
+    wait_for(
+        "the job running again, restored, with a checkpoint",
+        START,
+        || {
+            let s = agent.status()?;
+            let job = &s["jobs"][0];
+            (job["state"] == "RUNNING"
+                && job["restored_from"].is_object()
+                && job["state_bytes"].is_u64())
+            .then_some(())
+        },
+    );
+    // One more scrape interval, so Prometheus and the scrape below see the same.
+    std::thread::sleep(Duration::from_secs(2));
 
     // A live scrape, as the scraper gets it: promtool finds nothing to lint.
     let metrics_at: SocketAddr = (node, METRICS).into();

@@ -52,7 +52,7 @@ pub fn execute(command: Command, g: &Globals) -> Result<Exit> {
         Command::Plan => plan(&g.config_path(), g.json),
         Command::Status { watch } => block_on(status(g, watch)),
         Command::Reload => block_on(async {
-            let report = g.client()?.reload().await?;
+            let report = g.client(None)?.reload().await?;
             print(g.json, &report, || {
                 let mut out = format!("configuration revision {} in force\n", report.revision);
                 if !report.changed_keys.is_empty() {
@@ -70,7 +70,7 @@ pub fn execute(command: Command, g: &Globals) -> Result<Exit> {
             })
         }),
         Command::Restart { process } => block_on(async {
-            g.client()?.restart(process.into()).await?;
+            g.client(None)?.restart(process.into()).await?;
             let names = flink_agent::supervisor::Target::from(process).names();
             print(g.json, &json!({ "restarted": names }), || {
                 format!("restarted {}\n", names.join(" and "))
@@ -81,7 +81,7 @@ pub fn execute(command: Command, g: &Globals) -> Result<Exit> {
             // Longer than the agent waits for Flink to stop, so its answer arrives first.
             let wait =
                 flink_agent::api::Limits::default().shutdown_timeout + Duration::from_secs(10);
-            let client = g.client()?.with_timeout(wait);
+            let client = g.client(Some(wait))?;
             let progress = (!g.json)
                 .then(|| Progress::start("stopping the TaskManager, then the JobManager".into()));
             client.shutdown().await?;
@@ -104,7 +104,7 @@ pub fn execute(command: Command, g: &Globals) -> Result<Exit> {
         }
         Command::Firewall { action } => firewall_command(action, g),
         Command::Config => block_on(async {
-            let view = g.client()?.config().await?;
+            let view = g.client(None)?.config().await?;
             print(g.json, &view, || {
                 let mut out = format!(
                     "# {} for Flink {}, configuration revision {} (secrets redacted)\n",
@@ -128,7 +128,7 @@ pub fn execute(command: Command, g: &Globals) -> Result<Exit> {
 /// one JSON document per line).
 async fn status(g: &Globals, watch: bool) -> Result<Exit> {
     use std::io::IsTerminal;
-    let client = g.client()?;
+    let client = g.client(None)?;
     let tty = std::io::stdout().is_terminal();
     loop {
         let status = client.status().await?;
@@ -156,9 +156,7 @@ async fn status(g: &Globals, watch: bool) -> Result<Exit> {
 
 async fn jobs_command(g: &Globals, action: Option<JobsAction>) -> Result<Exit> {
     // Longer than the agent's own bound, so its answer (even "did not finish") wins.
-    let client = g
-        .client()?
-        .with_timeout(jobs::OPERATION_TIMEOUT + Duration::from_secs(20));
+    let client = g.client(Some(jobs::OPERATION_TIMEOUT + Duration::from_secs(20)))?;
     let what = match &action {
         None => None,
         Some(JobsAction::Deploy { name, .. }) => Some(format!(

@@ -23,7 +23,16 @@ pub fn run(what: What) -> anyhow::Result<()> {
         What::Man { dir } => man_pages(&dir),
         What::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "flink-agent", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "flink-agent", &mut script);
+            let mut script = String::from_utf8(script)?;
+            if shell == clap_complete::Shell::Bash {
+                // clap_complete 4.6 names a subcommand's branch `flink__subcmd__agent__…` but
+                // sets `cmd=flink__agent__…` for a binary name with a '-': without this, no
+                // subcommand's options complete (tests/cli.rs checks `status --w`).
+                script = script.replace("flink__subcmd__agent", "flink__agent");
+            }
+            print!("{script}");
             Ok(())
         }
     }

@@ -48,6 +48,10 @@ pub struct Cli {
     /// Print JSON instead of lines for people (every command; errors as {"error": ...}).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Give up waiting for the agent after this many seconds (exit 75); by default each
+    /// request waits a little longer than the agent's own bound for it.
+    #[arg(long, global = true, value_name = "SECS")]
+    pub timeout: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -166,6 +170,7 @@ pub struct Globals {
     pub config: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub json: bool,
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Globals {
@@ -176,8 +181,17 @@ impl Globals {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
     }
 
-    /// `--socket`, else the config's `agent.socket`, else the packaged default.
-    pub fn client(&self) -> anyhow::Result<Client> {
+    /// A client of `--socket`, else the config's `agent.socket`, else the packaged default;
+    /// it waits `--timeout`, else `default` (None: the client's own default).
+    pub fn client(&self, default: Option<std::time::Duration>) -> anyhow::Result<Client> {
+        let client = self.socket_client()?;
+        Ok(match self.timeout.or(default) {
+            Some(wait) => client.with_timeout(wait),
+            None => client,
+        })
+    }
+
+    fn socket_client(&self) -> anyhow::Result<Client> {
         use anyhow::Context;
         if let Some(path) = &self.socket {
             return Ok(Client::new(path));
@@ -201,6 +215,7 @@ pub fn main() -> Exit {
         config: cli.config,
         socket: cli.socket,
         json: cli.json,
+        timeout: cli.timeout.map(std::time::Duration::from_secs),
     };
     match commands::execute(cli.command, &globals) {
         Ok(exit) => exit,
