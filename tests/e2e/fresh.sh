@@ -88,7 +88,7 @@ git -C "$repo" archive HEAD | tar -x -C "$work/root/src"
 bash "$repo/tests/setup/flink.sh" >/dev/null
 
 inside() { # <timeout-secs> <script>: runs bash -c script in the fresh machine, as root
-  timeout "$1" systemd-nspawn --quiet --register=no -D "$work/root" \
+  timeout "$1" systemd-nspawn --quiet --register=no --keep-unit -D "$work/root" \
     --bind-ro="$rustup_home:/root/.rustup" --bind-ro="$cargo_bin:/root/.cargo/bin" \
     --bind-ro="$cache/wheels:/wheels" \
     --setenv=HOME=/root --setenv=RUSTUP_HOME=/root/.rustup --setenv=CARGO_HOME=/root/.cargo \
