@@ -84,6 +84,12 @@ mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$work/upper,workdir=$work
 mounted="$work/root"
 mkdir -p "$work/root/src" "$work/root/root/.rustup" "$work/root/root/.cargo/bin" "$work/root/wheels"
 git -C "$repo" archive HEAD | tar -x -C "$work/root/src"
+# The network's own certificate authorities, as the host has them (a network that re-signs TLS
+# needs them on any machine, fresh or not); nothing else of the host goes in.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$work/root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$work/root/usr/local/share/ca-certificates/"
+fi
 # Flink's wheels, fetched once on the host (tests/setup/flink.sh puts them there).
 bash "$repo/tests/setup/flink.sh" >/dev/null
 
@@ -100,6 +106,7 @@ inside() { # <timeout-secs> <script>: runs bash -c script in the fresh machine, 
 # --- 1. config/demo.sh: ready, sample job, a durable checkpoint, Ctrl-C stops everything -------
 demo_script='
 set -u
+update-ca-certificates >/dev/null 2>&1
 setsid bash config/demo.sh > /tmp/demo.log 2>&1 < /dev/null &
 demo=$!
 durable=""
@@ -139,7 +146,7 @@ else
 fi
 
 # --- 2. tests/setup/deps.sh (test profile) ----------------------------------------------------
-if out=$(inside 1800 'bash tests/setup/deps.sh && command -v promtool nft debootstrap npm >/dev/null && python3 -m venv --help >/dev/null' 2>&1); then
+if out=$(inside 1800 'update-ca-certificates >/dev/null 2>&1; bash tests/setup/deps.sh && command -v promtool nft debootstrap npm >/dev/null && python3 -m venv --help >/dev/null' 2>&1); then
   ok "tests/setup/deps.sh installs the test suite's packages on a fresh machine"
 else
   echo "$out" | tail -n 20 | sed 's/^/  | /'
