@@ -42,7 +42,9 @@ fn the_rules_are_valid_and_every_alert_has_a_passing_unit_test() {
     assert!(alerts.len() >= 13, "{alerts:?}");
     for alert in alerts {
         assert!(
-            tests.contains(&format!("alertname: {alert}\n        exp_alerts:\n          - exp_labels")),
+            tests.contains(&format!(
+                "alertname: {alert}\n        exp_alerts:\n          - exp_labels"
+            )),
             "no unit test fires {alert}"
         );
     }
@@ -57,7 +59,11 @@ fn the_dashboard_queries_prometheus_in_every_panel() {
     let queries: Vec<&serde_json::Value> = panels.iter().filter(|p| p["type"] != "row").collect();
     assert!(queries.len() >= 10);
     for panel in queries {
-        assert_eq!(panel["datasource"]["type"], "prometheus", "{}", panel["title"]);
+        assert_eq!(
+            panel["datasource"]["type"], "prometheus",
+            "{}",
+            panel["title"]
+        );
         let targets = panel["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "{}", panel["title"]);
         for t in targets {
