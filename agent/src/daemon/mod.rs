@@ -155,6 +155,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let concerns: Vec<Box<dyn Concern>> = vec![
         Box::new(concerns::AgentFiles {
             running: d.agent.clone(),
+            supervisor: supervisor.clone(),
         }),
         Box::new(concerns::Firewall {
             handle: firewall,
