@@ -125,6 +125,8 @@ if kill -0 "$demo" 2>/dev/null; then echo "demo still running after Ctrl-C"; fi
 # minbase has no ps: the command lines of every process (grep'"'"'s own does not match).
 left=$(grep -l -a "org[.]apache[.]flink" /proc/[0-9]*/cmdline 2>/dev/null | wc -l)
 echo "flink processes left: $left"
+# A compiler or linker failure says why above its last lines: show those lines too.
+grep -n -E "^error|error:|note: |collect2|ld returned" /tmp/demo.log | head -n 20
 tail -n 30 /tmp/demo.log
 '
 out=$(inside 3600 "$demo_script" 2>&1) || true
