@@ -45,6 +45,17 @@ for line in '^socket_group = "flink-agent"' '^user = "flink"'; do
     || { echo "build.sh: config/agent.toml no longer has a commented '${line#^}' line to enable" >&2; exit 1; }
 done
 
+# Man pages and shell completions, generated from the CLI's own definition (they cannot drift
+# from it); man pages compressed as Debian policy and both packagers expect.
+bin="${CARGO_TARGET_DIR:-target}/release/flink-agent"
+rm -rf target/packaging/man target/packaging/completions
+mkdir -p target/packaging/completions
+"$bin" generate man target/packaging/man
+gzip -9n target/packaging/man/*.8
+"$bin" generate completions bash > target/packaging/completions/flink-agent.bash
+"$bin" generate completions zsh > target/packaging/completions/_flink-agent
+"$bin" generate completions fish > target/packaging/completions/flink-agent.fish
+
 deb_args=() rpm_args=()
 if [ -z "$version" ]; then
   # A release: the Debian changelog's newest entry must name this version.

@@ -23,7 +23,9 @@ echo "== cargo test"
 # serialize themselves where they start JVMs.
 cargo test --workspace --locked -- --test-threads=2
 
-for e2e in tests/e2e/run.sh; do
+# tests/e2e/fresh.sh: the README's two commands on a fresh minbase Debian 12 (demo until a
+# durable checkpoint, then the test profile of deps.sh).
+for e2e in tests/e2e/run.sh tests/e2e/fresh.sh; do
   if [ -f "$e2e" ]; then
     echo "== $e2e"
     bash "$e2e"

@@ -2,16 +2,8 @@
 
 mod cli;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    match cli::execute(cli.command) {
-        Ok(exit) => exit.into(),
-        Err(e) => {
-            eprintln!("flink-agent: {e:#}");
-            cli::Exit::of(&e).into()
-        }
-    }
+    cli::main().into()
 }

@@ -107,6 +107,14 @@ fn boot_time() -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no btime in /proc/stat"))
 }
 
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
 /// Seconds since `started_at` (Unix seconds), for `status`.
 pub fn age(started_at: u64) -> u64 {
     SystemTime::now()

@@ -2,7 +2,10 @@
 //! every concern's own report, shared by the daemon (producer), the API (transport) and the CLI
 //! (printer). It sits above the concerns and imports their report types; none imports it.
 
+mod heap;
 mod human;
+
+pub use heap::{HeapAdvice, PLANS_MIB};
 
 use crate::checkpoints::SyncStatus;
 use crate::firewall::FirewallStatus;
@@ -39,6 +42,32 @@ pub struct AgentStatus {
     /// TLS: mode, the certificates in force, days to expiry, rotation, alert.
     #[serde(default)]
     pub tls: TlsStatus,
+    /// The plan in force (memory, vCPUs, checkpoint interval).
+    #[serde(default)]
+    pub plan: PlanStatus,
+    /// Flink's web UI, e.g. `http://10.0.0.5:8081`.
+    #[serde(default)]
+    pub web_ui: String,
+    /// Where `GET /metrics` answers (None: `metrics.listen = "off"`).
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    /// What long work runs now (a restore's download), as systemd's `STATUS=` says it.
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// Where Flink's output is, with `{process}` for jobmanager/taskmanager: a `journalctl`
+    /// command under systemd, a file otherwise.
+    #[serde(default)]
+    pub flink_output: String,
+}
+
+/// The plan Flink's memory is derived from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanStatus {
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// Where `"auto"` values came from, e.g. `auto: 16000 MiB from MemTotal, 4 CPU(s)`.
+    pub auto: Option<String>,
+    pub checkpoint_interval_ms: u64,
 }
 
 /// Which configuration is in force.

@@ -51,6 +51,26 @@ fn value_errors_name_the_key_and_the_fix() {
         ("[node]\nidd = \"a\"\n", "node.idd", "config/agent.toml"),
         ("[nodes]\nid = \"a\"\n", "nodes", "valid sections are agent, node"),
         ("[supervisor]\nmax_restart = 3\n", "supervisor.max_restart", "unknown key"),
+        // [metrics] and the reporter: ports only through the agent, which firewalls them.
+        ("[metrics]\nlisten = \"localhost\"\n", "metrics.listen", "\"127.0.0.1:9248\", \"[::]:9248\" or \"off\""),
+        ("[metrics]\nlisten = \"0.0.0.0:8081\"\n", "metrics.listen", "port 8081 is Flink's ports.rest"),
+        ("[ports]\nprometheus_taskmanager = 9249\n", "ports.prometheus_taskmanager", "already used by ports.prometheus_jobmanager"),
+        (
+            "[advanced.flink_config]\n\"metrics.reporter.prom.port\" = \"9249\"\n",
+            "advanced.flink_config.\"metrics.reporter.prom.port\"",
+            "set metrics.flink_reporter = true",
+        ),
+        (
+            "[advanced.flink_config]\n\"metrics.reporter.jmx.port\" = \"8789\"\n",
+            "advanced.flink_config.\"metrics.reporter.jmx.port\"",
+            "outside the agent's firewall",
+        ),
+        (
+            "[advanced.flink_config]\n\"metrics.reporter.p.factory.class\" = \"org.apache.flink.metrics.prometheus.PrometheusReporterFactory\"\n",
+            "advanced.flink_config.\"metrics.reporter.p.factory.class\"",
+            "pin ports.prometheus_jobmanager",
+        ),
+        ("[plan]\nmemory_mib = \"lots\"\n", "plan.memory_mib", "neither a whole number nor \"auto\""),
         (
             "[advanced.restart_strategy]\ntype = \"fixed-delay\"\nattemps = 3\n",
             "advanced.restart_strategy.attemps",

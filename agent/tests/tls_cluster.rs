@@ -937,7 +937,7 @@ fn taskmanagers_exchange_data_over_tls_checking_each_other_s_address() {
         )
         .replace("nodes = [\"127.0.0.1\"]", &format!("nodes = [\"{a}\"]"));
     std::fs::write(dir.config_path(), text).unwrap();
-    let mut agent = dir.start_in_netns(&net.ns("a"));
+    let mut agent = dir.start_with(&["ip", "netns", "exec", &net.ns("a")]);
     agent.wait_ready(START);
     let base = format!("https://{a}:{}", dir.ports.rest);
 

@@ -6,7 +6,8 @@
 #                  distribution comes from PyPI wheels)
 #   deps.sh        (or `deps.sh test`) all of that plus the test suite's components: nftables,
 #                  network namespaces, debootstrap + systemd-nspawn, ZooKeeper, package linters,
-#                  venv (the S3 server), Node.js (the Azure emulator)
+#                  venv (the S3 server), Node.js (the Azure emulator), Prometheus and promtool
+#                  (the monitoring tests), man (man pages render), curl
 #
 # Packages are checked by what the scripts run, not only by name: a machine may have Python or
 # Node.js from elsewhere (pyenv, NodeSource), and then Debian's package is not needed.
@@ -21,7 +22,8 @@ esac
 # JVM for Flink, and javac for the sample and test jobs.
 pkgs=(gcc libc6-dev openjdk-17-jdk-headless)
 if [ "$profile" = test ]; then
-  pkgs+=(nftables iproute2 debootstrap systemd-container zookeeper rpm rpmlint lintian python3-venv)
+  pkgs+=(nftables iproute2 debootstrap systemd-container zookeeper rpm rpmlint lintian python3-venv
+    prometheus man-db curl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -38,5 +40,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
+  # policy-rc.d 101: packages with a service (prometheus) must not start it here; the tests
+  # start their own instances and nothing may be left running.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.flink-agent
+  chmod +x /usr/sbin/policy-rc.d.flink-agent
+  [ -e /usr/sbin/policy-rc.d ] || ln -s policy-rc.d.flink-agent /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  [ "$(readlink /usr/sbin/policy-rc.d 2>/dev/null)" = policy-rc.d.flink-agent ] && rm -f /usr/sbin/policy-rc.d
+  rm -f /usr/sbin/policy-rc.d.flink-agent
 fi

@@ -6,7 +6,7 @@ pub mod client;
 pub mod server;
 
 pub use client::{Client, ClientError};
-pub use server::{bind, serve, ApiError, ApiListener, Limits};
+pub use server::{bind, serve, serve_metrics, ApiError, ApiListener, Limits};
 
 use crate::config::ConfigError;
 use crate::firewall::FirewallStatus;
@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 /// A request from the API to the daemon loop, with the channel for its answer.
 #[derive(Debug)]
 pub enum ApiRequest {
-    /// `GET /v1/status`
+    /// `GET /v1/status`, and `GET /v1/metrics` / `GET /metrics`, which render it.
     Status(oneshot::Sender<AgentStatus>),
     /// `GET /v1/config`: the rendered Flink config in force, secrets redacted.
     Config(oneshot::Sender<ConfigView>),

@@ -9,6 +9,7 @@ use super::plan::{plan_retention, plan_uploads, Key, UploadPlan};
 use super::remote::{advice, Remote};
 use super::status::{PendingUpload, SyncStatus};
 use super::upload::{publish, Origin, UploadError, UploadSettings};
+use crate::events::{CheckpointDurable, CheckpointUploadFailed, Event};
 use futures::TryStreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -259,10 +260,11 @@ impl SyncEngine {
         let s = &mut shared.status;
         s.consecutive_failures += 1;
         s.last_error = Some(e.to_string());
-        log::warn!(
-            "checkpoint upload failed (attempt {}): {e}",
-            s.consecutive_failures
-        );
+        CheckpointUploadFailed {
+            attempt: s.consecutive_failures,
+            error: &e.to_string(),
+        }
+        .emit();
         if s.consecutive_failures >= self.config.alert_after_failures {
             s.alert = Some(format!(
                 "checkpoints are not reaching {} ({} failed attempts, still retrying): {}{e}",
@@ -328,14 +330,15 @@ impl SyncEngine {
         }
         let started = std::time::Instant::now();
         let manifest = publish(&self.remote, item, &self.config.origin, self.config.upload).await?;
-        log::info!(
-            "job {}: checkpoint {} is durable ({} files, {} bytes, {:.2}s)",
-            manifest.job,
-            manifest.checkpoint_id,
-            manifest.files.len(),
-            manifest.total_bytes(),
-            started.elapsed().as_secs_f64()
-        );
+        CheckpointDurable {
+            job: &manifest.job,
+            checkpoint_id: manifest.checkpoint_id,
+            files: manifest.files.len(),
+            bytes: manifest.total_bytes(),
+            took: started.elapsed(),
+            lag_secs: unix_now_f64() - manifest.completed_at as f64,
+        }
+        .emit();
         item.remove().map_err(|source| UploadError::Io {
             path: item.dir.display().to_string(),
             source,
@@ -357,6 +360,8 @@ impl SyncEngine {
             if job.last_durable.is_none_or(|d| d < next.1) {
                 job.last_durable = Some(next.1);
                 job.last_durable_at = Some(unix_now() as u64);
+                job.last_durable_completed_at = Some(manifest.completed_at);
+                job.last_durable_bytes = Some(manifest.total_bytes());
             }
         }
         // Retention must know which checkpoints are still staged: it would take their partial
@@ -520,6 +525,12 @@ async fn remove_busy_dir(
         pause *= 2;
         attempt += 1;
     }
+}
+
+fn unix_now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn unix_now() -> i64 {

@@ -54,7 +54,7 @@ pub use remote::{Remote, RemoteError};
 pub use restore::{
     candidates, prune_restored, restore_first, restore_newest, RestoreError, Restored, CONCURRENCY,
 };
-pub use status::{PendingUpload, SyncStatus};
+pub use status::{JobSync, PendingUpload, SyncStatus};
 pub use sync::{Sync, SyncError, SyncSettings};
 pub use upload::{publish, Origin, UploadError, UploadSettings};
 

@@ -11,6 +11,7 @@ use super::manifest::{Manifest, ManifestFile};
 use super::plan::restore_order;
 use super::remote::Remote;
 use super::upload::read_manifest;
+use crate::events::{CheckpointDownloaded, Event};
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -95,17 +96,22 @@ pub async fn restore_first(
                 source,
             })?;
         }
+        let started = std::time::Instant::now();
         match fetch_verified(remote, job, id, &partial, concurrency).await {
             Ok(manifest) => {
                 std::fs::rename(&partial, &dir).map_err(|source| RestoreError::Io {
                     path: dir.display().to_string(),
                     source,
                 })?;
-                log::info!(
-                    "job {job}: restored checkpoint {id} from {} into {}",
-                    remote.url,
-                    dir.display()
-                );
+                CheckpointDownloaded {
+                    job,
+                    checkpoint_id: id,
+                    url: &remote.url,
+                    dir: &dir,
+                    bytes: manifest.total_bytes(),
+                    took: started.elapsed(),
+                }
+                .emit();
                 return Ok(Some(Restored {
                     checkpoint_id: id,
                     dir,

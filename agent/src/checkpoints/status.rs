@@ -30,6 +30,13 @@ pub struct JobSync {
     pub last_durable: Option<u64>,
     /// Unix seconds when it became durable (as seen by this agent).
     pub last_durable_at: Option<u64>,
+    /// Unix seconds when Flink completed it (its manifest's `completed_at`): the recovery point
+    /// a node loss would fall back to. Known for checkpoints this agent uploaded.
+    #[serde(default)]
+    pub last_durable_completed_at: Option<u64>,
+    /// Its size: the bytes of every file in its manifest.
+    #[serde(default)]
+    pub last_durable_bytes: Option<u64>,
     /// Complete checkpoints currently kept remotely.
     pub remote: Vec<u64>,
 }

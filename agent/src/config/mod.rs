@@ -129,6 +129,7 @@ fn parse_collect(
             "checkpoints" => section(key, value, &mut config.checkpoints, &mut errors),
             "firewall" => section(key, value, &mut config.firewall, &mut errors),
             "tls" => section(key, value, &mut config.tls, &mut errors),
+            "metrics" => section(key, value, &mut config.metrics, &mut errors),
             other => errors.push(
                 other,
                 format!(
@@ -205,6 +206,7 @@ const SECTIONS: &[&str] = &[
     "checkpoints",
     "firewall",
     "tls",
+    "metrics",
 ];
 
 fn into_result(

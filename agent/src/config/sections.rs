@@ -21,6 +21,7 @@ pub struct AgentConfig {
     pub checkpoints: super::CheckpointsSection,
     pub firewall: super::FirewallSection,
     pub tls: super::TlsSection,
+    pub metrics: MetricsSection,
 }
 
 /// The agent's own files: state, socket.
@@ -134,6 +135,11 @@ pub struct PortsSection {
     /// First of two consecutive ports for the metric query services of the JobManager and the
     /// TaskManager, which each take one (`metrics.internal.query-service.port: "P-P+1"`).
     pub metrics_query: u16,
+    /// The JobManager's Prometheus reporter (`metrics.flink_reporter = true`), passed to that
+    /// process alone as `-D metrics.reporter.prom.port`.
+    pub prometheus_jobmanager: u16,
+    /// The TaskManager's Prometheus reporter, likewise.
+    pub prometheus_taskmanager: u16,
 }
 
 impl Default for PortsSection {
@@ -146,6 +152,8 @@ impl Default for PortsSection {
             taskmanager_data: 6121,
             taskmanager_collect: 6125,
             metrics_query: 6126,
+            prometheus_jobmanager: 9249,
+            prometheus_taskmanager: 9250,
         }
     }
 }
@@ -165,24 +173,131 @@ impl PortsSection {
             ("metrics_query + 1", self.metrics_query.wrapping_add(1)),
         ]
     }
+
+    /// The Prometheus reporter ports, per process: open only while `metrics.flink_reporter`.
+    pub fn reporter(&self) -> [(&'static str, u16); 2] {
+        [
+            ("prometheus_jobmanager", self.prometheus_jobmanager),
+            ("prometheus_taskmanager", self.prometheus_taskmanager),
+        ]
+    }
 }
 
 /// The VM plan: Flink's memory is derived from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PlanSection {
-    /// VM memory in MiB (plans: 4096 to 32768).
-    pub memory_mib: u32,
-    /// VM vCPUs (plans: 2 to 8): the TaskManager's CPU resource (`taskmanager.cpu.cores`).
-    pub vcpus: u32,
+    /// VM memory in MiB (plans: 4096 to 32768), or `"auto"`: the machine's memory (the
+    /// smaller of `MemTotal` and the agent's cgroup limit), read when the agent starts.
+    pub memory_mib: Sizing,
+    /// VM vCPUs (plans: 2 to 8): the TaskManager's CPU resource (`taskmanager.cpu.cores`), or
+    /// `"auto"`: the CPUs this process may use (affinity and cgroup quota), read at start.
+    pub vcpus: Sizing,
 }
 
 impl Default for PlanSection {
     fn default() -> Self {
         Self {
-            memory_mib: 4096,
-            vcpus: 2,
+            memory_mib: Sizing::Fixed(4096),
+            vcpus: Sizing::Fixed(2),
         }
+    }
+}
+
+/// A plan value: a number, or `"auto"` (read from the machine at start, so a VM that was
+/// scaled up gets its Flink memory re-derived when the agent next starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizing {
+    Fixed(u32),
+    Auto,
+}
+
+impl Sizing {
+    /// The number, once `"auto"` is resolved (`crate::desired::load` resolves it).
+    pub fn fixed(self) -> Option<u32> {
+        match self {
+            Sizing::Fixed(n) => Some(n),
+            Sizing::Auto => None,
+        }
+    }
+}
+
+impl Serialize for Sizing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Sizing::Fixed(n) => s.serialize_u32(*n),
+            Sizing::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sizing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Sizing;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number or \"auto\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Sizing, E> {
+                u32::try_from(n)
+                    .map(Sizing::Fixed)
+                    .map_err(|_| E::custom(format!("{n} is too large")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Sizing, E> {
+                u64::try_from(n)
+                    .map_err(|_| {
+                        E::custom(format!("{n} is negative; use a whole number or \"auto\""))
+                    })
+                    .and_then(|n| self.visit_u64(n))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Sizing, E> {
+                match v {
+                    "auto" => Ok(Sizing::Auto),
+                    other => Err(E::custom(format!(
+                        "{other:?} is neither a whole number nor \"auto\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[metrics]`: the agent's Prometheus endpoint and Flink's own reporter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsSection {
+    /// `host:port` of `GET /metrics` (Prometheus text), or `"off"`. On loopback by default;
+    /// any other address is opened in the firewall to `scrape_clients` and the peers only.
+    pub listen: String,
+    /// Addresses or CIDRs allowed to scrape the agent's listener and Flink's reporter ports.
+    pub scrape_clients: Vec<String>,
+    /// Render Flink's Prometheus reporter, one pinned port per process
+    /// (`ports.prometheus_jobmanager`, `ports.prometheus_taskmanager`).
+    pub flink_reporter: bool,
+}
+
+/// The agent's metrics port when none is configured (next to Flink's reporter default 9249).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9248";
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_METRICS_LISTEN.into(),
+            scrape_clients: Vec::new(),
+            flink_reporter: false,
+        }
+    }
+}
+
+impl MetricsSection {
+    /// The listener's address; None when `listen = "off"` (or invalid: validation says so).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        if self.listen == "off" {
+            return None;
+        }
+        self.listen.parse().ok()
     }
 }
 

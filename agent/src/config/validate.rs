@@ -57,26 +57,37 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("taskmanager.tmp.dirs", "set flink.data_dir"),
     ("env.java.home", "set flink.java_home"),
     ("env.log.dir", "set flink.log_dir"),
+    ("metrics.reporter.prom.", "set metrics.flink_reporter = true; its ports are ports.prometheus_jobmanager and ports.prometheus_taskmanager"),
+    ("metrics.reporters", "the agent enables the reporters configured under metrics.reporter.<name>; remove the ones you do not want"),
 ];
+
+/// Why a reporter of the pass-through is refused: its port would open on every interface
+/// outside the agent's firewall rules.
+const REPORTER_PORT_FIX: &str = "a reporter port would open on every interface, outside the agent's firewall; set metrics.flink_reporter = true and pin ports.prometheus_jobmanager and ports.prometheus_taskmanager";
 
 /// Value checks that need no filesystem: ranges, cross-field rules, owned keys.
 pub fn validate_values(c: &AgentConfig, e: &mut Errors) {
     validate_identity(c, e);
     validate_ports(c, e);
-    e.range(
-        "plan.memory_mib",
-        c.plan.memory_mib,
-        4096,
-        32768,
-        "plans range from 4 GiB to 32 GiB",
-    );
-    e.range(
-        "plan.vcpus",
-        c.plan.vcpus,
-        2,
-        8,
-        "plans range from 2 to 8 vCPUs",
-    );
+    validate_metrics(c, e);
+    if let Some(memory) = c.plan.memory_mib.fixed() {
+        e.range(
+            "plan.memory_mib",
+            memory,
+            4096,
+            32768,
+            "plans range from 4 GiB to 32 GiB; \"auto\" reads the machine's memory",
+        );
+    }
+    if let Some(vcpus) = c.plan.vcpus.fixed() {
+        e.range(
+            "plan.vcpus",
+            vcpus,
+            2,
+            8,
+            "plans range from 2 to 8 vCPUs; \"auto\" counts the machine's CPUs",
+        );
+    }
     e.range(
         "advanced.number_of_task_slots",
         c.advanced.number_of_task_slots,
@@ -179,7 +190,8 @@ fn is_host(v: &str) -> bool {
 }
 
 fn validate_ports(c: &AgentConfig, e: &mut Errors) {
-    let named = c.ports.named();
+    let mut named = c.ports.named().to_vec();
+    named.extend(c.ports.reporter());
     // `metrics_query` stands for two ports (P and P+1); the second one's label is not a key.
     let key = |name: &str| format!("ports.{}", name.trim_end_matches(" + 1"));
     if c.ports.metrics_query == u16::MAX {
@@ -212,6 +224,43 @@ fn validate_ports(c: &AgentConfig, e: &mut Errors) {
                 ),
             );
         }
+    }
+}
+
+/// `[metrics]`: the listener's address and its port against Flink's; `scrape_clients` are
+/// parsed by the firewall policy, which reports them with their index.
+fn validate_metrics(c: &AgentConfig, e: &mut Errors) {
+    let m = &c.metrics;
+    if m.listen == "off" {
+        return;
+    }
+    let Ok(addr) = m.listen.parse::<std::net::SocketAddr>() else {
+        e.push(
+            "metrics.listen",
+            format!(
+                "{:?} is not an address with a port; write e.g. \"127.0.0.1:9248\", \"[::]:9248\" or \"off\"",
+                m.listen
+            ),
+        );
+        return;
+    };
+    if addr.port() == 0 {
+        e.push(
+            "metrics.listen",
+            "needs a fixed port (not 0): Prometheus scrapes a fixed target",
+        );
+    }
+    let mut flink = c.ports.named().to_vec();
+    flink.extend(c.ports.reporter());
+    if let Some((name, _)) = flink.iter().find(|(_, p)| *p == addr.port()) {
+        e.push(
+            "metrics.listen",
+            format!(
+                "port {} is Flink's ports.{}; pick another port for the agent's metrics",
+                addr.port(),
+                name.trim_end_matches(" + 1")
+            ),
+        );
     }
 }
 
@@ -330,6 +379,11 @@ fn validate_passthrough(c: &AgentConfig, e: &mut Errors) {
                 &path,
                 format!("the agent owns Flink keys starting with {prefix:?} and cannot pass them through; {fix}"),
             );
+        } else if key.starts_with("metrics.reporter.")
+            && (key.ends_with(".port")
+                || (key.ends_with(".factory.class") && value.contains("PrometheusReporter")))
+        {
+            e.push(&path, REPORTER_PORT_FIX);
         }
         if value.contains('\n') {
             e.push(&path, "must be a single line");

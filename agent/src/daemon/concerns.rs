@@ -13,8 +13,9 @@ use crate::reconcile::{Outcome, Report};
 use crate::supervisor::{SupervisorHandle, Target};
 use crate::tls;
 use futures::future::BoxFuture;
+use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How long the daemon waits for nftables to take new rules before it goes on (the answer
 /// then says the firewall did not confirm).
@@ -329,6 +330,115 @@ impl Concern for Status {
                 }
             } else {
                 Outcome::Unchanged
+            }
+        })
+    }
+}
+
+/// The agent's Prometheus endpoint (`metrics.listen`): bound at start, rebound on a reload that
+/// moves it. The new address is bound before the old one is let go, so a refused address (in
+/// use, not on this host) keeps the old listener.
+pub struct Metrics {
+    pub api: mpsc::Sender<crate::api::ApiRequest>,
+    pub running: Option<MetricsServer>,
+}
+
+/// A serving listener and how to stop it.
+pub struct MetricsServer {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Binds `addr` and serves `GET /metrics` there.
+    pub async fn start(
+        addr: SocketAddr,
+        api: mpsc::Sender<crate::api::ApiRequest>,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(crate::api::serve_metrics(listener, api, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self { addr, stop, task })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+impl Metrics {
+    fn applied(addr: Option<SocketAddr>) -> Outcome {
+        Outcome::Applied {
+            what: match addr {
+                Some(a) => format!("metrics on http://{a}/metrics"),
+                None => "metrics listener off".into(),
+            },
+        }
+    }
+}
+
+impl Concern for Metrics {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+    fn reconfigure<'a>(&'a mut self, desired: &'a Desired) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let want = desired.metrics.listen;
+            if self.running.as_ref().map(|r| r.addr) == want {
+                return Outcome::Unchanged;
+            }
+            let Some(addr) = want else {
+                if let Some(old) = self.running.take() {
+                    old.stop().await;
+                }
+                return Self::applied(None);
+            };
+            let started = match MetricsServer::start(addr, self.api.clone()).await {
+                // The same port on another address of this host: let the old one go first.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && self
+                            .running
+                            .as_ref()
+                            .is_some_and(|r| r.addr.port() == addr.port()) =>
+                {
+                    let old_server = self.running.take();
+                    let old = old_server.as_ref().map(|r| r.addr);
+                    if let Some(server) = old_server {
+                        server.stop().await;
+                    }
+                    match MetricsServer::start(addr, self.api.clone()).await {
+                        Ok(server) => Ok(server),
+                        Err(e) => {
+                            if let Some(old) = old {
+                                self.running =
+                                    MetricsServer::start(old, self.api.clone()).await.ok();
+                            }
+                            Err(e)
+                        }
+                    }
+                }
+                other => other,
+            };
+            match started {
+                Ok(server) => {
+                    if let Some(old) = self.running.replace(server) {
+                        old.stop().await;
+                    }
+                    Self::applied(want)
+                }
+                Err(e) => Outcome::Failed {
+                    error: format!(
+                        "cannot listen on {addr} ({e}); metrics stay on {}; fix metrics.listen",
+                        self.running
+                            .as_ref()
+                            .map_or("nothing".to_string(), |r| r.addr.to_string())
+                    ),
+                },
             }
         })
     }

@@ -75,12 +75,17 @@ enum Ending {
     StopFlink(Option<oneshot::Sender<()>>),
 }
 
+/// How much longer systemd should wait for READY each time a restore before READY reports
+/// progress (`EXTEND_TIMEOUT_USEC=`): a large download is not killed by `TimeoutStartSec=`,
+/// a hung one still is.
+const RESTORE_EXTEND: Duration = Duration::from_secs(60);
+
 /// The loop's state.
 struct Daemon {
     in_force: Loaded,
-    /// The state dir this agent process runs with: a config may ask for another, which takes
-    /// effect only when the agent restarts.
-    state_dir: std::path::PathBuf,
+    /// What this agent process fixed at start: its state dir (a config may ask for another,
+    /// which takes effect only when the agent restarts) and the machine `"auto"` resolves to.
+    started: desired::Started,
     concerns: Arc<tokio::sync::Mutex<Vec<Box<dyn Concern>>>>,
     supervisor: supervisor::SupervisorHandle,
     sync: Sync,
@@ -90,6 +95,7 @@ struct Daemon {
     problems: status::Problems,
     reloads: mpsc::Sender<reload::Done>,
     tls: tls_check::TlsChecks,
+    placement: Placement,
 }
 
 /// Runs the agent until SIGTERM (Flink keeps running), SIGINT or a shutdown request (Flink is
@@ -118,6 +124,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let listener = api::server::bind(&d.agent.socket, d.agent.socket_group.as_deref()).await?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiRequest>(64);
     let (api_stop, api_stopped) = oneshot::channel::<()>();
+    let metrics_api = api_tx.clone();
     let api_task = tokio::spawn(api::server::serve(listener, api_tx, async move {
         let _ = api_stopped.await;
     }));
@@ -140,6 +147,22 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         Ok(Ok(Err(e))) => log::error!("firewall: {e}; starting Flink without it"),
         _ => log::error!("firewall: no answer from nftables; starting Flink without it"),
     }
+    let mut problems = status::Problems::default();
+    let mut metrics = concerns::Metrics {
+        api: metrics_api,
+        running: None,
+    };
+    if let Some(addr) = d.metrics.listen {
+        match concerns::MetricsServer::start(addr, metrics.api.clone()).await {
+            Ok(server) => metrics.running = Some(server),
+            Err(e) => {
+                let message =
+                    format!("cannot serve metrics on {addr} ({e}); fix metrics.listen and reload");
+                log::error!("{message}");
+                problems.set(message);
+            }
+        }
+    }
     let placement = Placement::detect().await;
     let supervisor = supervisor::spawn(d.launch.clone(), &d.agent.state_dir, placement);
     let sync = Sync::start(d.sync.clone(), JobNames::default())?;
@@ -159,6 +182,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         Box::new(concerns::Tls {
             running: d.tls.clone(),
         }),
+        Box::new(metrics),
         Box::new(concerns::FlinkFiles {
             running: d.flink.clone(),
         }),
@@ -178,7 +202,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let (reloads, mut reloads_rx) = mpsc::channel(4);
     let tls_checks = tls_check::TlsChecks::started(&loaded);
     let mut daemon = Daemon {
-        state_dir: d.agent.state_dir.clone(),
+        started: desired::Started {
+            state_dir: d.agent.state_dir.clone(),
+            machine: loaded.machine.clone(),
+        },
         in_force: loaded,
         concerns: Arc::new(tokio::sync::Mutex::new(concerns)),
         supervisor,
@@ -186,9 +213,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         jobs,
         firewall: firewall_status,
         overview,
-        problems: status::Problems::default(),
+        problems,
         reloads,
         tls: tls_checks,
+        placement,
     };
     if !daemon.in_force.tls_refused.is_empty() {
         let refused: Vec<String> = daemon
@@ -248,7 +276,14 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             _ = tokio::time::sleep_until(daemon.tls.wake().into()) => daemon.tls_tick(),
             _ = watchdog.tick() => notify("WATCHDOG=1"),
             _ = housekeeping.tick() => {
-                let summary = supervisor::summary(&daemon.supervisor.statuses());
+                let mut summary = supervisor::summary(&daemon.supervisor.statuses());
+                if let Some(phase) = daemon.jobs.phase() {
+                    summary = format!("{phase}; {summary}");
+                    if !ready_sent {
+                        // Progress before READY: systemd waits a while longer.
+                        notify(&format!("EXTEND_TIMEOUT_USEC={}", RESTORE_EXTEND.as_micros()));
+                    }
+                }
                 if summary != last_summary {
                     notify(&format!("STATUS={summary}"));
                     last_summary = summary;

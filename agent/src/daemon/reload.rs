@@ -8,6 +8,7 @@ use super::concerns::reconcile_all;
 use super::Daemon;
 use crate::api::{ReloadError, ReloadReport};
 use crate::desired::{self, Loaded};
+use crate::events::{Event, ReloadApplied, ReloadRefused};
 use crate::reconcile::Outcome;
 use crate::tls;
 use tokio::sync::oneshot;
@@ -47,7 +48,7 @@ impl Daemon {
             self.tls.begin();
         }
         let path = self.in_force.path.clone();
-        let state_dir = self.state_dir.clone();
+        let started = self.started.clone();
         let in_force = self.in_force.clone();
         let hold = self.tls.holding();
         let old_config = self.in_force.config.clone();
@@ -58,7 +59,7 @@ impl Daemon {
             // Reading the file, the Flink distribution, the machine and the TLS material: not
             // on the loop.
             let loaded = tokio::task::spawn_blocking(move || match trigger {
-                Trigger::File => desired::load(&path, Some(&state_dir), tls::Access::Apply, hold),
+                Trigger::File => desired::load(&path, Some(&started), tls::Access::Apply, hold),
                 Trigger::TlsCheck => in_force
                     .recheck_tls(std::time::SystemTime::now(), hold)
                     .map_err(|errors| crate::config::ConfigError::Invalid {
@@ -116,13 +117,23 @@ impl Daemon {
         };
         let answer = match result {
             Err(e) => {
-                log::error!("{what}: {e}");
                 match (trigger, &e) {
                     (Trigger::TlsCheck, ReloadError::Refused(c)) => {
+                        log::error!("{what}: {e}");
                         self.tls.failed(c.field_errors().to_vec());
                         self.problems.tls_refused(&e.to_string());
                     }
-                    _ => self.problems.reload_refused(e.to_string()),
+                    (Trigger::TlsCheck, _) => {
+                        log::error!("{what}: {e}");
+                        self.problems.reload_refused(e.to_string());
+                    }
+                    (Trigger::File, _) => {
+                        ReloadRefused {
+                            error: &e.to_string(),
+                        }
+                        .emit();
+                        self.problems.reload_refused(e.to_string());
+                    }
                 }
                 Err(e)
             }
@@ -146,16 +157,14 @@ impl Daemon {
                             .join("; ")
                     ));
                 }
-                if trigger == Trigger::File {
-                    log::info!("configuration revision {} in force", report.revision);
-                }
                 let mut failed = Vec::new();
                 for concern in &report.concerns {
                     match concern.outcome {
-                        Outcome::Failed { .. } => {
+                        Outcome::Failed { .. } if trigger == Trigger::TlsCheck => {
                             log::error!("{what}: {}", concern.line());
                             failed.push(concern.line());
                         }
+                        Outcome::Failed { .. } => failed.push(concern.line()),
                         Outcome::NeedsAgentRestart { .. } => {
                             log::warn!("{what}: {}", concern.line())
                         }
@@ -164,7 +173,14 @@ impl Daemon {
                     }
                 }
                 match trigger {
-                    Trigger::File => self.problems.reload_applied(&failed),
+                    Trigger::File => {
+                        ReloadApplied {
+                            revision: &report.revision,
+                            failed: &failed,
+                        }
+                        .emit();
+                        self.problems.reload_applied(&failed);
+                    }
                     Trigger::TlsCheck if !failed.is_empty() => self.problems.tls_refused(&format!(
                         "TLS check not fully applied: {}",
                         failed.join("; ")

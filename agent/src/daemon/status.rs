@@ -3,7 +3,7 @@
 //! refused or failed reload — never a stop the agent made itself.
 
 use super::Daemon;
-use crate::status::{AgentStatus, ConfigStatus};
+use crate::status::{AgentStatus, ConfigStatus, PlanStatus};
 use crate::supervisor::SupervisorEvent;
 
 /// Problems worth a line in `status`.
@@ -26,6 +26,11 @@ impl Problems {
             }
             _ => {}
         }
+    }
+
+    /// A problem of the agent itself (a listener it could not open).
+    pub(super) fn set(&mut self, message: String) {
+        self.last_error = Some(message);
     }
 
     pub(super) fn reload_refused(&mut self, message: String) {
@@ -72,6 +77,19 @@ impl Daemon {
             jobs: self.jobs.jobs_status(),
             firewall: self.firewall.get(),
             tls: self.tls_status(),
+            plan: PlanStatus {
+                memory_mib: d.plan.memory_mib,
+                vcpus: d.plan.vcpus,
+                auto: d.plan.auto.clone(),
+                checkpoint_interval_ms: d.plan.checkpoint_interval_ms,
+            },
+            web_ui: d.web_ui.url().to_string(),
+            metrics_listen: d.metrics.listen.map(|a| a.to_string()),
+            phase: self.jobs.phase(),
+            flink_output: match self.placement {
+                crate::supervisor::Placement::Scope => "journalctl -t flink-{process} -e".into(),
+                _ => format!("less {}/{{process}}.out", d.flink.log_dir.display()),
+            },
         }
     }
 }

@@ -5,8 +5,9 @@
 //! prepared for it is new files, never the ones Flink runs with).
 
 use super::{derive, Desired};
-use crate::config::{self, AgentConfig, ConfigError, Errors, FieldError};
+use crate::config::{self, AgentConfig, ConfigError, Errors, FieldError, Sizing};
 use crate::flinkconf;
+use crate::machine::Machine;
 use crate::tls;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub struct Loaded {
     pub tls_refused: Vec<FieldError>,
     /// The config every concern is derived from (`config` on the running state dir).
     effective: AgentConfig,
+    /// The machine as read when the agent started (what `"auto"` plan values resolve to).
+    pub machine: Machine,
 }
 
 impl Loaded {
@@ -46,6 +49,7 @@ impl Loaded {
             Some(&prepared.generation),
         )?;
         desired.agent = self.desired.agent.clone();
+        desired.plan = self.desired.plan.clone();
         Ok(Loaded {
             desired,
             tls_refused: prepared.refused,
@@ -54,13 +58,49 @@ impl Loaded {
     }
 }
 
+/// What an agent process fixed when it started, and keeps for every reload.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub state_dir: PathBuf,
+    pub machine: Machine,
+}
+
+/// The smallest memory Flink's two JVMs fit in (the smallest plan).
+const AUTO_MEMORY_FLOOR_MIB: u32 = 4096;
+
+/// Replaces `"auto"` plan values with what `machine` offers; a machine too small to run Flink
+/// is a problem of `plan.memory_mib`, with the fix.
+pub fn resolve_plan(config: &mut AgentConfig, machine: &Machine) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if config.plan.memory_mib == Sizing::Auto {
+        if machine.memory_mib < AUTO_MEMORY_FLOOR_MIB {
+            errors.push(FieldError::new(
+                "plan.memory_mib",
+                format!(
+                    "\"auto\" found {} MiB ({}), but Flink's JobManager and TaskManager need at least {AUTO_MEMORY_FLOOR_MIB} MiB; use a larger VM or set plan.memory_mib",
+                    machine.memory_mib, machine.memory_source
+                ),
+            ));
+        }
+        config.plan.memory_mib = Sizing::Fixed(machine.memory_mib.max(AUTO_MEMORY_FLOOR_MIB));
+    }
+    if config.plan.vcpus == Sizing::Auto {
+        config.plan.vcpus = Sizing::Fixed(machine.vcpus.max(1));
+    }
+    errors
+}
+
 /// Loads `path` into a desired state, or every problem with it.
 ///
-/// `running_state_dir` is the state dir of the agent in force (None at start). The state dir
+/// `started` is what the agent in force fixed at its start (None at start, and for the CLI:
+/// the machine is read then). The state dir
 /// only changes with the agent process (the agent's state, the rendered conf dir, staging and
 /// job records live there, and moving them under running processes would half-apply the
 /// change), so every concern is derived on the running one, while `desired.agent` keeps what
 /// the file asks for, and the agent concern reports that the change waits for a restart.
+///
+/// `started` is what the agent in force fixed at its start (None at start, and for the CLI:
+/// the machine is read then).
 ///
 /// `tls` says what may be done with TLS material: `Inspect` for the commands that only look,
 /// `Apply` for a reload (bad material refuses it), `ApplyOrKeep` at the agent's start (bad
@@ -68,7 +108,7 @@ impl Loaded {
 /// later (Flink is still recovering from the previous one).
 pub fn load(
     path: &Path,
-    running_state_dir: Option<&Path>,
+    started: Option<&Started>,
     tls: tls::Access,
     hold: bool,
 ) -> Result<Loaded, ConfigError> {
@@ -76,9 +116,15 @@ pub fn load(
     let (config, mut errors) = config::check(path, &text)?;
     let requested_state_dir = config.agent.state_dir.clone();
     let mut effective = config.clone();
-    if let Some(running) = running_state_dir {
-        effective.agent.state_dir = running.to_path_buf();
-    }
+    let machine = match started {
+        Some(started) => {
+            effective.agent.state_dir = started.state_dir.clone();
+            started.machine.clone()
+        }
+        None => Machine::detect(),
+    };
+    let auto = [config.plan.memory_mib, config.plan.vcpus].contains(&Sizing::Auto);
+    errors.extend_fresh(resolve_plan(&mut effective, &machine));
     // An unusable flink.home was already reported; its version is then not looked for.
     let version = match flinkconf::detect_version(&config.flink.home) {
         Ok(v) => Some(v),
@@ -110,6 +156,12 @@ pub fn load(
         match derive(&effective, v, prepared.as_ref().map(|p| &p.generation)) {
             Ok(mut d) => {
                 d.agent.state_dir = requested_state_dir;
+                d.plan.auto = auto.then(|| {
+                    format!(
+                        "auto: {} MiB from {}, {} CPU(s)",
+                        machine.memory_mib, machine.memory_source, machine.vcpus
+                    )
+                });
                 Some(d)
             }
             Err(e) => {
@@ -129,6 +181,7 @@ pub fn load(
                 .map_or(0, |d| d.as_secs()),
             tls_refused: prepared.map(|p| p.refused).unwrap_or_default(),
             effective,
+            machine,
         }),
         _ => Err(invalid(path, errors)),
     }

@@ -11,7 +11,7 @@
 
 mod load;
 
-pub use load::{load, Loaded};
+pub use load::{load, resolve_plan, Loaded, Started};
 
 use crate::checkpoints::SyncSettings;
 use crate::config::{AgentConfig, FieldError};
@@ -19,9 +19,10 @@ use crate::firewall;
 use crate::flinkconf::{self, FlinkVersion};
 use crate::flinkrest::Endpoint;
 use crate::jobs;
-use crate::supervisor::{Fingerprint, LaunchSpec};
+use crate::supervisor::{Fingerprint, LaunchSpec, ProcessProperties};
 use crate::tls;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// What kind of cluster this node belongs to.
@@ -63,6 +64,29 @@ pub struct Desired {
     pub tls: tls::Spec,
     pub sync: SyncSettings,
     pub jobs: jobs::Settings,
+    /// The agent's Prometheus endpoint.
+    pub metrics: MetricsSettings,
+    /// The plan Flink's memory was derived from, for `status` and `/metrics`.
+    pub plan: Plan,
+    /// Flink's web UI as people on the network reach it (`node.address`).
+    pub web_ui: Endpoint,
+}
+
+/// The agent's `GET /metrics` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// None: off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The VM plan in force, `"auto"` resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// What an `"auto"` value was read from (None: both were set in the file).
+    pub auto: Option<String>,
+    pub checkpoint_interval_ms: u64,
 }
 
 /// Derives the desired state of `config` for Flink `version`, with TLS `generation` (None:
@@ -74,6 +98,17 @@ pub fn derive(
     generation: Option<&tls::Generation>,
 ) -> Result<Desired, Vec<FieldError>> {
     let (firewall, mut errors) = shape(config);
+    for (key, value) in [
+        ("plan.memory_mib", config.plan.memory_mib),
+        ("plan.vcpus", config.plan.vcpus),
+    ] {
+        if value.fixed().is_none() {
+            errors.push(FieldError::new(
+                key,
+                "\"auto\" must be read from the machine first (`desired::load` does it); set a number",
+            ));
+        }
+    }
     if !version.uses_config_yaml() {
         // flink-conf.yaml (Flink <= 1.18) has no quoting: a '#' starts a comment anywhere.
         for (key, value) in &config.advanced.flink_config {
@@ -107,6 +142,17 @@ pub fn derive(
         endpoint = endpoint.with_tls(g.client.clone());
     }
     let f = &config.flink;
+    let mut properties = ProcessProperties::default();
+    if config.metrics.flink_reporter {
+        let key = flinkconf::PROMETHEUS_PORT_KEY.to_string();
+        let ports = &config.ports;
+        properties
+            .jobmanager
+            .insert(key.clone(), ports.prometheus_jobmanager.to_string());
+        properties
+            .taskmanager
+            .insert(key, ports.prometheus_taskmanager.to_string());
+    }
     let mut launch_inputs = vec![
         f.home.as_os_str().as_encoded_bytes(),
         f.java_home.as_os_str().as_encoded_bytes(),
@@ -119,7 +165,8 @@ pub fn derive(
     if let Some(g) = &generation {
         launch_inputs.push(g.id.as_bytes());
     }
-    let fingerprint = Fingerprint::new(&launch_inputs, rendered.file_name, &rendered.entries);
+    let fingerprint = Fingerprint::new(&launch_inputs, rendered.file_name, &rendered.entries)
+        .with_process(&properties.entries());
     let launch = LaunchSpec {
         flink_home: f.home.clone(),
         java_home: f.java_home.clone(),
@@ -129,6 +176,7 @@ pub fn derive(
         endpoint: endpoint.clone(),
         expected_slots: config.advanced.number_of_task_slots,
         settings: config.supervisor.clone(),
+        properties,
         fingerprint,
     };
     Ok(Desired {
@@ -170,6 +218,24 @@ pub fn derive(
             state_dir: config.agent.state_dir.clone(),
             data_dir: f.data_dir.clone(),
             endpoint,
+        },
+        metrics: MetricsSettings {
+            listen: config.metrics.listen_addr(),
+        },
+        plan: Plan {
+            memory_mib: config.plan.memory_mib.fixed().unwrap_or_default(),
+            vcpus: config.plan.vcpus.fixed().unwrap_or_default(),
+            auto: None,
+            checkpoint_interval_ms: config.advanced.checkpoint_interval_ms,
+        },
+        web_ui: {
+            let ui = Endpoint::new(&config.node.address, config.ports.rest);
+            // People reach it over https too (with a client certificate, `tls client-cert`).
+            if config.tls.enabled {
+                ui.with_tls(Default::default())
+            } else {
+                ui
+            }
         },
     })
 }

@@ -54,6 +54,7 @@ fn mutated(path: &str, v: &Value) -> Value {
             assert_eq!(s, "failure-rate", "the default strategy changed");
             json!("none")
         }
+        ("metrics.listen", _) => json!("0.0.0.0:9248"),
         (_, Value::String(s)) => json!(format!("{s}x")),
         ("agent.socket_group", Value::Null) => json!("flink-agent"),
         ("flink.user", Value::Null) => json!("flink"),
@@ -63,6 +64,7 @@ fn mutated(path: &str, v: &Value) -> Value {
         ("advanced.flink_config", _) => json!({"pipeline.object-reuse": "true"}),
         ("firewall.extra_peers" | "firewall.rest_clients", _) => json!(["10.0.0.0/8"]),
         ("firewall.management.cidrs", _) => json!(["192.0.2.0/24"]),
+        ("metrics.scrape_clients", _) => json!(["198.51.100.0/24"]),
         (p, other) => panic!("no mutation for {p} = {other}: teach the test this field"),
     }
 }
@@ -90,9 +92,17 @@ fn without_strategy_options(root: &mut Value) {
     }
 }
 
+/// The defaults with every optional feature on, so that each field matters (the reporter's
+/// ports, say, reach Flink only while the reporter is on).
+fn everything_on() -> AgentConfig {
+    let mut c = AgentConfig::default();
+    c.metrics.flink_reporter = true;
+    c
+}
+
 #[test]
 fn every_config_field_reaches_a_concern() {
-    let base = AgentConfig::default();
+    let base = everything_on();
     let before = desired(&base);
     let tree = serde_json::to_value(&base).expect("config serializes");
     let mut paths = Vec::new();
@@ -295,4 +305,79 @@ fn store_passwords_are_hashed_in_the_fingerprint_and_redacted_in_the_config_view
         .rendered
         .content
         .contains("s3cret-internal-keystore"));
+}
+
+#[test]
+fn auto_plans_take_the_machine_and_a_too_small_one_is_refused_with_the_fix() {
+    use crate::config::Sizing;
+    use crate::machine::Machine;
+    let machine = |memory_mib| Machine {
+        memory_mib,
+        memory_source: "cgroup /system.slice memory.max".into(),
+        vcpus: 4,
+    };
+    let mut c = AgentConfig::default();
+    c.plan.memory_mib = Sizing::Auto;
+    c.plan.vcpus = Sizing::Auto;
+    assert!(
+        derive(&c, V2, None).is_err(),
+        "derive never guesses what auto means"
+    );
+    assert!(resolve_plan(&mut c, &machine(16_000)).is_empty());
+    assert_eq!(
+        (c.plan.memory_mib, c.plan.vcpus),
+        (Sizing::Fixed(16_000), Sizing::Fixed(4))
+    );
+    let d = desired(&c);
+    assert_eq!(
+        d.flink.rendered.entries["taskmanager.cpu.cores"], "4",
+        "the vCPUs found"
+    );
+    assert_eq!(
+        d.flink.rendered.entries["taskmanager.memory.process.size"],
+        format!("{}m", crate::flinkconf::memory_plan(16_000).taskmanager_mib)
+    );
+    let mut small = AgentConfig::default();
+    small.plan.memory_mib = Sizing::Auto;
+    let errors = resolve_plan(&mut small, &machine(2_000));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].path, "plan.memory_mib");
+    assert!(
+        errors[0]
+            .message
+            .contains("found 2000 MiB (cgroup /system.slice memory.max)")
+            && errors[0].message.contains("set plan.memory_mib"),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[test]
+fn the_reporter_port_of_one_process_restarts_that_process_alone() {
+    let a = everything_on();
+    let mut b = a.clone();
+    b.ports.prometheus_taskmanager = 9999;
+    assert_eq!(
+        restarts(&a, &b),
+        RestartSet {
+            jobmanager: false,
+            taskmanager: true
+        }
+    );
+    let d = desired(&a);
+    assert_eq!(
+        d.launch.properties.jobmanager["metrics.reporter.prom.port"],
+        "9249"
+    );
+    assert_eq!(
+        d.flink.rendered.entries["metrics.reporter.prom.factory.class"],
+        crate::flinkconf::PROMETHEUS_REPORTER
+    );
+    assert!(
+        !d.flink
+            .rendered
+            .entries
+            .contains_key("metrics.reporter.prom.port"),
+        "one shared file cannot hold two processes' ports"
+    );
 }

@@ -96,11 +96,17 @@ pub fn removal(table: &str) -> Nftables<'static> {
 pub fn objects(policy: &Policy) -> Vec<NfListObject<'static>> {
     let t = policy.table.as_str();
     let mut out = vec![NfListObject::Table(table_object(t))];
-    for role in [Role::Peers, Role::Clients, Role::Management] {
+    // The scrape sets exist only while a metrics port is open (the rules name them).
+    let scrape = (!policy.metrics_ports.is_empty()).then_some(Role::Scrape);
+    for role in [Role::Peers, Role::Clients, Role::Management]
+        .into_iter()
+        .chain(scrape)
+    {
         let nets = match role {
             Role::Peers => &policy.peers,
             Role::Clients => &policy.clients,
             Role::Management => &policy.management,
+            Role::Scrape => &policy.scrape,
         };
         for v6 in [false, true] {
             out.push(set(t, role, v6, nets));

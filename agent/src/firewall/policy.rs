@@ -23,6 +23,11 @@ pub struct Policy {
     pub internal_ports: Vec<u16>,
     /// Flink's REST port: clients and peers.
     pub rest_port: u16,
+    /// `metrics.scrape_clients`: may reach `metrics_ports`.
+    pub scrape: Vec<IpNet>,
+    /// The agent's metrics listener (unless on loopback) and Flink's reporter ports (with
+    /// `metrics.flink_reporter`): scrape clients and peers.
+    pub metrics_ports: Vec<u16>,
 }
 
 impl Policy {
@@ -55,6 +60,23 @@ impl Policy {
             &mut errors,
         ));
         let clients = networks("firewall.rest_clients", &f.rest_clients, &mut errors);
+        let scrape = networks(
+            "metrics.scrape_clients",
+            &c.metrics.scrape_clients,
+            &mut errors,
+        );
+        let mut metrics_ports: Vec<u16> = c
+            .metrics
+            .listen_addr()
+            .filter(|a| !a.ip().is_loopback())
+            .map(|a| a.port())
+            .into_iter()
+            .collect();
+        if c.metrics.flink_reporter {
+            metrics_ports.extend(c.ports.reporter().map(|(_, port)| port));
+        }
+        metrics_ports.sort_unstable();
+        metrics_ports.dedup();
         let management = networks(
             "firewall.management.cidrs",
             &f.management.cidrs,
@@ -94,6 +116,8 @@ impl Policy {
             management_ports,
             internal_ports,
             rest_port: c.ports.rest,
+            scrape: IpNet::aggregate(&scrape),
+            metrics_ports,
         })
     }
 }
@@ -157,6 +181,23 @@ mod tests {
         assert_eq!(show(&p.clients), ["198.51.100.0/24"]);
         assert_eq!(p.internal_ports, [6121, 6122, 6123, 6124, 6125, 6126, 6127]);
         assert_eq!(p.rest_port, 8081);
+        assert!(p.metrics_ports.is_empty(), "loopback metrics, no reporter");
+    }
+
+    #[test]
+    fn metrics_ports_open_when_reachable_from_the_network() {
+        let c = config(
+            r#"
+            cluster.nodes = ["192.0.2.1"]
+            [metrics]
+            listen = "0.0.0.0:9248"
+            scrape_clients = ["198.51.100.0/24"]
+            flink_reporter = true
+            "#,
+        );
+        let p = Policy::from_config(&c).expect("valid");
+        assert_eq!(p.metrics_ports, [9248, 9249, 9250]);
+        assert_eq!(p.scrape[0].to_string(), "198.51.100.0/24");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(super) enum Role {
     Peers,
     Clients,
     Management,
+    Scrape,
 }
 
 impl Role {
@@ -42,6 +43,7 @@ impl Role {
             Role::Peers => "peers",
             Role::Clients => "clients",
             Role::Management => "management",
+            Role::Scrape => "scrape",
         };
         format!("{role}_v{}", if v6 { 6 } else { 4 })
     }
@@ -51,6 +53,7 @@ impl Role {
 pub(super) fn rules(p: &Policy) -> Vec<(&'static str, Vec<Statement<'static>>)> {
     let mut flink_ports = p.internal_ports.clone();
     flink_ports.push(p.rest_port);
+    flink_ports.extend(&p.metrics_ports);
     flink_ports.sort_unstable();
     let mut r = vec![
         (
@@ -114,6 +117,18 @@ pub(super) fn rules(p: &Policy) -> Vec<(&'static str, Vec<Statement<'static>>)> 
                 accept(),
             ],
         ));
+    }
+    if !p.metrics_ports.is_empty() {
+        for v6 in [false, true] {
+            r.push((
+                "metrics from scrape clients",
+                vec![
+                    from_set(Role::Scrape, v6),
+                    is(payload("tcp", "dport"), ports(&p.metrics_ports)),
+                    accept(),
+                ],
+            ));
+        }
     }
     r.push((
         "flink ports from anyone else",

@@ -17,7 +17,7 @@ pub use prepare::{prepare, Files, PrepareError};
 pub use redact::{is_sensitive, redacted, REDACTED};
 pub use render::{
     render, RenderError, RenderedConf, CHECKPOINTS_RETAINED, CONFIG_YAML, JAVA17_OPTS,
-    LEGACY_FLINK_CONF,
+    LEGACY_FLINK_CONF, PROMETHEUS_PORT_KEY, PROMETHEUS_REPORTER,
 };
 pub use version::{detect_version, FlinkVersion, VersionError};
 pub use write::{conf_dir, write_conf_dir, FlinkConfError, CONF_FILE_MODE, LOG_CONF_MODE};

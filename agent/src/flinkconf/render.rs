@@ -49,6 +49,13 @@ pub const JAVA17_OPTS: &str = "--add-exports=java.rmi/sun.rmi.registry=ALL-UNNAM
 --add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED \
 --add-opens=java.base/java.util.concurrent.locks=ALL-UNNAMED";
 
+/// Flink's Prometheus reporter, shipped in the distribution's `plugins/metrics-prometheus`.
+pub const PROMETHEUS_REPORTER: &str =
+    "org.apache.flink.metrics.prometheus.PrometheusReporterFactory";
+
+/// The reporter's port option, given to each process on its command line.
+pub const PROMETHEUS_PORT_KEY: &str = "metrics.reporter.prom.port";
+
 /// Retained checkpoints per job, so a recovery can fall back past a bad latest checkpoint.
 pub const CHECKPOINTS_RETAINED: u32 = 3;
 
@@ -206,8 +213,8 @@ pub fn render(
         RestartStrategy::None => put("restart-strategy.type", "none".into()),
     }
 
-    // Memory from the plan.
-    let mem = memory_plan(cfg.plan.memory_mib);
+    // Memory from the plan (`desired::derive` refuses a plan whose "auto" is not resolved).
+    let mem = memory_plan(cfg.plan.memory_mib.fixed().unwrap_or_default());
     put(
         "jobmanager.memory.process.size",
         format!("{}m", mem.jobmanager_mib),
@@ -218,7 +225,10 @@ pub fn render(
     );
     // The plan's vCPUs are the TaskManager's CPU resource (shown in its resource profile and the
     // web UI; Flink's default is the slot count, which says nothing about the VM).
-    put("taskmanager.cpu.cores", cfg.plan.vcpus.to_string());
+    put(
+        "taskmanager.cpu.cores",
+        cfg.plan.vcpus.fixed().unwrap_or_default().to_string(),
+    );
     // Managed memory serves RocksDB and batch operators; with the HashMap backend, state lives
     // on the task heap, so Flink's default 40% would sit idle while state runs out of heap.
     put("taskmanager.memory.managed.fraction", "0.1".into());
@@ -245,6 +255,15 @@ pub fn render(
     put("env.java.home", path_str(&cfg.flink.java_home));
     put("env.java.opts.all", JAVA17_OPTS.into());
 
+    // Flink's own Prometheus reporter (plugins/metrics-prometheus). Its port differs per
+    // process, so it is not in this shared file: each gets `-D metrics.reporter.prom.port`
+    // at launch (`supervisor::ProcessProperties`), pinned so the firewall can name it.
+    if cfg.metrics.flink_reporter {
+        put(
+            "metrics.reporter.prom.factory.class",
+            PROMETHEUS_REPORTER.into(),
+        );
+    }
     e.extend(owned.iter().map(|(k, v)| (k.clone(), v.clone())));
 
     // The operator's pass-through, without ever replacing an agent key.
@@ -466,6 +485,7 @@ mod tests {
     #[test]
     fn every_rendered_key_is_owned() {
         let mut c = AgentConfig::default();
+        c.metrics.flink_reporter = true;
         for strategy in [
             RestartStrategy::default(),
             RestartStrategy::FixedDelay {

@@ -111,8 +111,13 @@ impl FlinkRest {
             .get(self.url(&format!("/jobs/{job_id}/checkpoints")))
             .timeout(QUERY_TIMEOUT);
         let v = self.send(&what, request).await?;
+        let completed = &v["latest"]["completed"];
         Ok(CheckpointInfo {
-            last_completed: v["latest"]["completed"]["id"].as_u64(),
+            last_completed: completed["id"].as_u64(),
+            last_completed_at: completed["latest_ack_timestamp"]
+                .as_u64()
+                .map(|ms| ms / 1000),
+            state_bytes: completed["state_size"].as_u64(),
         })
     }
 

@@ -11,7 +11,7 @@ mod jobs;
 mod types;
 
 pub use jobs::RunRequest;
-pub use types::{CheckpointInfo, FlinkOverview, JobOverview, TaskManagerInfo};
+pub use types::{CheckpointInfo, FlinkOverview, JobOverview, TaskManagerInfo, TaskManagerMemory};
 
 use serde::de::DeserializeOwned;
 use std::fmt;

@@ -26,6 +26,17 @@ pub struct TaskManagerInfo {
     pub path: String,
     pub slots_number: u32,
     pub free_slots: u32,
+    /// Its memory model (Flink >= 1.12); the task heap holds HashMap-backend state.
+    #[serde(default)]
+    pub memory_configuration: Option<TaskManagerMemory>,
+}
+
+/// The part of a TaskManager's `memoryConfiguration` the agent reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskManagerMemory {
+    /// Bytes of heap for the tasks (their state, with the HashMap backend).
+    pub task_heap: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +56,10 @@ pub struct JobOverview {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckpointInfo {
     pub last_completed: Option<u64>,
+    /// When Flink completed it (its last acknowledgement), Unix seconds.
+    pub last_completed_at: Option<u64>,
+    /// Its full state size in bytes (self-contained HashMap checkpoints).
+    pub state_bytes: Option<u64>,
 }
 
 /// Flink's reason for refusing a request. Its error bodies are `{"errors": [...]}` where an
@@ -81,11 +96,13 @@ mod tests {
 
     #[test]
     fn taskmanager_listing_of_flink_2_parses() {
-        let body = r#"{"taskmanagers":[{"id":"flink-agent-tm-7","path":"pekko.tcp://flink@127.0.0.1:16124/user/rpc/taskmanager_0","dataPort":36913,"jmxPort":-1,"timeSinceLastHeartbeat":0,"slotsNumber":2,"freeSlots":1,"totalResource":{"cpuCores":1.0}}]}"#;
+        let body = r#"{"taskmanagers":[{"id":"flink-agent-tm-7","path":"pekko.tcp://flink@127.0.0.1:16124/user/rpc/taskmanager_0","dataPort":36913,"jmxPort":-1,"timeSinceLastHeartbeat":0,"slotsNumber":2,"freeSlots":1,"totalResource":{"cpuCores":1.0},"memoryConfiguration":{"frameworkHeap":134217728,"taskHeap":939524096,"frameworkOffHeap":134217728}}]}"#;
         let list: TaskManagers = serde_json::from_str(body).expect("parses");
         assert_eq!(list.taskmanagers[0].id, "flink-agent-tm-7");
         assert_eq!(list.taskmanagers[0].slots_number, 2);
         assert_eq!(list.taskmanagers[0].free_slots, 1);
+        let memory = list.taskmanagers[0].memory_configuration.as_ref();
+        assert_eq!(memory.map(|m| m.task_heap), Some(939_524_096));
     }
 
     #[test]

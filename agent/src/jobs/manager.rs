@@ -36,6 +36,13 @@ pub struct JobStatus {
     /// JobManager does not answer or does not know the job.
     pub state: String,
     pub last_completed_checkpoint: Option<u64>,
+    /// When Flink completed it, Unix seconds.
+    #[serde(default)]
+    pub last_completed_at: Option<u64>,
+    /// Its full size: with the HashMap backend, about what the job's state takes on the
+    /// TaskManager's heap.
+    #[serde(default)]
+    pub state_bytes: Option<u64>,
     pub last_durable_checkpoint: Option<u64>,
     pub restored_from: Option<RestoredFrom>,
 }
@@ -66,6 +73,7 @@ pub struct Jobs {
     pub(super) checkpoints_dir: PathBuf,
     pub(super) restore_root: PathBuf,
     pub(super) savepoint_dir: PathBuf,
+    pub(super) phase: super::Phase,
 }
 
 impl Jobs {
@@ -86,6 +94,7 @@ impl Jobs {
             checkpoints_dir: flink_data_dir.join("checkpoints"),
             restore_root: flink_data_dir.join("restore"),
             savepoint_dir: flink_data_dir.join("savepoints"),
+            phase: super::Phase::default(),
         };
         jobs.register_names();
         jobs
@@ -119,6 +128,11 @@ impl Jobs {
                 ),
             }
         }
+    }
+
+    /// Reports long work (restores) through `phase`.
+    pub fn with_phase(self, phase: super::Phase) -> Self {
+        Self { phase, ..self }
     }
 
     /// Deploys a new job. Nothing is left behind on failure: the remote record and the jar in
@@ -430,21 +444,19 @@ impl Jobs {
                     .find(|j| Some(&j.jid) == current.as_ref())
                     .map_or_else(|| "UNKNOWN".to_string(), |j| j.state.clone())
             };
-            let last_completed = match &current {
-                Some(id) if state != "UNKNOWN" => self
-                    .rest
-                    .checkpoints(id)
-                    .await
-                    .ok()
-                    .and_then(|c| c.last_completed),
+            let completed = match &current {
+                Some(id) if state != "UNKNOWN" => self.rest.checkpoints(id).await.ok(),
                 _ => None,
-            };
+            }
+            .unwrap_or_default();
             out.push(JobStatus {
                 last_durable_checkpoint: sync.jobs.get(&name).and_then(|j| j.last_durable),
                 name,
                 flink_job_id: current,
                 state,
-                last_completed_checkpoint: last_completed,
+                last_completed_checkpoint: completed.last_completed,
+                last_completed_at: completed.last_completed_at,
+                state_bytes: completed.state_bytes,
                 restored_from: run.restored_from,
             });
         }

@@ -35,6 +35,33 @@ use std::time::Duration;
 /// savepoint (up to 120 s) then maybe a cancel (10 s).
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// What long job work runs now (a restore downloading a checkpoint), for `status` and
+/// systemd's `STATUS=`; the daemon also extends systemd's start timeout while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Phase(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl Phase {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets the phase until the guard drops.
+    pub fn enter(&self, what: String) -> PhaseGuard<'_> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
+        PhaseGuard(self)
+    }
+}
+
+/// Clears the [`Phase`] it was entered with.
+#[derive(Debug)]
+pub struct PhaseGuard<'a>(&'a Phase);
+
+impl Drop for PhaseGuard<'_> {
+    fn drop(&mut self) {
+        *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 /// What a job request asks for (`/v1/jobs...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

@@ -8,6 +8,7 @@ use super::record::{self, RemoteJob, RestoredFrom, RunState};
 use crate::checkpoints::{
     candidates, checkpoint_id, local_dir, prune_restored, restore_first, scan_complete, CONCURRENCY,
 };
+use crate::events::{Event, JobResubmitted};
 use std::path::PathBuf;
 
 /// Where a re-submission restores from.
@@ -152,14 +153,8 @@ impl Jobs {
         let mut out = Vec::new();
         for name in names {
             let result = self.resubmit(&name, &known).await;
-            match &result {
-                Ok(Some(from)) => log::info!(
-                    "job {name}: re-submitted from checkpoint {} ({})",
-                    from.checkpoint_id,
-                    from.source
-                ),
-                Ok(None) => {}
-                Err(e) => log::error!("job {name}: could not re-submit: {e}"),
+            if let Err(e) = &result {
+                log::error!("job {name}: could not re-submit: {e}");
             }
             out.push((name, result));
         }
@@ -217,6 +212,11 @@ impl Jobs {
                 }
             }
         }
+        JobResubmitted {
+            job: name,
+            from: from.as_ref().map(|f| (f.checkpoint_id, f.source.as_str())),
+        }
+        .emit();
         run.restored_from = from.clone();
         // Consumed: after this run's first checkpoint, the savepoint is older than its state.
         run.savepoint = None;
@@ -243,6 +243,12 @@ impl Jobs {
                 _ => None,
             })
             .collect();
+        let _phase = newer_remote.first().map(|id| {
+            self.phase.enter(format!(
+                "restoring job {name}: downloading and verifying checkpoint {id} from {}",
+                self.remote.url
+            ))
+        });
         if let Some(r) = restore_first(
             &self.remote,
             name,

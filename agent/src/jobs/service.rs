@@ -35,12 +35,14 @@ pub struct Service {
     unpublished: Arc<AtomicBool>,
     listing: Arc<watch::Sender<Vec<JobStatus>>>,
     stop: Arc<watch::Sender<bool>>,
+    phase: super::Phase,
 }
 
 impl Service {
     /// Builds the jobs on `sync`'s store and starts the listing refresher.
     pub fn start(settings: Settings, sync: Sync) -> Result<Self, FlinkRestError> {
-        let jobs = build(&settings, &sync)?;
+        let phase = super::Phase::default();
+        let jobs = build(&settings, &sync, &phase)?;
         let (stop, stopped) = watch::channel(false);
         let service = Self {
             current: Arc::new(RwLock::new((settings, jobs))),
@@ -49,6 +51,7 @@ impl Service {
             unpublished: Arc::new(AtomicBool::new(false)),
             listing: Arc::new(watch::channel(Vec::new()).0),
             stop: Arc::new(stop),
+            phase,
         };
         tokio::spawn(service.clone().refresh_listing(stopped));
         Ok(service)
@@ -78,7 +81,7 @@ impl Service {
         if same_settings && same_store {
             return Ok(false);
         }
-        let jobs = build(&settings, &self.sync)?;
+        let jobs = build(&settings, &self.sync, &self.phase)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = (settings, jobs);
         if !same_store {
             self.unpublished.store(true, Ordering::Relaxed);
@@ -144,6 +147,11 @@ impl Service {
                 Err(e) => log::error!("re-submitting declared jobs: {e}"),
             }
         });
+    }
+
+    /// What long work (a restore) runs now, if any.
+    pub fn phase(&self) -> Option<String> {
+        self.phase.get()
     }
 
     pub fn jobs_status(&self) -> Vec<JobStatus> {
@@ -233,12 +241,13 @@ pub enum ReconfigureError {
     Publish(#[from] JobError),
 }
 
-fn build(settings: &Settings, sync: &Sync) -> Result<Jobs, FlinkRestError> {
+fn build(settings: &Settings, sync: &Sync, phase: &super::Phase) -> Result<Jobs, FlinkRestError> {
     Ok(Jobs::new(
         &settings.state_dir,
         &settings.data_dir,
         sync.remote(),
         FlinkRest::new(&settings.endpoint)?,
         sync.names().clone(),
-    ))
+    )
+    .with_phase(phase.clone()))
 }

@@ -4,21 +4,45 @@
 use super::AgentStatus;
 use crate::firewall::FirewallStatus;
 use crate::flinkrest::FlinkOverview;
-use crate::supervisor::ProcessStatus;
+use crate::supervisor::{ProcessState, ProcessStatus};
 use std::fmt::Write;
 
 /// Shown for a missing value, so table columns never collapse.
 const NONE: &str = "-";
 
 impl AgentStatus {
-    /// A multi-line report for a terminal, ending with a newline.
+    /// A multi-line report for a terminal, ending with a newline: the verdict first, then
+    /// where to look, then the details.
     pub fn render_human(&self) -> String {
+        self.render_human_at(crate::procfs::unix_now())
+    }
+
+    /// [`Self::render_human`] as of `now` (Unix seconds).
+    pub fn render_human_at(&self, now: u64) -> String {
         let mut out = String::new();
+        let _ = writeln!(out, "{}", self.verdict(now));
+        if !self.web_ui.is_empty() {
+            let _ = writeln!(out, "web UI: {}", self.web_ui);
+        }
+        for step in self.next_steps() {
+            let _ = writeln!(out, "next: {step}");
+        }
+        if let Some(advice) = self.heap_advice().filter(|a| a.scale_up) {
+            let _ = writeln!(
+                out,
+                "warning: the jobs' state ({}) is over half the TaskManager's heap ({}): scale the VM up to the {} MiB plan before it runs out",
+                bytes(advice.state_bytes),
+                bytes(advice.heap_bytes),
+                advice.recommended_mib
+            );
+        }
+        if let Some(phase) = &self.phase {
+            let _ = writeln!(out, "now: {phase}");
+        }
+        out.push('\n');
         let flink = self.flink_version.as_deref().unwrap_or("unknown");
         let _ = writeln!(out, "node {}, cluster {}", self.node_id, self.cluster_id);
         let _ = writeln!(out, "agent {}, Flink {flink}", self.agent_version);
-        let ready = if self.ready { "yes" } else { "no" };
-        let _ = writeln!(out, "ready: {ready}");
         let config = &self.config;
         let _ = writeln!(
             out,
@@ -30,6 +54,22 @@ impl AgentStatus {
                 out,
                 "  last reload refused, still on this revision: {refused}"
             );
+        }
+        if self.plan.memory_mib > 0 {
+            let auto = self
+                .plan
+                .auto
+                .as_deref()
+                .map(|a| format!(" ({a})"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "plan: {} MiB, {} vCPU(s){auto}",
+                self.plan.memory_mib, self.plan.vcpus
+            );
+        }
+        if let Some(listen) = &self.metrics_listen {
+            let _ = writeln!(out, "metrics: http://{listen}/metrics");
         }
         out.push('\n');
         out.push_str(&process_table(&self.processes));
@@ -44,6 +84,129 @@ impl AgentStatus {
         let last_error = self.last_error.as_deref().unwrap_or("none");
         let _ = writeln!(out, "last error: {last_error}");
         out
+    }
+
+    /// One line: ready or not, TaskManagers and slots, jobs running, the newest durable
+    /// checkpoint's age (the recovery point a node loss would fall back to).
+    pub fn verdict(&self, now: u64) -> String {
+        if !self.ready {
+            let waiting: Vec<_> = self
+                .processes
+                .iter()
+                .filter(|p| p.state != ProcessState::Running)
+                .cloned()
+                .collect();
+            return format!("✗ NOT READY: {}", crate::supervisor::summary(&waiting));
+        }
+        let mut parts = Vec::new();
+        match &self.overview {
+            Some(o) => parts.push(format!(
+                "{} TaskManager(s), {} slot(s) ({} free)",
+                o.taskmanagers, o.slots_total, o.slots_available
+            )),
+            None => parts.push("Flink's figures not in yet".to_string()),
+        }
+        let declared: Vec<_> = self.jobs.iter().filter(|j| j.state != "STOPPED").collect();
+        if self.jobs.is_empty() {
+            let running = self.overview.as_ref().map_or(0, |o| o.jobs_running);
+            parts.push(format!("{running} job(s) running, none declared"));
+        } else {
+            let running = declared.iter().filter(|j| j.state == "RUNNING").count();
+            parts.push(format!(
+                "{running}/{} declared job(s) running",
+                declared.len()
+            ));
+        }
+        let newest = self.checkpoints.as_ref().and_then(|s| {
+            s.jobs
+                .values()
+                .filter_map(|j| j.last_durable_completed_at.or(j.last_durable_at))
+                .max()
+        });
+        match newest {
+            Some(at) => parts.push(format!(
+                "newest durable checkpoint {} old",
+                format_uptime(now.saturating_sub(at))
+            )),
+            None if !self.jobs.is_empty() => parts.push("no durable checkpoint yet".into()),
+            None => {}
+        }
+        format!("● ready: {}", parts.join(", "))
+    }
+
+    /// What to run or read when something is wrong, most pressing first.
+    pub fn next_steps(&self) -> Vec<String> {
+        let mut steps = Vec::new();
+        let output = |process: &str| self.flink_output.replace("{process}", process);
+        for p in &self.processes {
+            match p.state {
+                ProcessState::Running | ProcessState::Stopping => {}
+                ProcessState::Failed => steps.push(format!(
+                    "{} failed: read why with `{}`, then `flink-agent restart {}`",
+                    p.name,
+                    output(&p.name),
+                    p.name
+                )),
+                _ if p.last_exit.is_some() || p.state == ProcessState::Unhealthy => {
+                    steps.push(format!(
+                        "{} is {}: read why with `{}`",
+                        p.name,
+                        p.state.name(),
+                        output(&p.name)
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if self.config.last_reload_error.is_some() {
+            steps.push(format!(
+                "fix the file and `flink-agent validate --config {}`, then `flink-agent reload`",
+                self.config.path
+            ));
+        }
+        for j in &self.jobs {
+            if self.ready
+                && !matches!(
+                    j.state.as_str(),
+                    "RUNNING" | "STOPPED" | "SUBMITTED" | "INITIALIZING" | "CREATED"
+                )
+            {
+                steps.push(format!(
+                    "job {} is {}: Flink's reason is in the web UI ({}) and `{}`",
+                    j.name,
+                    j.state,
+                    self.web_ui,
+                    output("jobmanager")
+                ));
+            }
+        }
+        if let Some(alert) = self.checkpoints.as_ref().and_then(|s| s.alert.as_ref()) {
+            steps.push(format!(
+                "{alert}; `journalctl -u flink-agent` has each attempt"
+            ));
+        }
+        if let Some(e) = &self.firewall.last_error {
+            steps.push(format!(
+                "the firewall is not enforced ({e}); `flink-agent firewall show`"
+            ));
+        }
+        steps
+    }
+}
+
+/// `1.5 GiB`, `300 MiB`, `12 KiB`.
+fn bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
     }
 }
 
@@ -132,7 +295,6 @@ fn format_uptime(secs: u64) -> String {
 mod tests {
     use super::*;
     use crate::status::ConfigStatus;
-    use crate::supervisor::ProcessState;
 
     fn process(name: &str, state: ProcessState) -> ProcessStatus {
         ProcessStatus {
@@ -145,6 +307,8 @@ mod tests {
             adopted: false,
             last_exit: None,
             reason: None,
+            budget_remaining: 5,
+            heap_bytes: None,
         }
     }
 
@@ -193,16 +357,22 @@ mod tests {
                 repairs: 1,
                 ..Default::default()
             },
-            tls: Default::default(),
+            web_ui: "http://10.0.0.5:8081".into(),
+            flink_output: "journalctl -t flink-{process} -e".into(),
+            ..Default::default()
         }
     }
 
     #[test]
     fn renders_every_fact_an_operator_needs() {
         let expected = "\
+● ready: 1 TaskManager(s), 2 slot(s) (1 free), 1 job(s) running, none declared
+web UI: http://10.0.0.5:8081
+next: taskmanager failed: read why with `journalctl -t flink-taskmanager -e`, then `flink-agent restart taskmanager`
+next: fix the file and `flink-agent validate --config /etc/flink-agent/agent.toml`, then `flink-agent reload`
+
 node node-1, cluster demo
 agent 0.1.0, Flink 2.0.0
-ready: yes
 config: revision 3f2a9c1d (/etc/flink-agent/agent.toml)
   last reload refused, still on this revision: advanced.number_of_task_slots: must be 1..=64
 
@@ -215,7 +385,7 @@ firewall: in force (table inet flink_agent), 1 repair(s) of drift
 tls: off
 last error: taskmanager: exited with status 1
 ";
-        assert_eq!(sample().render_human(), expected);
+        assert_eq!(sample().render_human_at(1_700_000_100), expected);
     }
 
     #[test]
@@ -229,7 +399,10 @@ last error: taskmanager: exited with status 1
         };
         let text = status.render_human();
         assert!(text.contains("Flink unknown"), "{text}");
-        assert!(text.contains("ready: no"), "{text}");
+        assert!(
+            text.starts_with("✗ NOT READY: taskmanager failed"),
+            "{text}"
+        );
         assert!(text.contains("flink: no /overview (the JobManager is not answering)"));
         assert!(text.contains("last error: none"), "{text}");
     }

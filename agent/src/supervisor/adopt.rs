@@ -171,6 +171,7 @@ mod tests {
             endpoint: crate::flinkrest::Endpoint::new("127.0.0.1", 8081),
             expected_slots: 1,
             settings: crate::config::SupervisorSection::default(),
+            properties: Default::default(),
             fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
         }
     }

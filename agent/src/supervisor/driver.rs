@@ -48,6 +48,8 @@ struct Slot {
     learn_key: Option<String>,
     /// The current process has been healthy at least once.
     proven: bool,
+    /// The TaskManager's task heap, as Flink's listing last reported it.
+    heap_bytes: Option<u64>,
 }
 
 impl Slot {
@@ -61,6 +63,7 @@ impl Slot {
             conf_dir: None,
             learn_key: None,
             proven: false,
+            heap_bytes: None,
         }
     }
 
@@ -104,6 +107,8 @@ pub fn initial_statuses() -> Vec<ProcessStatus> {
             adopted: false,
             last_exit: None,
             reason: None,
+            budget_remaining: 0,
+            heap_bytes: None,
         })
         .collect()
 }
@@ -302,7 +307,7 @@ impl Driver {
         self.launches += 1;
         let resource_id = (kind == Kind::TaskManager)
             .then(|| format!("flink-agent-tm-{}-{:x}", self.launches, unix_millis()));
-        let args = launch_args(resource_id.as_deref());
+        let args = launch_args(&self.spec, kind, resource_id.as_deref());
         let key = {
             let spec = self.spec.clone();
             // Stats every file of the distribution's lib/: not on the runtime's threads.
@@ -402,7 +407,7 @@ impl Driver {
         let spec = self.spec.clone();
         let slot = self.slot(kind);
         slot.proven = true;
-        let args = launch_args(slot.resource_id.as_deref());
+        let args = launch_args(&spec, kind, slot.resource_id.as_deref());
         let (Some(key), Some(pid)) = (slot.learn_key.take(), slot.live.as_ref().map(|l| l.pid))
         else {
             return;
@@ -539,9 +544,11 @@ impl Driver {
             return;
         };
         let id = self.tm.resource_id.clone().unwrap_or_default();
-        let registered = list
-            .iter()
-            .any(|t| t.id == id && t.slots_number == self.spec.expected_slots);
+        let ours = list.iter().find(|t| t.id == id);
+        self.tm.heap_bytes = ours
+            .and_then(|t| t.memory_configuration.as_ref())
+            .map(|m| m.task_heap);
+        let registered = ours.is_some_and(|t| t.slots_number == self.spec.expected_slots);
         if registered {
             let was = self.tm.machine.state();
             self.tm.machine.healthy();
@@ -668,6 +675,8 @@ impl Driver {
                 adopted: slot.live.as_ref().is_some_and(|l| l.adopted),
                 last_exit: slot.machine.last_exit().map(str::to_string),
                 reason: slot.machine.reason().map(str::to_string),
+                budget_remaining: slot.machine.budget_remaining(Instant::now()),
+                heap_bytes: slot.live.as_ref().and(slot.heap_bytes),
             })
             .collect();
         self.out.statuses.send_replace(statuses);
@@ -679,10 +688,12 @@ impl Driver {
     }
 }
 
-/// Dynamic properties of one launch: the TaskManager's resource id, unique per launch.
-fn launch_args(resource_id: Option<&str>) -> Vec<String> {
-    match resource_id {
-        None => Vec::new(),
-        Some(id) => vec!["-D".to_string(), format!("taskmanager.resource-id={id}")],
+/// Dynamic properties of one launch: the process's own options, then the TaskManager's
+/// resource id, unique per launch.
+fn launch_args(spec: &LaunchSpec, kind: Kind, resource_id: Option<&str>) -> Vec<String> {
+    let mut args = spec.properties.args(kind);
+    if let Some(id) = resource_id {
+        args.extend(["-D".to_string(), format!("taskmanager.resource-id={id}")]);
     }
+    args
 }

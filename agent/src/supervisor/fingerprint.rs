@@ -19,6 +19,9 @@ pub struct Fingerprint {
     pub file: String,
     /// Each rendered Flink key with a hash of its value.
     pub entries: BTreeMap<String, String>,
+    /// Options of one process alone (`jobmanager:<key>`, `taskmanager:<key>`), hashed likewise.
+    #[serde(default)]
+    pub process: BTreeMap<String, String>,
 }
 
 impl Fingerprint {
@@ -36,12 +39,28 @@ impl Fingerprint {
         Self {
             launch: hex::encode(&h.finalize()[..12]),
             file: file.to_string(),
-            entries: entries
-                .into_iter()
-                .map(|(k, v)| (k.clone(), hex::encode(&Sha256::digest(v.as_bytes())[..8])))
-                .collect(),
+            entries: hashed(entries),
+            process: BTreeMap::new(),
         }
     }
+
+    /// With the options of one process alone (see `ProcessProperties::entries`).
+    pub fn with_process<'a>(
+        mut self,
+        entries: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Self {
+        self.process = hashed(entries);
+        self
+    }
+}
+
+fn hashed<'a>(
+    entries: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> BTreeMap<String, String> {
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.clone(), hex::encode(&Sha256::digest(v.as_bytes())[..8])))
+        .collect()
 }
 
 /// Which Flink processes must restart for a new configuration to take effect.
@@ -84,6 +103,16 @@ pub fn restart_set(old: &Fingerprint, new: &Fingerprint) -> RestartSet {
         return RestartSet::BOTH;
     }
     let mut set = RestartSet::NONE;
+    // A process's own options restart that process alone.
+    for key in old.process.keys().chain(new.process.keys()) {
+        if old.process.get(key) != new.process.get(key) {
+            if key.starts_with("taskmanager:") {
+                set.taskmanager = true;
+            } else {
+                set.jobmanager = true;
+            }
+        }
+    }
     for key in old.entries.keys().chain(new.entries.keys()) {
         if old.entries.get(key) == new.entries.get(key) {
             continue;
@@ -138,6 +167,30 @@ mod tests {
             restart_set(&a, &fp("java21", &[("rest.port", "8081")])),
             RestartSet::BOTH
         );
+    }
+
+    #[test]
+    fn a_process_s_own_options_restart_that_process_alone() {
+        let port = |jm: &str, tm: &str| {
+            let props: BTreeMap<String, String> = [
+                (
+                    "jobmanager:metrics.reporter.prom.port".to_string(),
+                    jm.to_string(),
+                ),
+                (
+                    "taskmanager:metrics.reporter.prom.port".to_string(),
+                    tm.to_string(),
+                ),
+            ]
+            .into();
+            fp("java17", &[]).with_process(&props)
+        };
+        let a = port("9249", "9250");
+        let jm_only = restart_set(&a, &port("9251", "9250"));
+        assert!(jm_only.jobmanager && !jm_only.taskmanager);
+        let tm_only = restart_set(&a, &port("9249", "9251"));
+        assert!(tm_only.taskmanager && !tm_only.jobmanager);
+        assert_eq!(restart_set(&a, &fp("java17", &[])), RestartSet::BOTH);
     }
 
     #[test]

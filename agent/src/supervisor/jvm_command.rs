@@ -271,6 +271,7 @@ org.apache.flink.runtime.taskexecutor.TaskManagerRunner\0--configDir\0/var/lib/f
             endpoint: crate::flinkrest::Endpoint::new("127.0.0.1", 8081),
             expected_slots: 1,
             settings: crate::config::SupervisorSection::default(),
+            properties: Default::default(),
             fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
         }
     }

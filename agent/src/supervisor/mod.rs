@@ -29,6 +29,7 @@ mod process;
 mod report;
 
 pub use fingerprint::{restart_set, Fingerprint, RestartSet};
+
 pub use placement::{Placement, SLICE};
 pub use report::{summary, ProcessState, ProcessStatus};
 
@@ -135,8 +136,45 @@ pub struct LaunchSpec {
     /// The TaskManager is healthy once registered with this many slots.
     pub expected_slots: u32,
     pub settings: SupervisorSection,
+    /// Flink options of one process alone (the Prometheus reporter's port), passed to it as
+    /// `-D key=value` at each launch; part of [`Self::fingerprint`].
+    pub properties: ProcessProperties,
     /// What a process started now would run with.
     pub fingerprint: Fingerprint,
+}
+
+/// Flink options that differ between the JobManager and the TaskManager, which read one
+/// configuration file: given on each process's command line instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessProperties {
+    pub jobmanager: std::collections::BTreeMap<String, String>,
+    pub taskmanager: std::collections::BTreeMap<String, String>,
+}
+
+impl ProcessProperties {
+    /// `-D key=value` for each option of `kind`.
+    fn args(&self, kind: Kind) -> Vec<String> {
+        let map = match kind {
+            Kind::JobManager => &self.jobmanager,
+            Kind::TaskManager => &self.taskmanager,
+        };
+        map.iter()
+            .flat_map(|(k, v)| ["-D".to_string(), format!("{k}={v}")])
+            .collect()
+    }
+
+    /// The options as fingerprint entries: `jobmanager:<key>`, `taskmanager:<key>`.
+    pub fn entries(&self) -> std::collections::BTreeMap<String, String> {
+        let jm = self
+            .jobmanager
+            .iter()
+            .map(|(k, v)| (format!("jobmanager:{k}"), v.clone()));
+        let tm = self
+            .taskmanager
+            .iter()
+            .map(|(k, v)| (format!("taskmanager:{k}"), v.clone()));
+        jm.chain(tm).collect()
+    }
 }
 
 /// What happened, for the daemon (READY, STATUS=, last error) and the jobs (re-submit after

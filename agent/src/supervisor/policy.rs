@@ -209,6 +209,19 @@ impl Machine {
         self.consecutive = 0;
     }
 
+    /// Failures it may still have within the window before it is marked `failed`.
+    pub fn budget_remaining(&self, now: Instant) -> u32 {
+        let window = Duration::from_secs(self.settings.restart_window_secs);
+        let recent = self
+            .failures
+            .iter()
+            .filter(|t| now.duration_since(**t) < window)
+            .count();
+        self.settings
+            .max_restarts
+            .saturating_sub(u32::try_from(recent).unwrap_or(u32::MAX))
+    }
+
     /// Counts one failure against the budget: back off, or give up.
     fn fail(&mut self, now: Instant, cause: String) -> Action {
         let window = Duration::from_secs(self.settings.restart_window_secs);

@@ -61,6 +61,14 @@ pub struct ProcessStatus {
     pub last_exit: Option<String>,
     /// Why the process is `failed` or was last restarted.
     pub reason: Option<String>,
+    /// Failures it may still have within `supervisor.restart_window_secs` before it is marked
+    /// `failed` (`supervisor.max_restarts` minus the recent ones).
+    #[serde(default)]
+    pub budget_remaining: u32,
+    /// The TaskManager's task heap in bytes, as Flink reports it: where HashMap-backend state
+    /// lives.
+    #[serde(default)]
+    pub heap_bytes: Option<u64>,
 }
 
 impl ProcessStatus {
@@ -108,6 +116,8 @@ mod tests {
             adopted: false,
             last_exit: None,
             reason: reason.map(str::to_string),
+            budget_remaining: 5,
+            heap_bytes: None,
         }
     }
 

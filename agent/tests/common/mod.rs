@@ -166,19 +166,21 @@ enabled = false
 
     /// Starts `flink-agent run` on this config.
     pub fn start(&self) -> RunningAgent {
-        self.start_with(Command::new(agent_bin()))
+        self.start_with(&[])
     }
 
-    /// Starts the agent inside network namespace `ns` (`ip netns exec`): Flink's processes
-    /// inherit it.
-    pub fn start_in_netns(&self, ns: &str) -> RunningAgent {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", ns]).arg(agent_bin());
-        self.start_with(command)
-    }
-
-    fn start_with(&self, mut command: Command) -> RunningAgent {
+    /// Starts `flink-agent run` under `wrapper` (e.g. `ip netns exec NS`, which execs it, so
+    /// the pid is still the agent's).
+    pub fn start_with(&self, wrapper: &[&str]) -> RunningAgent {
         let log = std::fs::File::create(self.path().join("agent.log")).expect("log file");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(agent_bin());
+                c
+            }
+            None => Command::new(agent_bin()),
+        };
         let child = command
             .args(["run", "--config"])
             .arg(self.config_path())

@@ -135,7 +135,7 @@ fn real_flink_reads_the_rendered_config() {
         "expects Flink >= 1.19, got {version}"
     );
     let mut cfg = input();
-    cfg.plan.memory_mib = 4096; // the smallest plan is the tightest fit
+    cfg.plan.memory_mib = flink_agent::config::Sizing::Fixed(4096); // the smallest plan is the tightest fit
     let rendered = render(&cfg, version, &Default::default()).expect("renders");
     let dir = tempfile::tempdir().unwrap();
     assert!(write_conf_dir(dir.path(), &home, &rendered).unwrap());

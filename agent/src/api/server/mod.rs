@@ -8,7 +8,7 @@ mod routes;
 mod serve;
 
 pub use listener::{bind, ApiError, ApiListener};
-pub use serve::serve;
+pub use serve::{serve, serve_metrics};
 
 use std::time::Duration;
 

@@ -20,6 +20,8 @@ pub(super) enum Refusal {
     NoRoute { method: String, path: String },
     #[error("{method} is not allowed on {path}; the API serves {}", routes())]
     WrongMethod { method: String, path: String },
+    #[error("{method} {path}: this is the agent's metrics listener; it serves GET /metrics only")]
+    MetricsOnly { method: String, path: String },
     #[error("unknown process `{0}`; valid names are jobmanager, taskmanager, all")]
     UnknownProcess(String),
     #[error("malformed request: {0}")]
@@ -51,7 +53,9 @@ fn routes() -> String {
 impl Refusal {
     pub(super) fn status(&self) -> StatusCode {
         match self {
-            Refusal::NoRoute { .. } | Refusal::UnknownProcess(_) => StatusCode::NOT_FOUND,
+            Refusal::NoRoute { .. } | Refusal::UnknownProcess(_) | Refusal::MetricsOnly { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Refusal::WrongMethod { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
             Refusal::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -143,6 +147,13 @@ mod tests {
                 405,
             ),
             (Refusal::UnknownProcess("jm".into()), 404),
+            (
+                Refusal::MetricsOnly {
+                    method: "GET".into(),
+                    path: "/v1/status".into(),
+                },
+                404,
+            ),
             (Refusal::Malformed("x".into()), 400),
             (Refusal::BodyTooLarge(1), 413),
             (Refusal::BodyTimeout(Duration::from_secs(1)), 408),

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 /// served).
 pub(super) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/status"),
+    ("GET", "/v1/metrics"),
     ("GET", "/v1/config"),
     ("GET", "/v1/firewall"),
     ("GET", "/v1/tls"),
@@ -45,6 +46,7 @@ pub(super) struct AppState {
 pub(super) fn router(tx: mpsc::Sender<ApiRequest>, limits: Limits) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/metrics", get(metrics))
         .route("/v1/config", get(config))
         .route("/v1/firewall", get(firewall))
         .route("/v1/tls", get(tls))
@@ -57,6 +59,41 @@ pub(super) fn router(tx: mpsc::Sender<ApiRequest>, limits: Limits) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(AppState { tx, limits })
+}
+
+/// The metrics listener's router: `GET /metrics` alone.
+pub(super) fn metrics_router(tx: mpsc::Sender<ApiRequest>, limits: Limits) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_metrics)
+        .method_not_allowed_fallback(not_metrics)
+        .with_state(AppState { tx, limits })
+}
+
+async fn not_metrics(method: Method, uri: Uri) -> Refusal {
+    Refusal::MetricsOnly {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+/// Prometheus metrics from the status snapshot, in the format the scraper accepts.
+async fn metrics(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, Refusal> {
+    use axum::response::IntoResponse;
+    let status = ask(&app.tx, ApiRequest::Status, app.limits.query_timeout).await?;
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::from_accept(accept);
+    let body = crate::metrics::render(&status, format);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, format.content_type())],
+        body,
+    )
+        .into_response())
 }
 
 async fn status(State(app): State<AppState>) -> Result<Json<AgentStatus>, Refusal> {

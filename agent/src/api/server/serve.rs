@@ -3,7 +3,7 @@
 //! client that connects and sends nothing would hold its connection (and slot) forever.
 
 use super::listener::ApiListener;
-use super::routes::router;
+use super::routes::{metrics_router, router};
 use super::Limits;
 use crate::api::ApiRequest;
 use axum::Router;
@@ -14,9 +14,49 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+
+/// A listening socket the accept loop serves: the API's Unix socket, the metrics TCP port.
+trait Accept {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn next(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn next(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn next(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+/// Serves `GET /metrics` on `listener` (bound by the daemon's metrics concern) until
+/// `shutdown` completes, with the API's bounds: a slow or idle client cannot hold a
+/// connection, and only a few are served at once.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    tx: mpsc::Sender<ApiRequest>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let limits = Limits {
+        max_connections: 8,
+        ..Limits::default()
+    };
+    let what = listener
+        .local_addr()
+        .map_or_else(|_| "TCP".to_string(), |a| format!("http://{a}/metrics"));
+    log::info!("metrics on {what}");
+    serve_on(&listener, metrics_router(tx, limits), limits, shutdown).await;
+}
 
 /// How long in-flight requests may finish after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -33,12 +73,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let limits = listener.limits;
-    let app = router(tx, limits);
+    log::info!("API listening on {}", listener.path().display());
+    serve_on(&listener.listener, router(tx, limits), limits, shutdown).await;
+    drop(listener);
+}
+
+/// The accept loop: bounded connections, then a bounded drain on shutdown.
+async fn serve_on<A: Accept>(
+    listener: &A,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
-    log::info!("API listening on {}", listener.path().display());
     loop {
         // Take a slot before accepting: over the bound, clients wait in the listen backlog.
         let permit = tokio::select! {
@@ -50,10 +100,10 @@ pub async fn serve(
         };
         let accepted = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.listener.accept() => accepted,
+            accepted = listener.next() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok(stream) => {
                 let conn = serve_connection(stream, app.clone(), limits, stopped.clone(), permit);
                 connections.spawn(conn);
             }
@@ -79,12 +129,11 @@ pub async fn serve(
         );
         connections.shutdown().await;
     }
-    drop(listener);
 }
 
 /// Serves one connection; on shutdown it finishes the request in flight, then closes.
-async fn serve_connection(
-    stream: UnixStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     app: Router,
     limits: Limits,
     mut stopped: watch::Receiver<bool>,
