@@ -28,3 +28,4 @@ pub mod reconcile;
 pub mod sdnotify;
 pub mod status;
 pub mod supervisor;
+pub mod zookeeper;

@@ -9,6 +9,7 @@ use crate::firewall::FirewallStatus;
 use crate::flinkrest::FlinkOverview;
 use crate::jobs::JobStatus;
 use crate::supervisor::ProcessStatus;
+use crate::zookeeper::ClusterStatus;
 use serde::{Deserialize, Serialize};
 
 /// The whole node as the agent sees it.
@@ -35,6 +36,10 @@ pub struct AgentStatus {
     /// The node's nftables firewall, as its reconcile loop last saw it.
     #[serde(default)]
     pub firewall: FirewallStatus,
+    /// Three-node clusters: every node's ZooKeeper role, JobManager and TaskManager, the
+    /// quorum's health, the leader and the owner.
+    #[serde(default)]
+    pub cluster: Option<ClusterStatus>,
 }
 
 /// Which configuration is in force.

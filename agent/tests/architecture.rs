@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
         "sdnotify",
     ],
     &["flinkconf", "flinkrest"],
-    &["firewall", "checkpoints"],
+    &["firewall", "checkpoints", "zookeeper"],
     &["supervisor", "jobs"],
     &["desired", "status"],
     &["api"],

@@ -393,6 +393,7 @@ fn reference_config_is_valid_and_complete() {
     for key in [
         "socket_group",
         "user",
+        "shared_dir",
         "attempts",
         "initial_backoff_ms",
         "max_backoff_ms",

@@ -207,6 +207,7 @@ async fn restore_plan(path: &Path) -> Result<Exit> {
         remote,
         FlinkRest::new(&d.jobs.endpoint)?,
         JobNames::default(),
+        None,
     );
     let url = &d.sync.store.url;
     let plan = jobs.plan().await?;

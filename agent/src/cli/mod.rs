@@ -55,7 +55,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restart a Flink process and reset its failure budget.
+    /// Restart a Flink process (or, on a three-node cluster, the node's ZooKeeper server) and
+    /// reset its failure budget.
     Restart {
         #[arg(value_enum)]
         process: ProcessArg,
@@ -154,7 +155,10 @@ pub struct SocketArg {
 pub enum ProcessArg {
     Jobmanager,
     Taskmanager,
+    /// The JobManager and the TaskManager.
     All,
+    /// The node's ZooKeeper server (three-node clusters).
+    Zookeeper,
 }
 
 impl From<ProcessArg> for Target {
@@ -163,6 +167,7 @@ impl From<ProcessArg> for Target {
             ProcessArg::Jobmanager => Target::JobManager,
             ProcessArg::Taskmanager => Target::TaskManager,
             ProcessArg::All => Target::All,
+            ProcessArg::Zookeeper => Target::ZooKeeper,
         }
     }
 }

@@ -10,6 +10,7 @@
 mod diff;
 mod error;
 mod firewall;
+mod ha;
 mod sections;
 mod storage;
 mod validate;
@@ -17,6 +18,7 @@ mod validate;
 pub use diff::changed_keys;
 pub use error::{ConfigError, Errors, FieldError};
 pub use firewall::{FirewallSection, ManagementSection};
+pub use ha::{host_port, Ensemble, HaSection, Member, ZOOKEEPER_TICK_MS};
 pub use sections::*;
 pub use storage::{
     credentials_file_problem, parse_store_url, redact_userinfo, CheckpointsSection,
@@ -131,6 +133,7 @@ fn parse_collect(
             "object_store" => section(key, value, &mut config.object_store, &mut errors),
             "checkpoints" => section(key, value, &mut config.checkpoints, &mut errors),
             "firewall" => section(key, value, &mut config.firewall, &mut errors),
+            "ha" => section(key, value, &mut config.ha, &mut errors),
             other => errors.push(
                 other,
                 format!(
@@ -161,6 +164,15 @@ fn resolve_relative(config: &mut AgentConfig, base: &Path) {
         if p.is_relative() {
             *p = normalize(&base.join(&*p));
         }
+    }
+    for p in config
+        .ha
+        .shared_dir
+        .iter_mut()
+        .chain(config.ha.zookeeper_classpath.iter_mut())
+        .filter(|p| p.is_relative())
+    {
+        *p = normalize(&base.join(&*p));
     }
     if let Some(p) = config
         .object_store
@@ -206,6 +218,7 @@ const SECTIONS: &[&str] = &[
     "object_store",
     "checkpoints",
     "firewall",
+    "ha",
 ];
 
 fn into_result(

@@ -20,6 +20,7 @@ pub struct AgentConfig {
     pub object_store: super::ObjectStoreSection,
     pub checkpoints: super::CheckpointsSection,
     pub firewall: super::FirewallSection,
+    pub ha: super::HaSection,
 }
 
 /// The agent's own files: state, socket.
@@ -133,6 +134,13 @@ pub struct PortsSection {
     /// First of two consecutive ports for the metric query services of the JobManager and the
     /// TaskManager, which each take one (`metrics.internal.query-service.port: "P-P+1"`).
     pub metrics_query: u16,
+    /// ZooKeeper's client port, where Flink and the agent talk to this node's ZooKeeper server
+    /// (three-node clusters only).
+    pub zookeeper_client: u16,
+    /// ZooKeeper's quorum port: followers talk to the ZooKeeper leader here.
+    pub zookeeper_quorum: u16,
+    /// ZooKeeper's leader-election port.
+    pub zookeeper_election: u16,
 }
 
 impl Default for PortsSection {
@@ -145,6 +153,9 @@ impl Default for PortsSection {
             taskmanager_data: 6121,
             taskmanager_collect: 6125,
             metrics_query: 6126,
+            zookeeper_client: 2181,
+            zookeeper_quorum: 2888,
+            zookeeper_election: 3888,
         }
     }
 }
@@ -162,6 +173,15 @@ impl PortsSection {
             ("taskmanager_collect", self.taskmanager_collect),
             ("metrics_query", self.metrics_query),
             ("metrics_query + 1", self.metrics_query.wrapping_add(1)),
+        ]
+    }
+
+    /// The ZooKeeper server's ports (used, and opened to peers, in three-node clusters only).
+    pub fn zookeeper(&self) -> [(&'static str, u16); 3] {
+        [
+            ("zookeeper_client", self.zookeeper_client),
+            ("zookeeper_quorum", self.zookeeper_quorum),
+            ("zookeeper_election", self.zookeeper_election),
         ]
     }
 }

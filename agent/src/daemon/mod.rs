@@ -9,6 +9,7 @@
 //! Flink running for the next agent; SIGINT (Ctrl-C in a terminal) and `flink-agent shutdown`
 //! stop Flink first.
 
+mod cluster;
 mod concerns;
 mod overview;
 mod reload;
@@ -81,6 +82,8 @@ struct Daemon {
     jobs: jobs::Service,
     firewall: firewall::StatusReader,
     overview: watch::Receiver<Option<crate::flinkrest::FlinkOverview>>,
+    /// Three-node clusters: the agent's ZooKeeper session and the cluster view.
+    cluster: Option<cluster::Cluster>,
     problems: status::Problems,
     reloads: mpsc::Sender<reload::Done>,
 }
@@ -123,13 +126,29 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         _ => log::error!("firewall: no answer from nftables; starting Flink without it"),
     }
     let placement = Placement::detect().await;
-    let supervisor = supervisor::spawn(d.launch.clone(), &d.agent.state_dir, placement);
-    let sync = Sync::start(d.sync.clone(), JobNames::default())?;
-    let jobs = jobs::Service::start(d.jobs.clone(), sync.clone())?;
+    // Three nodes: the agent's ZooKeeper session, before the processes that wait for it.
+    let cluster = d
+        .coordination
+        .as_ref()
+        .map(|spec| cluster::Cluster::start(spec, &spec.node_address, d.endpoint.clone()));
+    let incarnation = cluster
+        .as_ref()
+        .map_or_else(|| watch::channel(None).1, cluster::Cluster::incarnation);
+    let supervisor =
+        supervisor::spawn(d.launch.clone(), &d.agent.state_dir, placement, incarnation);
+    let sync = Sync::start(d.sync.clone(), JobNames::default(), cluster.is_none())?;
+    if let Some(c) = &cluster {
+        c.drive_sync(sync.clone());
+    }
+    let jobs = jobs::Service::start(
+        d.jobs.clone(),
+        sync.clone(),
+        cluster.as_ref().map(cluster::Cluster::coordination),
+    )?;
     let (endpoint, endpoint_rx) = watch::channel(d.endpoint.clone());
     let overview = overview::spawn(endpoint_rx, supervisor.ready());
     let firewall_status = firewall.reader();
-    let concerns: Vec<Box<dyn Concern>> = vec![
+    let mut concerns: Vec<Box<dyn Concern>> = vec![
         Box::new(concerns::AgentFiles {
             running: d.agent.clone(),
         }),
@@ -153,6 +172,16 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             endpoint,
         }),
     ];
+    if let (Some(c), Some(spec)) = (&cluster, &d.coordination) {
+        // After the supervisor (its ZooKeeper server), before the sync and the jobs.
+        concerns.insert(
+            4,
+            Box::new(cluster::Session {
+                cluster: c.clone(),
+                running: spec.clone(),
+            }),
+        );
+    }
     let (reloads, mut reloads_rx) = mpsc::channel(4);
     let mut daemon = Daemon {
         state_dir: d.agent.state_dir.clone(),
@@ -163,6 +192,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         jobs,
         firewall: firewall_status,
         overview,
+        cluster,
         problems: status::Problems::default(),
         reloads,
     };
@@ -210,6 +240,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             event = events.recv() => daemon.on_event(event),
             _ = watchdog.tick() => notify("WATCHDOG=1"),
             _ = housekeeping.tick() => {
+                if let Some(c) = &daemon.cluster {
+                    c.publish(&daemon.supervisor.statuses());
+                }
                 let summary = supervisor::summary(&daemon.supervisor.statuses());
                 if summary != last_summary {
                     notify(&format!("STATUS={summary}"));
@@ -227,11 +260,15 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         Ending::StopFlink(reply) => (true, reply),
     };
     let supervisor = daemon.supervisor.clone();
+    let cluster = daemon.cluster.clone();
     let end = async move {
         if stop_flink {
             supervisor.stop().await;
         } else {
             supervisor.detach().await;
+        }
+        if let Some(c) = cluster {
+            c.close().await;
         }
     };
     tokio::pin!(end);

@@ -66,6 +66,7 @@ impl Daemon {
             checkpoints: Some(self.sync.status()),
             jobs: self.jobs.jobs_status(),
             firewall: self.firewall.get(),
+            cluster: self.cluster.as_ref().map(super::cluster::Cluster::view),
         }
     }
 }

@@ -94,20 +94,35 @@ pub fn adopt(
 }
 
 /// The command line of this agent's `kind` in any of its phases: the JVM (`--configDir <conf
-/// dir>` and the kind's main class), the script (`<home>/bin/<kind>.sh`), or the gate before it.
+/// dir>` and the kind's main class; for ZooKeeper, its `zoo.cfg`), the script
+/// (`<home>/bin/<kind>.sh`), or the gate before it.
 fn is_ours(cmdline: &str, spec: &LaunchSpec, kind: Kind) -> bool {
-    let conf = spec.conf_dir.display().to_string();
-    let script = spec.flink_home.join(kind.script()).display().to_string();
-    (cmdline.contains(&conf) && cmdline.contains(kind.main_class())) || cmdline.contains(&script)
+    let conf = match (kind, &spec.zookeeper) {
+        (Kind::ZooKeeper, Some(zk)) => zk.server.zoo_cfg_path().display().to_string(),
+        (Kind::ZooKeeper, None) => return false,
+        _ => spec.conf_dir.display().to_string(),
+    };
+    let script = kind
+        .script()
+        .map(|s| spec.flink_home.join(s).display().to_string());
+    (cmdline.contains(&conf) && cmdline.contains(kind.main_class()))
+        || script.is_some_and(|s| cmdline.contains(&s))
 }
 
-/// Sessions (= process groups: the agent starts each Flink process as a session leader) of
-/// processes that name this agent's conf dir but are not in `keep`.
+/// Sessions (= process groups: the agent starts each process as a session leader) of processes
+/// that name this agent's conf dir (or its ZooKeeper server's `zoo.cfg`) but are not in `keep`.
 pub fn strays(spec: &LaunchSpec, keep: &[i32]) -> Vec<i32> {
-    let conf = format!("--configDir {}", spec.conf_dir.display());
+    let mut marks = vec![format!("--configDir {}", spec.conf_dir.display())];
+    if let Some(zk) = &spec.zookeeper {
+        marks.push(format!(
+            "{} {}",
+            super::zkserver::MAIN_CLASS,
+            zk.server.zoo_cfg_path().display()
+        ));
+    }
     let mut sessions: Vec<i32> = procfs::pids()
         .into_iter()
-        .filter(|pid| procfs::cmdline(*pid).is_ok_and(|c| c.contains(&conf)))
+        .filter(|pid| procfs::cmdline(*pid).is_ok_and(|c| marks.iter().any(|m| c.contains(m))))
         .filter_map(|pid| procfs::session(pid).ok())
         .filter(|sid| *sid > 1 && !keep.contains(sid))
         .collect();
@@ -168,6 +183,8 @@ mod tests {
             expected_slots: 1,
             settings: crate::config::SupervisorSection::default(),
             fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
+            ha_cluster_id: None,
+            zookeeper: None,
         }
     }
 

@@ -272,6 +272,8 @@ org.apache.flink.runtime.taskexecutor.TaskManagerRunner\0--configDir\0/var/lib/f
             expected_slots: 1,
             settings: crate::config::SupervisorSection::default(),
             fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
+            ha_cluster_id: None,
+            zookeeper: None,
         }
     }
 

@@ -127,6 +127,14 @@ impl Machine {
         }
     }
 
+    /// The process cannot start yet (`why`); the driver tries again at its next step. Not a
+    /// failure: nothing ran.
+    pub fn waiting(&mut self, why: &str) {
+        self.state = ProcessState::Waiting;
+        self.deadline = None;
+        self.reason = Some(why.to_string());
+    }
+
     /// A health probe succeeded.
     pub fn healthy(&mut self) {
         if matches!(self.state, ProcessState::Starting | ProcessState::Unhealthy) {
@@ -440,6 +448,21 @@ mod tests {
             m.deadline(),
             Some(t0 + Duration::from_secs(110) + Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn waiting_is_no_failure_and_the_next_launch_starts_it() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("jobmanager", settings());
+        m.waiting("waiting for the ZooKeeper quorum");
+        assert_eq!(m.state(), ProcessState::Waiting);
+        assert!(!m.is_live());
+        assert_eq!(m.tick(t0 + Duration::from_secs(3_600)), Action::Nothing);
+        m.launched(t0);
+        assert_eq!((m.state(), m.restarts()), (ProcessState::Starting, 0));
+        m.waiting("again");
+        m.stopping();
+        assert_eq!(m.state(), ProcessState::Stopped);
     }
 
     #[test]
