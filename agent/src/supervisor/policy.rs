@@ -90,8 +90,11 @@ impl Machine {
 
     /// The process was started.
     pub fn launched(&mut self, now: Instant) {
-        if matches!(self.state, ProcessState::BackingOff) {
-            self.restarts += 1;
+        match self.state {
+            ProcessState::BackingOff => self.restarts += 1,
+            // What it waited for is there now.
+            ProcessState::Waiting => self.reason = None,
+            _ => {}
         }
         self.enter_starting(now);
     }
@@ -460,6 +463,7 @@ mod tests {
         assert_eq!(m.tick(t0 + Duration::from_secs(3_600)), Action::Nothing);
         m.launched(t0);
         assert_eq!((m.state(), m.restarts()), (ProcessState::Starting, 0));
+        assert_eq!(m.reason(), None, "no longer waiting");
         m.waiting("again");
         m.stopping();
         assert_eq!(m.state(), ProcessState::Stopped);
