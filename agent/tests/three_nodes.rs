@@ -119,13 +119,13 @@ fn processes(c: &Cluster3, i: usize) -> Vec<(String, i64, i64)> {
         .collect()
 }
 
-/// Samples the job on every node every 200 ms until `stop`; returns, per sample, the start
-/// times of the copies nodes saw RUNNING with all tasks running.
-fn sample_copies(
-    c: &Cluster3,
-    id: &str,
-    stop: &AtomicBool,
-) -> Vec<(f64, Vec<Option<(String, bool, i64)>>)> {
+/// What one node's REST said of the job: (state, all tasks running, start time).
+type Seen = Option<(String, bool, i64)>;
+/// One sample of every node: (seconds since sampling began, what each node said).
+type Sample = (f64, Vec<Seen>);
+
+/// Samples the job on every node every 200 ms until `stop`.
+fn sample_copies(c: &Cluster3, id: &str, stop: &AtomicBool) -> Vec<Sample> {
     let t0 = Instant::now();
     let mut out = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -140,7 +140,7 @@ fn sample_copies(
 }
 
 /// The most distinct running copies (by the JobMaster's start time) seen in one sample.
-fn max_copies(samples: &[(f64, Vec<Option<(String, bool, i64)>>)]) -> usize {
+fn max_copies(samples: &[Sample]) -> usize {
     samples
         .iter()
         .map(|(_, seen)| {
