@@ -167,8 +167,14 @@ fn zookeeper_of(c: &Cluster3, i: usize, pid: i32) -> Option<String> {
     String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         let peer = f.get(4)?;
-        (peer.ends_with(":2181") && l.contains(&format!("pid={pid},")))
-            .then(|| peer.trim_end_matches(":2181").to_string())
+        // Java's sockets are IPv6 ones: `[::ffff:192.0.2.1]:2181`.
+        (peer.ends_with(":2181") && l.contains(&format!("pid={pid},"))).then(|| {
+            peer.trim_end_matches(":2181")
+                .trim_start_matches('[')
+                .trim_start_matches("::ffff:")
+                .trim_end_matches(']')
+                .to_string()
+        })
     })
 }
 
@@ -485,7 +491,14 @@ fn three_nodes_survive_the_loss_of_any_one() {
             })
             .count();
         let (_, _, start_after) = job(&c, leader, &id).unwrap();
+        // The same processes (a new agent counts restarts from zero).
+        let pids_only = |p: &[Vec<(String, i64, i64)>]| -> Vec<Vec<(String, i64)>> {
+            p.iter()
+                .map(|node| node.iter().map(|(n, pid, _)| (n.clone(), *pid)).collect())
+                .collect()
+        };
         let after: Vec<_> = all.iter().map(|&i| processes(&c, i)).collect();
+        let (pids, after) = (pids_only(&pids), pids_only(&after));
         eprintln!(
             "6. rolling {round}: {:.1} s, {} samples, {not_running} without the job RUNNING, JobMaster restarted: {}, processes unchanged: {}",
             secs(t),
