@@ -606,7 +606,12 @@ fn three_nodes_survive_the_loss_of_any_one() {
         serde_json::from_str::<Value>(&out).ok()?[0]["last_durable_checkpoint"].as_u64()
     })
     .unwrap();
-    let old_cluster = c.status(0).unwrap()["cluster"]["flink_cluster_id"].clone();
+    let old_cluster = poll(RECOVER, || {
+        c.status(0)?["cluster"]["flink_cluster_id"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .expect("the incarnation in force");
     for i in all {
         c.kill_node(i);
     }
@@ -650,7 +655,12 @@ fn three_nodes_survive_the_loss_of_any_one() {
     })
     .expect("the job back from the object store");
     let restored = poll(RECOVER, || running_restored(&c, leader, &new_id, 0)).unwrap();
-    let new_cluster = c.status(0).unwrap()["cluster"]["flink_cluster_id"].clone();
+    let new_cluster = poll(RECOVER, || {
+        c.status(0)?["cluster"]["flink_cluster_id"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .unwrap();
     eprintln!(
         "9. total loss: new cluster {new_cluster} (was {old_cluster}) runs the job as {new_id}, restored from checkpoint {restored} (newest durable: {newest_durable}) {:.1} s after the cold start",
         secs(t)
