@@ -436,7 +436,7 @@ fn anchor(c: &Cluster3, jar: &Path, runs: usize) -> (f64, Vec<Failover>, Vec<Fai
     println!("anchor: three cold nodes (by hand) → job RUNNING in {cold:.1} s");
     let mut jm_kills = Vec::new();
     for run in 0..runs {
-        let l = poll(LONG, anchor_leader).unwrap();
+        let l = poll(LONG, || anchor_leader(c)).unwrap();
         let before = settled(c, l, &id);
         let watch: Vec<usize> = all.iter().copied().filter(|i| *i != l).collect();
         let mut jm = a.jm[l].take().unwrap();
@@ -455,7 +455,7 @@ fn anchor(c: &Cluster3, jar: &Path, runs: usize) -> (f64, Vec<Failover>, Vec<Fai
     }
     let mut node_losses = Vec::new();
     for run in 0..runs {
-        let l = poll(LONG, anchor_leader).unwrap();
+        let l = poll(LONG, || anchor_leader(c)).unwrap();
         let before = settled(c, l, &id);
         let watch: Vec<usize> = all.iter().copied().filter(|i| *i != l).collect();
         let f = failover(c, &id, before, &watch, || c.kill_node(l));

@@ -330,6 +330,10 @@ fn flink_outlives_the_agent_and_every_reload_reaches_its_concern() {
     wait_for("checkpoints in the new store", START, || {
         Some(remote_checkpoints(&k.store)).filter(|ids| !ids.is_empty())
     });
+    assert!(
+        k.store.join("lifecycle/jobs/counter/job.json").is_file(),
+        "the job's declaration did not follow to the new store"
+    );
 
     // 2c. The state dir moves only with the agent: said so, nothing else touched.
     let jm = pid(&mut agent, "jobmanager");
@@ -357,6 +361,23 @@ fn flink_outlives_the_agent_and_every_reload_reaches_its_concern() {
     for r in report["concerns"].as_array().unwrap() {
         assert_eq!(r["outcome"], "unchanged", "{report}");
     }
+    // For real now: the agent restarts on the new state dir. It finds the supervisor's records
+    // there (mirrored since the reload), adopts Flink rather than tripping over it, and restarts
+    // it once in order on the new conf dir; the job comes back.
+    k.state_dir = moved.state_dir;
+    write_config(&dir, &k);
+    reload(&socket);
+    agent.stop_leaving_flink();
+    let mut agent = dir.start();
+    agent.wait_ready(START);
+    let id = running_again(&socket, &id);
+    assert!(
+        agent.log_text().contains("adopted the running jobmanager"),
+        "the records did not follow the state dir"
+    );
+    assert!(PathBuf::from(&k.state_dir)
+        .join("flink-conf/config.yaml")
+        .is_file());
 
     // 2d. Another REST port: Flink restarts on it, the job is re-submitted, and the agent's
     // clients (status, jobs) follow.

@@ -41,9 +41,11 @@ pub async fn reconcile_all(concerns: &mut [Box<dyn Concern>], desired: &Desired)
     reports
 }
 
-/// The agent's own socket and state dir: fixed for the life of the process.
+/// The agent's own socket and state dir: fixed for the life of the process. A new state dir
+/// gets a copy of the supervisor's records, so the agent started on it adopts Flink.
 pub struct AgentFiles {
     pub running: crate::desired::AgentFiles,
+    pub supervisor: SupervisorHandle,
 }
 
 impl Concern for AgentFiles {
@@ -62,7 +64,9 @@ impl Concern for AgentFiles {
         if a.state_dir != b.state_dir {
             keys.push("agent.state_dir".to_string());
         }
+        let moved = (a.state_dir != b.state_dir).then(|| b.state_dir.clone());
         Box::pin(async move {
+            self.supervisor.hand_over(moved).await;
             if keys.is_empty() {
                 Outcome::Unchanged
             } else {

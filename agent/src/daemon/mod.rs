@@ -151,6 +151,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let mut concerns: Vec<Box<dyn Concern>> = vec![
         Box::new(concerns::AgentFiles {
             running: d.agent.clone(),
+            supervisor: supervisor.clone(),
         }),
         Box::new(concerns::Firewall {
             handle: firewall,

@@ -27,7 +27,7 @@ pub use human::{render_human, NO_JOBS};
 pub use manager::{DeployRequest, JobStatus, Jobs, StopOutcome};
 pub use record::{JobRecord, RestoredFrom, RunState};
 pub use resubmit::{choose_restore, restore_candidates, PlannedRestore, RestoreChoice};
-pub use service::{Service, Settings};
+pub use service::{ReconfigureError, Service, Settings};
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

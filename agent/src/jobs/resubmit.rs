@@ -109,6 +109,36 @@ impl Jobs {
         Ok(names)
     }
 
+    /// Makes the store hold every job declared on this node (record, jar, stopped marker): after
+    /// a switch to another store the declarations must be where a replacement node looks.
+    /// Idempotent; returns how many jobs were written.
+    pub async fn publish_records(&self) -> Result<usize, JobError> {
+        let names = self.records.names().map_err(io("listing job records"))?;
+        for name in &names {
+            let Some(record) = self
+                .records
+                .read(name)
+                .map_err(io("reading a job record"))?
+            else {
+                continue;
+            };
+            let jar = std::fs::read(self.records.jar_path(name))
+                .map_err(io(format!("reading the jar of `{name}`")))?;
+            record::put_remote(&self.remote, &record, jar)
+                .await
+                .map_err(store(format!("recording job `{name}`")))?;
+            let stopped = self
+                .records
+                .run_state(name)
+                .map_err(io("reading a job state"))?
+                .stopped;
+            record::set_stopped_remote(&self.remote, name, stopped)
+                .await
+                .map_err(store(format!("recording whether `{name}` is stopped")))?;
+        }
+        Ok(names.len())
+    }
+
     /// Re-submits every declared, not stopped job Flink does not run. Called after each
     /// JobManager start; errors are per job so one bad job does not hold back the others.
     pub async fn resubmit_all(

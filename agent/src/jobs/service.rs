@@ -13,6 +13,7 @@ use crate::checkpoints::Sync;
 use crate::flinkrest::{Endpoint, FlinkRest, FlinkRestError};
 use crate::zookeeper::Coordination;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::{watch, Mutex};
@@ -39,6 +40,8 @@ pub struct Service {
     /// Serializes re-submissions and operator actions, so two JobManager events cannot submit
     /// a job twice.
     busy: Arc<Mutex<()>>,
+    /// The store was switched and this node's job declarations are not in it yet.
+    unpublished: Arc<AtomicBool>,
     listing: Arc<watch::Sender<Vec<JobStatus>>>,
     stop: Arc<watch::Sender<bool>>,
     /// Three-node clusters: the agent's ZooKeeper session (incarnation, owner).
@@ -63,6 +66,7 @@ impl Service {
             current: Arc::new(RwLock::new((settings, jobs))),
             sync,
             busy: Arc::new(Mutex::new(())),
+            unpublished: Arc::new(AtomicBool::new(false)),
             listing: Arc::new(watch::channel(Vec::new()).0),
             stop: Arc::new(stop),
             coordination,
@@ -110,19 +114,44 @@ impl Service {
     }
 
     /// Switches to `settings` (and to the sync's store, should it have changed); `Ok(false)`
-    /// when nothing changed. Waits for a job operation under way to finish first.
-    pub async fn reconfigure(&self, settings: Settings) -> Result<bool, FlinkRestError> {
+    /// when nothing changed. Waits for a job operation under way to finish first. A new store
+    /// gets the declarations of this node's jobs; until that succeeds the listing refresher
+    /// keeps trying.
+    pub async fn reconfigure(&self, settings: Settings) -> Result<bool, ReconfigureError> {
         let _guard = self.busy.lock().await;
-        let unchanged = {
+        let (same_settings, same_store) = {
             let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-            current.0 == settings && Arc::ptr_eq(&current.1.remote.store, &self.sync.remote().store)
+            (
+                current.0 == settings,
+                Arc::ptr_eq(&current.1.remote.store, &self.sync.remote().store),
+            )
         };
-        if unchanged {
+        if same_settings && same_store {
             return Ok(false);
         }
         let jobs = build(&settings, &self.sync, self.coordination.as_ref())?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = (settings, jobs);
+        if !same_store {
+            self.unpublished.store(true, Ordering::Relaxed);
+            self.publish().await?;
+        }
         Ok(true)
+    }
+
+    /// Writes this node's job declarations to the store in force, once after a store switch.
+    /// The caller holds `busy`: a `jobs delete` must not race a rewrite of the declaration.
+    async fn publish(&self) -> Result<(), JobError> {
+        if !self.unpublished.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let jobs = self.jobs();
+        let written = jobs.publish_records().await?;
+        self.unpublished.store(false, Ordering::Relaxed);
+        log::info!(
+            "{written} job declaration(s) written to {}",
+            jobs.remote.url
+        );
+        Ok(())
     }
 
     async fn refresh_listing(self, mut stopped: watch::Receiver<bool>) {
@@ -131,6 +160,12 @@ impl Service {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stopped.changed() => return,
+            }
+            if self.unpublished.load(Ordering::Relaxed) {
+                let _guard = self.busy.lock().await;
+                if let Err(e) = self.publish().await {
+                    log::warn!("job declarations not in the new store yet (retrying): {e}");
+                }
             }
             self.refresh().await;
         }
@@ -243,6 +278,16 @@ impl Service {
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
     }
+}
+
+/// Why the jobs could not take new settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigureError {
+    #[error(transparent)]
+    Client(#[from] FlinkRestError),
+    /// The new store does not have this node's job declarations yet; retried every 2 s.
+    #[error("job declarations not written to the new store yet (retrying every 2 s): {0}")]
+    Publish(#[from] JobError),
 }
 
 fn build(

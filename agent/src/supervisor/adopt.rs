@@ -14,11 +14,13 @@
 //! another state file, or a leftover of a crash outside the gate's protection) are strays and
 //! are killed before anything is launched: two JobManagers would fight over the ports.
 
+use super::persist::Record;
 use super::process::Live;
 use super::{Kind, LaunchSpec};
 use crate::procfs::{self, ProcessIdentity};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
@@ -41,13 +43,9 @@ pub enum NotAdopted {
     Unwatchable { pid: i32, message: String },
 }
 
-/// Checks that `recorded` is still this agent's `kind` and starts watching it.
-pub fn adopt(
-    recorded: &ProcessIdentity,
-    direct: bool,
-    spec: &LaunchSpec,
-    kind: Kind,
-) -> Result<Live, NotAdopted> {
+/// Checks that the recorded process is still this agent's `kind` and starts watching it.
+pub fn adopt(record: &Record, spec: &LaunchSpec, kind: Kind) -> Result<Live, NotAdopted> {
+    let recorded = &record.identity;
     let pid = recorded.pid;
     // The pidfd first: from here on the number cannot be reused under us, so the checks below
     // are about the process the pidfd refers to.
@@ -73,7 +71,13 @@ pub fn adopt(
         });
     }
     let cmdline = procfs::cmdline(pid).unwrap_or_default();
-    if !is_ours(&cmdline, spec, kind) {
+    // The conf dir it was started with: the state dir (and so the conf dir) may have moved.
+    let conf_dir = if record.conf_dir.as_os_str().is_empty() {
+        default_conf_dir(spec, kind)
+    } else {
+        record.conf_dir.clone()
+    };
+    if !is_ours(&cmdline, &conf_dir, &spec.flink_home, kind) {
         return Err(NotAdopted::Foreign {
             pid,
             kind: kind.name(),
@@ -87,24 +91,31 @@ pub fn adopt(
     Ok(Live {
         pid,
         identity: now,
-        direct,
+        direct: record.direct,
         adopted: true,
         exit,
     })
 }
 
+/// The conf dir `kind` is started with under `spec` (ZooKeeper: where its zoo.cfg is).
+pub fn default_conf_dir(spec: &LaunchSpec, kind: Kind) -> std::path::PathBuf {
+    match (kind, &spec.zookeeper) {
+        (Kind::ZooKeeper, Some(zk)) => zk.server.conf_dir.clone(),
+        _ => spec.conf_dir.clone(),
+    }
+}
+
 /// The command line of this agent's `kind` in any of its phases: the JVM (`--configDir <conf
-/// dir>` and the kind's main class; for ZooKeeper, its `zoo.cfg`), the script
+/// dir>` and the kind's main class; for ZooKeeper, the `zoo.cfg` in its conf dir), the script
 /// (`<home>/bin/<kind>.sh`), or the gate before it.
-fn is_ours(cmdline: &str, spec: &LaunchSpec, kind: Kind) -> bool {
-    let conf = match (kind, &spec.zookeeper) {
-        (Kind::ZooKeeper, Some(zk)) => zk.server.zoo_cfg_path().display().to_string(),
-        (Kind::ZooKeeper, None) => return false,
-        _ => spec.conf_dir.display().to_string(),
+fn is_ours(cmdline: &str, conf_dir: &Path, flink_home: &Path, kind: Kind) -> bool {
+    let conf = match kind {
+        Kind::ZooKeeper => conf_dir.join("zoo.cfg").display().to_string(),
+        _ => conf_dir.display().to_string(),
     };
     let script = kind
         .script()
-        .map(|s| spec.flink_home.join(s).display().to_string());
+        .map(|s| flink_home.join(s).display().to_string());
     (cmdline.contains(&conf) && cmdline.contains(kind.main_class()))
         || script.is_some_and(|s| cmdline.contains(&s))
 }
@@ -192,25 +203,43 @@ mod tests {
     fn flink_in_each_phase_is_recognised_and_other_programs_are_not() {
         let s = spec();
         let jvm = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java -Xmx1g -classpath x org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint --configDir /var/lib/flink-agent/flink-conf --executionMode cluster";
-        assert!(is_ours(jvm, &s, Kind::JobManager));
-        assert!(!is_ours(jvm, &s, Kind::TaskManager));
+        assert!(is_ours(jvm, &s.conf_dir, &s.flink_home, Kind::JobManager));
+        assert!(!is_ours(jvm, &s.conf_dir, &s.flink_home, Kind::TaskManager));
         assert!(is_ours(
             "/bin/bash /opt/flink/bin/taskmanager.sh start-foreground",
-            &s,
+            &s.conf_dir,
+            &s.flink_home,
             Kind::TaskManager
         ));
         assert!(is_ours(
             "/bin/sh -c read -r go <&3 && exec \"$@\" 3<&-; exit 70 flink-agent-gate /opt/flink/bin/jobmanager.sh start-foreground",
-            &s,
+            &s.conf_dir,
+            &s.flink_home,
             Kind::JobManager
         ));
-        assert!(!is_ours("/usr/sbin/sshd -D", &s, Kind::JobManager));
+        assert!(!is_ours(
+            "/usr/sbin/sshd -D",
+            &s.conf_dir,
+            &s.flink_home,
+            Kind::JobManager
+        ));
         // Another agent's Flink (another conf dir) is not ours.
         assert!(!is_ours(
             &jvm.replace("/var/lib/flink-agent/", "/srv/other/"),
-            &s,
+            &s.conf_dir,
+            &s.flink_home,
             Kind::JobManager
         ));
+    }
+
+    fn record(identity: ProcessIdentity, conf_dir: &Path, direct: bool) -> Record {
+        Record {
+            identity,
+            conf_dir: conf_dir.to_path_buf(),
+            direct,
+            fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
+            resource_id: None,
+        }
     }
 
     #[tokio::test]
@@ -222,8 +251,13 @@ mod tests {
         let pid = sleeper.id() as i32;
         let real = ProcessIdentity::of(pid).expect("identity");
         // The right process, but not Flink.
+        let conf = spec().conf_dir;
         assert!(matches!(
-            adopt(&real, false, &spec(), Kind::JobManager),
+            adopt(
+                &record(real.clone(), &conf, false),
+                &spec(),
+                Kind::JobManager
+            ),
             Err(NotAdopted::Foreign { .. })
         ));
         // A record of an earlier process that had this pid.
@@ -232,7 +266,7 @@ mod tests {
             ..real.clone()
         };
         assert!(matches!(
-            adopt(&earlier, false, &spec(), Kind::JobManager),
+            adopt(&record(earlier, &conf, false), &spec(), Kind::JobManager),
             Err(NotAdopted::Reused { .. })
         ));
         let before_reboot = ProcessIdentity {
@@ -240,7 +274,12 @@ mod tests {
             ..real
         };
         assert_eq!(
-            adopt(&before_reboot, false, &spec(), Kind::JobManager).err(),
+            adopt(
+                &record(before_reboot, &conf, false),
+                &spec(),
+                Kind::JobManager
+            )
+            .err(),
             Some(NotAdopted::Rebooted(pid))
         );
         sleeper.kill().expect("kill");
@@ -272,13 +311,18 @@ mod tests {
         }
         assert_eq!(strays(&s, &[]), vec![pid], "unrecorded: a stray");
         assert_eq!(strays(&s, &[pid]), Vec::<i32>::new(), "recorded: kept");
-        let live = adopt(
-            &ProcessIdentity::of(pid).expect("identity"),
+        let recorded = record(
+            ProcessIdentity::of(pid).expect("identity"),
+            &s.conf_dir,
             true,
-            &s,
-            Kind::JobManager,
-        )
-        .expect("adopted");
+        );
+        // The agent's state dir (and so its conf dir) moved since: still recognised by what the
+        // record says it was started with.
+        let moved = LaunchSpec {
+            conf_dir: dir.path().join("elsewhere/flink-conf"),
+            ..s.clone()
+        };
+        let live = adopt(&recorded, &moved, Kind::JobManager).expect("adopted");
         assert!(live.adopted && live.direct);
         // The whole session: sh and its sleep.
         nix::sys::signal::killpg(

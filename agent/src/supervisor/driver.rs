@@ -51,6 +51,8 @@ struct Slot {
     fingerprint: Option<Fingerprint>,
     /// The TaskManager's resource id of the last process.
     resource_id: Option<String>,
+    /// The conf dir the last process was started with.
+    conf_dir: Option<std::path::PathBuf>,
     /// The JVM command key of a launch through the script: the command is learned under it once
     /// the process is healthy (None: launched directly, or the key could not be computed).
     learn_key: Option<String>,
@@ -69,6 +71,7 @@ impl Slot {
             live: None,
             fingerprint: None,
             resource_id: None,
+            conf_dir: None,
             learn_key: None,
             proven: false,
             extra_args: Vec::new(),
@@ -79,6 +82,7 @@ impl Slot {
         let live = self.live.as_ref()?;
         Some(Record {
             identity: live.identity.clone(),
+            conf_dir: self.conf_dir.clone()?,
             direct: live.direct,
             fingerprint: self.fingerprint.clone()?,
             resource_id: self.resource_id.clone(),
@@ -175,6 +179,10 @@ pub async fn run(
                     };
                     let _ = reply.send(result);
                 }
+                Some(Command::HandOver(state_dir)) => {
+                    d.state.mirror_to(state_dir.as_deref());
+                    let _ = d.save();
+                }
                 Some(Command::Apply(spec, reply)) => {
                     let restarted = d.apply(*spec).await;
                     let _ = reply.send(restarted);
@@ -266,15 +274,21 @@ impl Driver {
             (Kind::TaskManager, persisted.taskmanager),
         ] {
             let Some(record) = record else { continue };
-            match adopt::adopt(&record.identity, record.direct, &self.spec, kind) {
+            match adopt::adopt(&record, &self.spec, kind) {
                 Ok(live) => {
                     log::info!(
                         "adopted the running {} (pid {}, started by an earlier agent)",
                         kind.name(),
                         live.pid
                     );
+                    let conf_dir = if record.conf_dir.as_os_str().is_empty() {
+                        adopt::default_conf_dir(&self.spec, kind)
+                    } else {
+                        record.conf_dir
+                    };
                     let slot = self.slot(kind);
                     slot.live = Some(live);
+                    slot.conf_dir = Some(conf_dir);
                     slot.fingerprint = Some(record.fingerprint);
                     slot.resource_id = record.resource_id;
                     slot.proven = true;
@@ -433,6 +447,7 @@ impl Driver {
         let result = self.start(kind, &args, learned.as_ref(), resource_id.clone());
         let now = Instant::now();
         let fingerprint = self.fingerprint_of(kind);
+        let conf_dir = self.conf_dir_of(kind);
         let slot = self.slot(kind);
         match why {
             Some(why) => slot.machine.relaunched(now, why),
@@ -452,6 +467,7 @@ impl Driver {
                 slot.fingerprint = Some(fingerprint);
                 slot.resource_id = resource_id;
                 slot.extra_args = args;
+                slot.conf_dir = Some(conf_dir);
                 if kind == Kind::JobManager {
                     self.emit(SupervisorEvent::JobManagerStarted {
                         generation: self.generation,
@@ -487,6 +503,7 @@ impl Driver {
         }
         let record = Record {
             identity: spawned.identity.clone(),
+            conf_dir: self.conf_dir_of(kind),
             direct: spawned.direct,
             fingerprint: self.fingerprint_of(kind),
             resource_id,
@@ -506,6 +523,11 @@ impl Driver {
                 source,
             })?;
         Ok(spawned.release())
+    }
+
+    /// The conf dir `kind` is launched with now.
+    fn conf_dir_of(&self, kind: Kind) -> std::path::PathBuf {
+        adopt::default_conf_dir(&self.spec, kind)
     }
 
     /// What `kind` is launched with now.

@@ -229,6 +229,7 @@ enum Ending {
 enum Command {
     Restart(Target, oneshot::Sender<Result<(), SupervisorError>>),
     Apply(Box<LaunchSpec>, oneshot::Sender<Vec<&'static str>>),
+    HandOver(Option<PathBuf>),
     End(Ending, oneshot::Sender<()>),
 }
 
@@ -323,6 +324,13 @@ impl SupervisorHandle {
             .await
             .map_err(|_| SupervisorError::ShutDown)?;
         rx.await.map_err(|_| SupervisorError::ShutDown)
+    }
+
+    /// Keeps a copy of the state file in `state_dir` (the one the config asks for, in effect at
+    /// the next agent start), so that agent adopts the processes instead of finding strays;
+    /// None stops the copy.
+    pub async fn hand_over(&self, state_dir: Option<PathBuf>) {
+        let _ = self.commands.send(Command::HandOver(state_dir)).await;
     }
 
     /// Stops the TaskManager, then the JobManager, then the ZooKeeper server (SIGTERM to the

@@ -30,6 +30,10 @@ pub struct Persisted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub identity: ProcessIdentity,
+    /// The conf dir it was started with (its command line names it): how a later agent, whose
+    /// state dir may have moved, still recognises it.
+    #[serde(default)]
+    pub conf_dir: std::path::PathBuf,
     /// Started from a learned JVM command.
     pub direct: bool,
     pub fingerprint: Fingerprint,
@@ -42,13 +46,24 @@ pub struct Record {
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
+    /// A second copy in the state dir the next agent will use (`agent.state_dir` was changed
+    /// by a reload): that agent finds and adopts the processes this one runs.
+    mirror: Option<PathBuf>,
 }
+
+const FILE: &str = "supervisor.json";
 
 impl StateFile {
     pub fn in_dir(state_dir: &Path) -> Self {
         Self {
-            path: state_dir.join("supervisor.json"),
+            path: state_dir.join(FILE),
+            mirror: None,
         }
+    }
+
+    /// Also keeps a copy in `state_dir` (None: no copy).
+    pub fn mirror_to(&mut self, state_dir: Option<&Path>) {
+        self.mirror = state_dir.map(|d| d.join(FILE)).filter(|m| *m != self.path);
     }
 
     pub fn path(&self) -> &Path {
@@ -79,7 +94,14 @@ impl StateFile {
 
     pub fn save(&self, state: &Persisted) -> io::Result<()> {
         let json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        crate::fsutil::write_atomic(&self.path, &json, 0o600)
+        crate::fsutil::write_atomic(&self.path, &json, 0o600)?;
+        if let Some(mirror) = &self.mirror {
+            // The copy only spares the next agent a restart of Flink: not worth failing for.
+            if let Err(e) = crate::fsutil::write_atomic(mirror, &json, 0o600) {
+                log::warn!("cannot write {}: {e}; the agent started on the new state dir will restart Flink instead of adopting it", mirror.display());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -101,6 +123,7 @@ mod tests {
                     boot_id: "b".into(),
                     start_ticks: 99,
                 },
+                conf_dir: "/var/lib/flink-agent/flink-conf".into(),
                 direct: true,
                 fingerprint: Fingerprint::new(&[b"x"], "config.yaml", []),
                 resource_id: None,
@@ -112,5 +135,28 @@ mod tests {
         assert_eq!(file.load(), state);
         std::fs::write(file.path(), b"{not json").expect("corrupt");
         assert_eq!(file.load(), Persisted::default());
+    }
+
+    #[test]
+    fn a_mirror_gets_every_save_until_it_is_dropped() {
+        let (here, there) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let mut file = StateFile::in_dir(here.path());
+        file.mirror_to(Some(there.path()));
+        let state = Persisted {
+            generation: 1,
+            ..Persisted::default()
+        };
+        file.save(&state).expect("save");
+        assert_eq!(StateFile::in_dir(there.path()).load(), state);
+        file.mirror_to(None);
+        file.save(&Persisted::default()).expect("save");
+        assert_eq!(
+            StateFile::in_dir(there.path()).load(),
+            state,
+            "no longer mirrored"
+        );
     }
 }
