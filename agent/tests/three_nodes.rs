@@ -372,7 +372,9 @@ fn three_nodes_survive_the_loss_of_any_one() {
         let sampler = s.spawn(|| sample_copies(&c, &id, &stop));
         c.link(leader, false);
         let majority: Vec<usize> = all.iter().copied().filter(|i| *i != leader).collect();
-        let during = poll(Duration::from_secs(30), || {
+        // The partition lasts 30 s, or until the majority has taken over if that is later
+        // (on a loaded 2-core machine a failover has taken up to 31 s).
+        let during = poll(Duration::from_secs(90), || {
             c.leader(&majority).filter(|l| *l != leader).and_then(|l| {
                 job(&c, l, &id)
                     .filter(|j| j.0 == "RUNNING" && j.1)
@@ -388,13 +390,13 @@ fn three_nodes_survive_the_loss_of_any_one() {
     });
     let copies = max_copies(&samples);
     eprintln!(
-        "4. leader partitioned 30 s: majority leader and job RUNNING after {:?}; {} samples on every node, at most {copies} running cop(ies) at once; healed, one leader",
+        "4. leader partitioned (30 s at least): majority leader and job RUNNING after {:?}; {} samples on every node, at most {copies} running cop(ies) at once; healed, one leader",
         during.map(|(l, t)| format!("node-{} at {t:.1} s", l + 1)),
         samples.len()
     );
     assert!(
         during.is_some(),
-        "the majority did not take over within 30 s"
+        "the majority did not take over within 90 s"
     );
     assert!(copies <= 1, "two running copies of the job at once");
     let leader = c.leader(&all).unwrap();
