@@ -258,6 +258,7 @@ fn anchor_files(c: &Cluster3, i: usize) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(&server.conf_dir).unwrap();
     std::fs::create_dir_all(&server.data_dir).unwrap();
     std::fs::create_dir_all(&config.flink.log_dir).unwrap();
+    std::fs::create_dir_all(config.flink.data_dir.join("tmp")).unwrap();
     std::fs::write(server.zoo_cfg_path(), server.zoo_cfg()).unwrap();
     std::fs::write(server.data_dir.join("myid"), format!("{}\n", server.myid)).unwrap();
     let version = flink_agent::flinkconf::detect_version(&config.flink.home).unwrap();
