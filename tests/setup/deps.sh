@@ -21,7 +21,9 @@ esac
 # JVM for Flink, and javac for the sample and test jobs.
 pkgs=(gcc libc6-dev openjdk-17-jdk-headless)
 if [ "$profile" = test ]; then
-  pkgs+=(nftables iproute2 debootstrap systemd-container zookeeper rpm rpmlint lintian python3-venv)
+  # zookeeper + libslf4j-java: the three-node tests run Debian's ZooKeeper server with SLF4J's
+  # simple binding; curl: the three-node benchmark's anchor submits through Flink's REST API.
+  pkgs+=(nftables iproute2 debootstrap systemd-container zookeeper libslf4j-java curl rpm rpmlint lintian python3-venv)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
