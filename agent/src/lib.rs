@@ -34,3 +34,4 @@ pub mod sdnotify;
 pub mod status;
 pub mod supervisor;
 pub mod tls;
+pub mod zookeeper;

@@ -13,6 +13,7 @@ use crate::flinkrest::FlinkOverview;
 use crate::jobs::JobStatus;
 use crate::supervisor::ProcessStatus;
 use crate::tls::TlsStatus;
+use crate::zookeeper::ClusterStatus;
 use serde::{Deserialize, Serialize};
 
 /// The whole node as the agent sees it.
@@ -58,6 +59,10 @@ pub struct AgentStatus {
     /// command under systemd, a file otherwise.
     #[serde(default)]
     pub flink_output: String,
+    /// Three-node clusters: every node's ZooKeeper role, JobManager and TaskManager, the
+    /// quorum's health, the leader and the owner.
+    #[serde(default)]
+    pub cluster: Option<ClusterStatus>,
 }
 
 /// The plan Flink's memory is derived from.

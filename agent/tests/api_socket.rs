@@ -455,7 +455,7 @@ async fn every_route_is_served_and_each_error_gets_its_status() {
     for (method, path, _, _) in cases {
         let listed = format!(
             "{method} {}",
-            path.replace("taskmanager", "{jobmanager|taskmanager|all}")
+            path.replace("taskmanager", "{jobmanager|taskmanager|all|zookeeper}")
                 .replace("/nope/", "/{name}/")
                 .replace("/taken/", "/{name}/")
         );

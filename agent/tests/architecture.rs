@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "events",
     ],
     &["flinkconf", "flinkrest"],
-    &["firewall", "checkpoints", "tls"],
+    &["firewall", "checkpoints", "tls", "zookeeper"],
     &["supervisor", "jobs"],
     &["desired", "status"],
     &["metrics"],

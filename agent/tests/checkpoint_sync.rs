@@ -42,6 +42,7 @@ fn sync_config(dir: &Path, retain: usize) -> SyncConfig {
         },
         backoff_initial: Duration::from_millis(200),
         backoff_max: Duration::from_secs(2),
+        rest: None,
     }
 }
 

@@ -449,6 +449,7 @@ fn reference_config_is_valid_and_complete() {
         "rest_key_file",
         "rest_ca_file",
         "rest_client_ca_file",
+        "shared_dir",
         "attempts",
         "initial_backoff_ms",
         "max_backoff_ms",

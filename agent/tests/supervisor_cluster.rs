@@ -180,7 +180,12 @@ async fn scenarios(reaper: &Reaper) {
     let rest = FlinkRest::new(&good.endpoint).expect("client");
 
     let started = Instant::now();
-    let handle = supervisor::spawn(good.launch.clone(), &state_dir, Placement::Session);
+    let handle = supervisor::spawn(
+        good.launch.clone(),
+        &state_dir,
+        Placement::Session,
+        tokio::sync::watch::channel(None).1,
+    );
     let log = record(&handle);
     let has = |event: SupervisorEvent| seen_at(&log, event);
 
@@ -309,7 +314,7 @@ async fn scenarios(reaper: &Reaper) {
     let broken = desired(&broken_cfg);
     assert_eq!(
         handle.apply(broken.launch.clone()).await.expect("applied"),
-        Some(Target::TaskManager)
+        ["taskmanager"]
     );
     let failed = wait_for(&handle, reaper, 150, "taskmanager failed", |s| {
         find(s, "taskmanager").state == ProcessState::Failed
@@ -339,7 +344,7 @@ async fn scenarios(reaper: &Reaper) {
     let good = desired(&cfg);
     assert_eq!(
         handle.apply(good.launch.clone()).await.expect("applied"),
-        Some(Target::TaskManager),
+        ["taskmanager"],
         "a failed process restarts once its config changes"
     );
     let up = wait_for(&handle, reaper, 150, "taskmanager back", both_running).await;
@@ -354,7 +359,12 @@ async fn scenarios(reaper: &Reaper) {
     );
     // A new agent adopts both: same pids, healthy at once, nothing restarted, real uptime.
     let t = Instant::now();
-    let handle = supervisor::spawn(good.launch.clone(), &state_dir, Placement::Session);
+    let handle = supervisor::spawn(
+        good.launch.clone(),
+        &state_dir,
+        Placement::Session,
+        tokio::sync::watch::channel(None).1,
+    );
     let log = record(&handle);
     let adopted = wait_for(&handle, reaper, 30, "adopted and healthy", both_running).await;
     println!(
@@ -409,7 +419,12 @@ async fn scenarios(reaper: &Reaper) {
     )
     .expect("json");
     std::fs::write(&state_file, serde_json::to_vec(&state).expect("json")).expect("write");
-    let handle = supervisor::spawn(good.launch.clone(), &state_dir, Placement::Session);
+    let handle = supervisor::spawn(
+        good.launch.clone(),
+        &state_dir,
+        Placement::Session,
+        tokio::sync::watch::channel(None).1,
+    );
     let fresh = wait_for(&handle, reaper, 150, "fresh jobmanager", both_running).await;
     let jm = find(&fresh, "jobmanager");
     assert!(!jm.adopted && jm.pid != Some(other_pid), "{jm:?}");

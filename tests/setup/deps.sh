@@ -22,8 +22,11 @@ esac
 # JVM for Flink, and javac for the sample and test jobs.
 pkgs=(gcc libc6-dev openjdk-17-jdk-headless)
 if [ "$profile" = test ]; then
-  pkgs+=(nftables iproute2 debootstrap systemd-container zookeeper rpm rpmlint lintian python3-venv
-    prometheus man-db curl)
+  # zookeeper + libslf4j-java: the three-node tests run Debian's ZooKeeper server with SLF4J's
+  # simple binding; curl: the three-node benchmark's anchor submits through Flink's REST API;
+  # prometheus, man-db: the monitoring tests (promtool, Prometheus scraping) and man pages.
+  pkgs+=(nftables iproute2 debootstrap systemd-container zookeeper libslf4j-java rpm rpmlint lintian
+    python3-venv prometheus man-db curl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

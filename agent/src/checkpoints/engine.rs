@@ -31,6 +31,9 @@ pub struct SyncConfig {
     pub upload: UploadSettings,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Three nodes: Flink's REST endpoint. Its checkpoint statistics wake the detector when a
+    /// checkpoint completes: inotify does not see what other NFS clients write.
+    pub rest: Option<crate::flinkrest::Endpoint>,
 }
 
 /// Flink job id → declared job name (the remote directory). Undeclared jobs go under their
@@ -55,6 +58,9 @@ impl JobNames {
             .unwrap_or_else(|| flink_job_id.to_string())
     }
 }
+
+/// How often Flink's checkpoint statistics are read (three nodes).
+const COMPLETIONS_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -111,8 +117,50 @@ impl SyncEngine {
     /// Runs detector and uploader until `shutdown` turns true.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let uploader = tokio::spawn(self.clone().upload_loop(shutdown.clone()));
+        let completions = self
+            .config
+            .rest
+            .clone()
+            .map(|rest| tokio::spawn(self.clone().completions_loop(rest, shutdown.clone())));
         self.detect_loop(shutdown).await;
         let _ = uploader.await;
+        if let Some(c) = completions {
+            let _ = c.await;
+        }
+    }
+
+    /// Wakes the detector whenever Flink's checkpoint statistics show a newer completed
+    /// checkpoint of a running job.
+    async fn completions_loop(
+        self,
+        endpoint: crate::flinkrest::Endpoint,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let Ok(rest) = crate::flinkrest::FlinkRest::new(&endpoint) else {
+            return;
+        };
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        let mut tick = tokio::time::interval(COMPLETIONS_POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let Ok(jobs) = rest.jobs().await else {
+                continue;
+            };
+            let mut newer = false;
+            for job in jobs.iter().filter(|j| j.state == "RUNNING") {
+                if let Ok(Some(id)) = rest.checkpoints(&job.jid).await.map(|c| c.last_completed) {
+                    if seen.insert(job.jid.clone(), id) != Some(id) {
+                        newer = true;
+                    }
+                }
+            }
+            if newer {
+                self.detect.notify_one();
+            }
+        }
     }
 
     /// Stages newly completed checkpoints on every filesystem event and every rescan tick.
@@ -573,6 +621,7 @@ mod tests {
             upload: UploadSettings::default(),
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(10),
+            rest: None,
         };
         SyncEngine::new(store.remote(), config, JobNames::default())
     }

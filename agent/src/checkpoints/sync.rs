@@ -28,6 +28,12 @@ pub struct SyncSettings {
     pub state_dir: PathBuf,
     pub data_dir: PathBuf,
     pub checkpoints: CheckpointsSection,
+    /// Three nodes: `data_dir` is the cluster's dir on the shared storage, and staging goes
+    /// there too, so whichever agent holds the owner role uploads what another one staged.
+    pub shared: bool,
+    /// Three nodes: Flink's REST endpoint, whose checkpoint statistics tell of completions
+    /// (inotify does not see what other NFS clients write).
+    pub rest: Option<crate::flinkrest::Endpoint>,
 }
 
 impl SyncSettings {
@@ -45,7 +51,13 @@ impl SyncSettings {
                 flink_version: self.flink_version.clone(),
             },
             checkpoints_dir: self.checkpoints_dir(),
-            staging_root: super::local::staging_root(&self.state_dir, &self.data_dir)?,
+            staging_root: if self.shared {
+                std::fs::create_dir_all(&self.data_dir)?;
+                self.data_dir.join(".staging")
+            } else {
+                super::local::staging_root(&self.state_dir, &self.data_dir)?
+            },
+            rest: self.rest.clone(),
             retain: c.retain as usize,
             rescan_interval: Duration::from_secs(c.rescan_interval_secs),
             orphan_grace: Duration::from_secs(c.orphan_grace_secs),
@@ -78,8 +90,18 @@ struct Running {
     settings: SyncSettings,
     remote: Remote,
     engine: SyncEngine,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// The engine's task while it runs (see [`Sync::set_active`]), and how to stop it.
+    task: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl Running {
+    fn start(&mut self) {
+        if self.task.is_none() {
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(self.engine.clone().run(stopped));
+            self.task = Some((stop, task));
+        }
+    }
 }
 
 /// The running sync. Cheap to clone; clones share it.
@@ -87,17 +109,46 @@ struct Running {
 pub struct Sync {
     names: JobNames,
     running: Arc<Mutex<Running>>,
+    /// Whether the engine runs: always on one node; on three, only in the owner agent.
+    active: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sync {
     /// Builds the store and starts the engine. The store is probed in the background: an
     /// unreachable store must not hold up the agent (the engine retries and `status` says why).
-    pub fn start(settings: SyncSettings, names: JobNames) -> Result<Self, SyncError> {
-        let running = launch(settings, names.clone())?;
+    /// `active`: whether the engine starts at once (see [`Sync::set_active`]).
+    pub fn start(settings: SyncSettings, names: JobNames, active: bool) -> Result<Self, SyncError> {
+        let mut running = launch(settings, names.clone())?;
+        if active {
+            running.start();
+        }
         Ok(Self {
             names,
             running: Arc::new(Mutex::new(running)),
+            active: Arc::new(std::sync::atomic::AtomicBool::new(active)),
         })
+    }
+
+    /// Starts or stops the engine (three nodes: this agent became or stopped being the owner).
+    /// Staging on the shared storage is the queue, so the next owner uploads what this one
+    /// staged. Stopping waits for the upload under way: its manifest is the last write.
+    pub async fn set_active(&self, active: bool) {
+        use std::sync::atomic::Ordering;
+        if self.active.swap(active, Ordering::SeqCst) == active {
+            return;
+        }
+        if active {
+            self.lock().start();
+            log::info!("checkpoint sync runs on this node");
+        } else {
+            let task = self.lock().task.take();
+            if let Some(task) = task {
+                stop(task).await;
+            }
+            log::info!(
+                "checkpoint sync stopped on this node: another agent copies checkpoints now"
+            );
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
@@ -129,16 +180,23 @@ impl Sync {
         if self.lock().settings == settings {
             return Ok(false);
         }
-        let next = launch(settings, self.names.clone())?;
+        let mut next = launch(settings, self.names.clone())?;
+        if self.active.load(std::sync::atomic::Ordering::SeqCst) {
+            next.start();
+        }
         let old = std::mem::replace(&mut *self.lock(), next);
-        stop(old).await;
+        if let Some(task) = old.task {
+            stop(task).await;
+        }
         Ok(true)
     }
 
     /// Stops the engine at its next step (staged checkpoints stay; the next agent uploads
     /// them, which is the same thing to the store as finishing now).
     pub fn shutdown(&self) {
-        let _ = self.lock().stop.send(true);
+        if let Some((stop, _)) = &self.lock().task {
+            let _ = stop.send(true);
+        }
     }
 }
 
@@ -162,21 +220,18 @@ fn launch(settings: SyncSettings, names: JobNames) -> Result<Running, SyncError>
         }
     });
     let engine = SyncEngine::new(remote.clone(), config, names);
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(engine.clone().run(stopped));
     Ok(Running {
         settings,
         remote,
         engine,
-        stop,
-        task,
+        task: None,
     })
 }
 
 /// Stops an engine and waits for it: the detector at once, the uploader after its step.
-async fn stop(old: Running) {
-    let _ = old.stop.send(true);
-    if let Err(e) = old.task.await {
+async fn stop((stop, task): (watch::Sender<bool>, JoinHandle<()>)) {
+    let _ = stop.send(true);
+    if let Err(e) = task.await {
         log::error!("the previous checkpoint sync engine ended abnormally: {e}");
     }
 }

@@ -283,6 +283,7 @@ async fn restore_plan(path: &Path, json_out: bool) -> Result<Exit> {
         remote,
         FlinkRest::new(&d.jobs.endpoint)?,
         JobNames::default(),
+        None,
     );
     let url = &d.sync.store.url;
     let plan = jobs.plan().await?;

@@ -78,7 +78,8 @@ pub enum Command {
     },
     /// Re-read the configuration (like SIGHUP); prints what each concern did.
     Reload,
-    /// Restart a Flink process and reset its failure budget.
+    /// Restart a Flink process (or, on a three-node cluster, the node's ZooKeeper server) and
+    /// reset its failure budget.
     Restart {
         #[arg(value_enum)]
         process: ProcessArg,
@@ -176,7 +177,10 @@ pub enum FirewallAction {
 pub enum ProcessArg {
     Jobmanager,
     Taskmanager,
+    /// The JobManager and the TaskManager.
     All,
+    /// The node's ZooKeeper server (three-node clusters).
+    Zookeeper,
 }
 
 impl From<ProcessArg> for Target {
@@ -185,6 +189,7 @@ impl From<ProcessArg> for Target {
             ProcessArg::Jobmanager => Target::JobManager,
             ProcessArg::Taskmanager => Target::TaskManager,
             ProcessArg::All => Target::All,
+            ProcessArg::Zookeeper => Target::ZooKeeper,
         }
     }
 }

@@ -10,6 +10,7 @@
 mod diff;
 mod error;
 mod firewall;
+mod ha;
 mod sections;
 mod storage;
 mod tls;
@@ -18,6 +19,7 @@ mod validate;
 pub use diff::changed_keys;
 pub use error::{ConfigError, Errors, FieldError};
 pub use firewall::{FirewallSection, ManagementSection};
+pub use ha::{host_port, Ensemble, HaSection, Member, ZOOKEEPER_TICK_MS};
 pub use sections::*;
 pub use storage::{
     credentials_file_problem, parse_store_url, redact_userinfo, CheckpointsSection,
@@ -130,6 +132,7 @@ fn parse_collect(
             "firewall" => section(key, value, &mut config.firewall, &mut errors),
             "tls" => section(key, value, &mut config.tls, &mut errors),
             "metrics" => section(key, value, &mut config.metrics, &mut errors),
+            "ha" => section(key, value, &mut config.ha, &mut errors),
             other => errors.push(
                 other,
                 format!(
@@ -160,6 +163,15 @@ fn resolve_relative(config: &mut AgentConfig, base: &Path) {
         if p.is_relative() {
             *p = normalize(&base.join(&*p));
         }
+    }
+    for p in config
+        .ha
+        .shared_dir
+        .iter_mut()
+        .chain(config.ha.zookeeper_classpath.iter_mut())
+        .filter(|p| p.is_relative())
+    {
+        *p = normalize(&base.join(&*p));
     }
     let files = config.tls.files_mut();
     for p in std::iter::once(&mut config.object_store.credentials_file)
@@ -207,6 +219,7 @@ const SECTIONS: &[&str] = &[
     "firewall",
     "tls",
     "metrics",
+    "ha",
 ];
 
 fn into_result(

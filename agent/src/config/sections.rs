@@ -22,6 +22,7 @@ pub struct AgentConfig {
     pub firewall: super::FirewallSection,
     pub tls: super::TlsSection,
     pub metrics: MetricsSection,
+    pub ha: super::HaSection,
 }
 
 /// The agent's own files: state, socket.
@@ -140,6 +141,13 @@ pub struct PortsSection {
     pub prometheus_jobmanager: u16,
     /// The TaskManager's Prometheus reporter, likewise.
     pub prometheus_taskmanager: u16,
+    /// ZooKeeper's client port, where Flink and the agent talk to this node's ZooKeeper server
+    /// (three-node clusters only).
+    pub zookeeper_client: u16,
+    /// ZooKeeper's quorum port: followers talk to the ZooKeeper leader here.
+    pub zookeeper_quorum: u16,
+    /// ZooKeeper's leader-election port.
+    pub zookeeper_election: u16,
 }
 
 impl Default for PortsSection {
@@ -154,6 +162,9 @@ impl Default for PortsSection {
             metrics_query: 6126,
             prometheus_jobmanager: 9249,
             prometheus_taskmanager: 9250,
+            zookeeper_client: 2181,
+            zookeeper_quorum: 2888,
+            zookeeper_election: 3888,
         }
     }
 }
@@ -179,6 +190,15 @@ impl PortsSection {
         [
             ("prometheus_jobmanager", self.prometheus_jobmanager),
             ("prometheus_taskmanager", self.prometheus_taskmanager),
+        ]
+    }
+
+    /// The ZooKeeper server's ports (used, and opened to peers, in three-node clusters only).
+    pub fn zookeeper(&self) -> [(&'static str, u16); 3] {
+        [
+            ("zookeeper_client", self.zookeeper_client),
+            ("zookeeper_quorum", self.zookeeper_quorum),
+            ("zookeeper_election", self.zookeeper_election),
         ]
     }
 }

@@ -114,6 +114,7 @@ pub fn validate_values(c: &AgentConfig, e: &mut Errors) {
     validate_supervisor(c, e);
     super::firewall::validate(c, e);
     super::tls::validate(c, e);
+    super::ha::validate(c, e);
     for (path, p) in [
         ("agent.state_dir", &c.agent.state_dir),
         ("agent.socket", &c.agent.socket),
@@ -192,6 +193,7 @@ fn is_host(v: &str) -> bool {
 fn validate_ports(c: &AgentConfig, e: &mut Errors) {
     let mut named = c.ports.named().to_vec();
     named.extend(c.ports.reporter());
+    named.extend(c.ports.zookeeper());
     // `metrics_query` stands for two ports (P and P+1); the second one's label is not a key.
     let key = |name: &str| format!("ports.{}", name.trim_end_matches(" + 1"));
     if c.ports.metrics_query == u16::MAX {
@@ -495,6 +497,7 @@ fn check_machine(c: &AgentConfig, e: &mut Errors) {
             ),
         }
     }
+    super::ha::check_machine(c, e);
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -10,7 +10,7 @@ use crate::firewall::{self, FirewallHandle};
 use crate::flinkconf;
 use crate::jobs;
 use crate::reconcile::{Outcome, Report};
-use crate::supervisor::{SupervisorHandle, Target};
+use crate::supervisor::SupervisorHandle;
 use crate::tls;
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
@@ -229,17 +229,15 @@ impl Concern for Supervisor {
             match self.handle.apply(desired.launch.clone()).await {
                 Ok(restarted) => {
                     self.running = desired.launch.clone();
-                    match restarted {
-                        Some(target) => Outcome::Restarted {
-                            processes: Target::names(target)
-                                .into_iter()
-                                .map(str::to_string)
-                                .collect(),
-                        },
-                        None => Outcome::Applied {
+                    if restarted.is_empty() {
+                        Outcome::Applied {
                             what: "supervision settings in force; no process needed a restart"
                                 .into(),
-                        },
+                        }
+                    } else {
+                        Outcome::Restarted {
+                            processes: restarted.into_iter().map(str::to_string).collect(),
+                        }
                     }
                 }
                 Err(e) => Outcome::Failed {

@@ -10,6 +10,7 @@
 //! Flink running for the next agent; SIGINT (Ctrl-C in a terminal) and `flink-agent shutdown`
 //! stop Flink first.
 
+mod cluster;
 mod concerns;
 mod overview;
 mod reload;
@@ -92,6 +93,8 @@ struct Daemon {
     jobs: jobs::Service,
     firewall: firewall::StatusReader,
     overview: watch::Receiver<Option<crate::flinkrest::FlinkOverview>>,
+    /// Three-node clusters: the agent's ZooKeeper session and the cluster view.
+    cluster: Option<cluster::Cluster>,
     problems: status::Problems,
     reloads: mpsc::Sender<reload::Done>,
     tls: tls_check::TlsChecks,
@@ -164,13 +167,29 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         }
     }
     let placement = Placement::detect().await;
-    let supervisor = supervisor::spawn(d.launch.clone(), &d.agent.state_dir, placement);
-    let sync = Sync::start(d.sync.clone(), JobNames::default())?;
-    let jobs = jobs::Service::start(d.jobs.clone(), sync.clone())?;
+    // Three nodes: the agent's ZooKeeper session, before the processes that wait for it.
+    let cluster = d
+        .coordination
+        .as_ref()
+        .map(|spec| cluster::Cluster::start(spec, &spec.node_address, d.endpoint.clone()));
+    let incarnation = cluster
+        .as_ref()
+        .map_or_else(|| watch::channel(None).1, cluster::Cluster::incarnation);
+    let supervisor =
+        supervisor::spawn(d.launch.clone(), &d.agent.state_dir, placement, incarnation);
+    let sync = Sync::start(d.sync.clone(), JobNames::default(), cluster.is_none())?;
+    if let Some(c) = &cluster {
+        c.drive_sync(sync.clone());
+    }
+    let jobs = jobs::Service::start(
+        d.jobs.clone(),
+        sync.clone(),
+        cluster.as_ref().map(cluster::Cluster::coordination),
+    )?;
     let (endpoint, endpoint_rx) = watch::channel(d.endpoint.clone());
     let overview = overview::spawn(endpoint_rx, supervisor.ready());
     let firewall_status = firewall.reader();
-    let concerns: Vec<Box<dyn Concern>> = vec![
+    let mut concerns: Vec<Box<dyn Concern>> = vec![
         Box::new(concerns::AgentFiles {
             running: d.agent.clone(),
             supervisor: supervisor.clone(),
@@ -199,6 +218,20 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             endpoint,
         }),
     ];
+    if let (Some(c), Some(spec)) = (&cluster, &d.coordination) {
+        // After the supervisor (its ZooKeeper server), before the sync and the jobs.
+        let after_supervisor = concerns
+            .iter()
+            .position(|c| c.name() == "supervisor")
+            .map_or(concerns.len(), |i| i + 1);
+        concerns.insert(
+            after_supervisor,
+            Box::new(cluster::Session {
+                cluster: c.clone(),
+                running: spec.clone(),
+            }),
+        );
+    }
     let (reloads, mut reloads_rx) = mpsc::channel(4);
     let tls_checks = tls_check::TlsChecks::started(&loaded);
     let mut daemon = Daemon {
@@ -213,6 +246,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         jobs,
         firewall: firewall_status,
         overview,
+        cluster,
         problems,
         reloads,
         tls: tls_checks,
@@ -276,6 +310,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             _ = tokio::time::sleep_until(daemon.tls.wake().into()) => daemon.tls_tick(),
             _ = watchdog.tick() => notify("WATCHDOG=1"),
             _ = housekeeping.tick() => {
+                if let Some(c) = &daemon.cluster {
+                    c.publish(&daemon.supervisor.statuses());
+                }
                 let mut summary = supervisor::summary(&daemon.supervisor.statuses());
                 if let Some(phase) = daemon.jobs.phase() {
                     summary = format!("{phase}; {summary}");
@@ -300,11 +337,15 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         Ending::StopFlink(reply) => (true, reply),
     };
     let supervisor = daemon.supervisor.clone();
+    let cluster = daemon.cluster.clone();
     let end = async move {
         if stop_flink {
             supervisor.stop().await;
         } else {
             supervisor.detach().await;
+        }
+        if let Some(c) = cluster {
+            c.close().await;
         }
     };
     tokio::pin!(end);

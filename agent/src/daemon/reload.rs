@@ -53,6 +53,7 @@ impl Daemon {
         let hold = self.tls.holding();
         let old_config = self.in_force.config.clone();
         let old_desired = self.in_force.desired.clone();
+        let old_mode = self.in_force.desired.mode;
         let done = self.reloads.clone();
         tokio::spawn(async move {
             let mut concerns = concerns;
@@ -73,7 +74,7 @@ impl Daemon {
                     source: std::io::Error::other(e.to_string()),
                 })
             });
-            let result = match loaded {
+            let result = match loaded.and_then(|next| same_mode(next, old_mode)) {
                 Err(e) => Err(ReloadError::Refused(e)),
                 Ok(next) => {
                     // A check that finds nothing new touches nothing.
@@ -194,6 +195,24 @@ impl Daemon {
             let _ = reply.send(answer);
         }
     }
+}
+
+/// A single node does not become one of three (or back) by a reload: the agent's ZooKeeper
+/// server, session and Flink's HA start with the agent, and the jobs would need moving.
+fn same_mode(next: Loaded, running: desired::Mode) -> Result<Loaded, crate::config::ConfigError> {
+    if next.desired.mode == running {
+        return Ok(next);
+    }
+    Err(crate::config::ConfigError::Invalid {
+        path: next.path.display().to_string(),
+        errors: vec![crate::config::FieldError::new(
+            "cluster.nodes",
+            format!(
+                "changes the cluster from {running:?} to {:?}: that takes an agent restart (`systemctl restart flink-agent`) on every node, with the jobs stopped first (`flink-agent jobs stop NAME`)",
+                next.desired.mode
+            ),
+        )],
+    })
 }
 
 /// The processes the supervisor restarted, in order.

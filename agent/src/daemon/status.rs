@@ -90,6 +90,7 @@ impl Daemon {
                 crate::supervisor::Placement::Scope => "journalctl -t flink-{process} -e".into(),
                 _ => format!("less {}/{{process}}.out", d.flink.log_dir.display()),
             },
+            cluster: self.cluster.as_ref().map(super::cluster::Cluster::view),
         }
     }
 }

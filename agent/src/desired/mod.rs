@@ -8,6 +8,10 @@
 //! Problems that only show when the parts are put together (firewall rules that cannot be
 //! planned, a `#` a legacy Flink would cut, a cluster shape this agent cannot run) are reported
 //! here, in the same form and pass as the config's own problems.
+//!
+//! Three nodes are one highly available cluster ([`Mode::ThreeNode`]): every node runs a
+//! ZooKeeper server, a JobManager (one leads, two stand by) and a TaskManager; Flink's
+//! ZooKeeper HA elects the leader and recovers the jobs, on storage all nodes share.
 
 mod load;
 
@@ -19,17 +23,22 @@ use crate::firewall;
 use crate::flinkconf::{self, FlinkVersion};
 use crate::flinkrest::Endpoint;
 use crate::jobs;
-use crate::supervisor::{Fingerprint, LaunchSpec, ProcessProperties};
+use crate::supervisor::{Fingerprint, LaunchSpec, ProcessProperties, ZooKeeperLaunch};
 use crate::tls;
+use crate::zookeeper::{self, CoordinationSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// What kind of cluster this node belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// One node: no high availability; the agent re-submits jobs after a JobManager restart.
     SingleNode,
+    /// One of three nodes: Flink's ZooKeeper HA on the agents' ZooKeeper ensemble; Flink
+    /// recovers its jobs after a JobManager failover, the agents do not re-submit them.
+    ThreeNode,
 }
 
 /// Who this node is, for status and logs.
@@ -70,6 +79,8 @@ pub struct Desired {
     pub plan: Plan,
     /// Flink's web UI as people on the network reach it (`node.address`).
     pub web_ui: Endpoint,
+    /// Three nodes: the agent's ZooKeeper session (incarnation, registration, owner).
+    pub coordination: Option<CoordinationSpec>,
 }
 
 /// The agent's `GET /metrics` listener.
@@ -142,6 +153,40 @@ pub fn derive(
         endpoint = endpoint.with_tls(g.client.clone());
     }
     let f = &config.flink;
+    let mode = if config.cluster.nodes.len() == 3 {
+        Mode::ThreeNode
+    } else {
+        Mode::SingleNode
+    };
+    // Three nodes keep Flink's checkpoints, savepoints and restores on the shared storage.
+    let shared = match mode {
+        Mode::ThreeNode => config.ha.cluster_dir(&config.cluster.id),
+        Mode::SingleNode => None,
+    };
+    let flink_data = shared.clone().unwrap_or_else(|| f.data_dir.clone());
+    let zookeeper = shared
+        .as_deref()
+        .and_then(|dir| zookeeper::render::server_spec(config, dir))
+        .map(|server| ZooKeeperLaunch {
+            fingerprint: Fingerprint::new(
+                &[
+                    server.java.as_os_str().as_encoded_bytes(),
+                    server
+                        .classpath
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                        .as_bytes(),
+                    server.heap_mib.to_string().as_bytes(),
+                    f.user.as_deref().unwrap_or("").as_bytes(),
+                    f.log_dir.as_os_str().as_encoded_bytes(),
+                ],
+                "zoo.cfg",
+                &server.entries,
+            ),
+            server,
+        });
     let mut properties = ProcessProperties::default();
     if config.metrics.flink_reporter {
         let key = flinkconf::PROMETHEUS_PORT_KEY.to_string();
@@ -178,9 +223,18 @@ pub fn derive(
         settings: config.supervisor.clone(),
         properties,
         fingerprint,
+        ha_cluster_id: (mode == Mode::ThreeNode).then(|| config.cluster.id.clone()),
+        zookeeper,
     };
+    let coordination = (mode == Mode::ThreeNode).then(|| CoordinationSpec {
+        ensemble: zookeeper::Ensemble::of(config),
+        session_timeout: Duration::from_millis(config.ha.session_timeout_ms),
+        cluster_id: config.cluster.id.clone(),
+        node_id: config.node.id.clone(),
+        node_address: config.node.address.clone(),
+    });
     Ok(Desired {
-        mode: Mode::SingleNode,
+        mode,
         identity: Identity {
             node_id: config.node.id.clone(),
             cluster_id: config.cluster.id.clone(),
@@ -211,13 +265,16 @@ pub fn derive(
             cluster_id: config.cluster.id.clone(),
             flink_version: version.to_string(),
             state_dir: config.agent.state_dir.clone(),
-            data_dir: f.data_dir.clone(),
+            data_dir: flink_data.clone(),
             checkpoints: config.checkpoints.clone(),
+            shared: shared.is_some(),
+            rest: shared.is_some().then(|| endpoint.clone()),
         },
         jobs: jobs::Settings {
             state_dir: config.agent.state_dir.clone(),
-            data_dir: f.data_dir.clone(),
+            data_dir: flink_data,
             endpoint,
+            ha_cluster_id: (mode == Mode::ThreeNode).then(|| config.cluster.id.clone()),
         },
         metrics: MetricsSettings {
             listen: config.metrics.listen_addr(),
@@ -237,6 +294,7 @@ pub fn derive(
                 ui
             }
         },
+        coordination,
     })
 }
 
@@ -248,17 +306,50 @@ pub fn tls_settings(config: &AgentConfig) -> tls::Settings {
 /// What can be checked without knowing Flink's version: the cluster shape and the firewall's
 /// rules. (Reported even when `flink.home` holds no Flink, so all problems come at once.)
 pub fn shape(config: &AgentConfig) -> (Option<firewall::Settings>, Vec<FieldError>) {
-    let mut errors = Vec::new();
-    if config.cluster.nodes.len() > 1 {
-        errors.push(FieldError::new(
-            "cluster.nodes",
-            "three-node (highly available) clusters are not supported by this agent version yet; list only this node's address to run a single node",
-        ));
-    }
+    let mut errors = three_node_problems(config);
     let firewall = firewall::Settings::from_config(config)
         .map_err(|e| errors.extend(e))
         .ok();
     (firewall, errors)
+}
+
+/// What a three-node cluster needs that a single node does not: an odd number of nodes (one, or
+/// three: a ZooKeeper quorum survives the loss of one of three), each listed once, this node
+/// among them, and storage every node shares.
+fn three_node_problems(config: &AgentConfig) -> Vec<FieldError> {
+    let nodes = &config.cluster.nodes;
+    let mut errors = Vec::new();
+    if !matches!(nodes.len(), 1 | 3) {
+        errors.push(FieldError::new(
+            "cluster.nodes",
+            format!("must list 1 node (single-node) or 3 nodes (highly available: ZooKeeper keeps a majority when any one is lost), got {}", nodes.len()),
+        ));
+        return errors;
+    }
+    if nodes.len() == 1 {
+        return errors;
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        if let Some(first) = nodes[..i].iter().position(|n| n == node) {
+            errors.push(FieldError::new(
+                format!("cluster.nodes[{i}]"),
+                format!("{node:?} is listed twice (also cluster.nodes[{first}]); list each of the three nodes once"),
+            ));
+        }
+    }
+    if !nodes.contains(&config.node.address) {
+        errors.push(FieldError::new(
+            "node.address",
+            format!("{:?} is not one of cluster.nodes; set it to this node's address as the other nodes list it", config.node.address),
+        ));
+    }
+    if config.ha.shared_dir.is_none() {
+        errors.push(FieldError::new(
+            "ha.shared_dir",
+            "three-node clusters need storage every node mounts at the same path (NFS, EFS, Filestore, Azure Files, GlusterFS): Flink's new leader reads the job graphs and checkpoints the old one wrote, and TaskManagers read each other's state; set ha.shared_dir to that mount",
+        ));
+    }
+    errors
 }
 
 /// The agent talks to its local REST endpoint where Flink binds it: loopback when Flink binds

@@ -65,6 +65,7 @@ fn mutated(path: &str, v: &Value) -> Value {
         ("firewall.extra_peers" | "firewall.rest_clients", _) => json!(["10.0.0.0/8"]),
         ("firewall.management.cidrs", _) => json!(["192.0.2.0/24"]),
         ("metrics.scrape_clients", _) => json!(["198.51.100.0/24"]),
+        ("ha.shared_dir", Value::Null) => json!("/mnt/flink-shared"),
         (p, other) => panic!("no mutation for {p} = {other}: teach the test this field"),
     }
 }
@@ -100,11 +101,20 @@ fn everything_on() -> AgentConfig {
     c
 }
 
-#[test]
-fn every_config_field_reaches_a_concern() {
-    let base = everything_on();
-    let before = desired(&base);
-    let tree = serde_json::to_value(&base).expect("config serializes");
+/// A three-node cluster's node 1: what `[ha]` and ZooKeeper's ports are read in.
+fn three_nodes() -> AgentConfig {
+    let mut c = AgentConfig::default();
+    c.cluster.nodes = vec!["10.0.0.1".into(), "10.0.0.2".into(), "10.0.0.3".into()];
+    c.node.address = "10.0.0.1".into();
+    c.node.bind_address = "10.0.0.1".into();
+    c.ha.shared_dir = Some("/mnt/flink-shared".into());
+    c
+}
+
+/// The fields whose mutation leaves `base`'s desired state as it was.
+fn unclaimed_in(base: &AgentConfig) -> Vec<String> {
+    let before = desired(base);
+    let tree = serde_json::to_value(base).expect("config serializes");
     let mut paths = Vec::new();
     leaves("", &tree, &mut paths);
     assert!(paths.len() > 50, "only {} fields found", paths.len());
@@ -118,7 +128,20 @@ fn every_config_field_reaches_a_concern() {
                 None => &v[part],
             })
             .clone();
-        set(&mut changed, path, mutated(path, &old));
+        let three = base.cluster.nodes.len() == 3;
+        let new = match (three, path.as_str()) {
+            // A node that moves takes this node's address with it when it is this node.
+            (true, p) if p.starts_with("cluster.nodes") => {
+                let moved = json!("10.0.0.9");
+                if old == json!(base.node.address) {
+                    set(&mut changed, "node.address", moved.clone());
+                }
+                moved
+            }
+            (true, "node.address") => json!("10.0.0.2"),
+            _ => mutated(path, &old),
+        };
+        set(&mut changed, path, new);
         without_strategy_options(&mut changed);
         let config: AgentConfig = serde_json::from_value(changed)
             .unwrap_or_else(|e| panic!("{path}: the mutated config does not parse: {e}"));
@@ -128,10 +151,33 @@ fn every_config_field_reaches_a_concern() {
             unclaimed.push(path.clone());
         }
     }
+    unclaimed
+}
+
+/// Every field reaches a concern on a single node or on a three-node cluster (`[ha]` and
+/// ZooKeeper's ports only matter on three).
+#[test]
+fn every_config_field_reaches_a_concern() {
+    let single = unclaimed_in(&everything_on());
+    let three = unclaimed_in(&AgentConfig {
+        metrics: everything_on().metrics,
+        ..three_nodes()
+    });
+    let unclaimed: Vec<&String> = single.iter().filter(|p| three.contains(p)).collect();
     assert!(
         unclaimed.is_empty(),
         "config fields no concern reads (a reload would silently skip them): {unclaimed:?}"
     );
+    for field in [
+        "ha.session_timeout_ms",
+        "ports.zookeeper_client",
+        "ha.zookeeper_heap_mib",
+    ] {
+        assert!(
+            single.iter().any(|p| p == field),
+            "{field} matters on one node?"
+        );
+    }
 }
 
 #[test]
@@ -150,16 +196,111 @@ fn the_endpoint_is_where_flink_binds_with_brackets_for_ipv6() {
 }
 
 #[test]
-fn a_three_node_cluster_is_refused_until_it_is_supported() {
-    let mut c = AgentConfig::default();
-    c.cluster.nodes = vec!["10.0.0.1".into(), "10.0.0.2".into(), "10.0.0.3".into()];
-    c.node.address = "10.0.0.1".into();
-    let errors = derive(&c, V2, None).expect_err("refused");
-    assert!(
-        errors.iter().any(|e| e.path == "cluster.nodes"
-            && e.message.contains("not supported by this agent version")),
-        "{errors:?}"
+fn three_nodes_run_zookeeper_and_flinks_ha_on_the_shared_storage() {
+    let d = desired(&three_nodes());
+    assert_eq!(d.mode, Mode::ThreeNode);
+    let zk = d.launch.zookeeper.as_ref().expect("a ZooKeeper server");
+    assert_eq!(zk.server.myid, 1);
+    assert_eq!(d.launch.ha_cluster_id.as_deref(), Some("flink"));
+    let e = &d.flink.rendered.entries;
+    assert_eq!(e["high-availability.type"], "zookeeper");
+    assert_eq!(
+        e["execution.checkpointing.dir"],
+        "file:///mnt/flink-shared/flink/checkpoints"
     );
+    assert_eq!(
+        d.sync.data_dir,
+        std::path::Path::new("/mnt/flink-shared/flink")
+    );
+    assert!(d.sync.shared && d.sync.rest.is_some());
+    assert_eq!(
+        d.jobs.data_dir, d.sync.data_dir,
+        "restores go to the shared storage"
+    );
+    assert_eq!(
+        d.coordination.as_ref().map(|c| c.ensemble.connect_string()),
+        Some("10.0.0.1:2181,10.0.0.2:2181,10.0.0.3:2181".into())
+    );
+    let single = desired(&AgentConfig::default());
+    assert_eq!(single.mode, Mode::SingleNode);
+    assert!(single.launch.zookeeper.is_none() && single.coordination.is_none());
+    assert!(!single
+        .flink
+        .rendered
+        .entries
+        .contains_key("high-availability.type"));
+}
+
+#[test]
+fn a_bad_cluster_shape_is_refused_with_the_field_named() {
+    let problems = |c: &AgentConfig| -> Vec<String> {
+        derive(c, V2, None)
+            .expect_err("refused")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let mut even = three_nodes();
+    even.cluster.nodes.push("10.0.0.4".into());
+    assert!(
+        problems(&even)[0].starts_with("cluster.nodes: must list 1 node (single-node) or 3 nodes"),
+        "{:?}",
+        problems(&even)
+    );
+    let mut twice = three_nodes();
+    twice.cluster.nodes[2] = "10.0.0.1".into();
+    assert!(
+        problems(&twice)
+            .iter()
+            .any(|p| p.starts_with("cluster.nodes[2]: \"10.0.0.1\" is listed twice")),
+        "{:?}",
+        problems(&twice)
+    );
+    let mut stranger = three_nodes();
+    stranger.node.address = "10.0.0.7".into();
+    assert!(
+        problems(&stranger)
+            .iter()
+            .any(|p| p.starts_with("node.address: \"10.0.0.7\" is not one of cluster.nodes")),
+        "{:?}",
+        problems(&stranger)
+    );
+    let mut no_storage = three_nodes();
+    no_storage.ha.shared_dir = None;
+    assert!(
+        problems(&no_storage)
+            .iter()
+            .any(|p| p
+                .starts_with("ha.shared_dir: three-node clusters need storage every node mounts")),
+        "{:?}",
+        problems(&no_storage)
+    );
+}
+
+#[test]
+fn a_zoo_cfg_change_restarts_only_zookeeper() {
+    let a = three_nodes();
+    let mut b = a.clone();
+    b.ports.zookeeper_election = 3999;
+    let (da, db) = (desired(&a), desired(&b));
+    assert_eq!(
+        restart_set(&da.launch.fingerprint, &db.launch.fingerprint),
+        RestartSet::NONE
+    );
+    let (za, zb) = (
+        da.launch.zookeeper.expect("zk"),
+        db.launch.zookeeper.expect("zk"),
+    );
+    assert_ne!(za.fingerprint, zb.fingerprint);
+    let mut c = a.clone();
+    c.ha.session_timeout_ms = 10_000;
+    let dc = desired(&c);
+    assert_eq!(
+        restart_set(&da.launch.fingerprint, &dc.launch.fingerprint),
+        RestartSet::BOTH,
+        "Flink's session timeout"
+    );
+    assert_eq!(za.fingerprint, dc.launch.zookeeper.expect("zk").fingerprint);
 }
 
 #[test]

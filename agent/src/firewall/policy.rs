@@ -19,7 +19,9 @@ pub struct Policy {
     /// `firewall.management.cidrs`: may reach `management_ports` under `default_drop`.
     pub management: Vec<IpNet>,
     pub management_ports: Vec<u16>,
-    /// Every other pinned Flink port (RPC, blob, data, collect, metrics): peers only.
+    /// Every other pinned Flink port (RPC, blob, data, collect, metrics) and, in a three-node
+    /// cluster, ZooKeeper's (client, quorum, election): peers only. In HA the JobManager's RPC
+    /// port is `high-availability.jobmanager.port`, pinned to `ports.jobmanager_rpc`.
     pub internal_ports: Vec<u16>,
     /// Flink's REST port: clients and peers.
     pub rest_port: u16,
@@ -84,14 +86,19 @@ impl Policy {
         );
 
         let flink_ports = c.ports.named();
+        let all_ports: Vec<(&str, u16)> = flink_ports
+            .iter()
+            .copied()
+            .chain(c.ports.zookeeper())
+            .collect();
         for (i, port) in f.management.ports.iter().enumerate() {
             let path = format!("firewall.management.ports[{i}]");
             if *port == 0 {
                 errors.push(FieldError::new(path, "must be between 1 and 65535 (got 0)"));
-            } else if let Some((name, _)) = flink_ports.iter().find(|(_, p)| p == port) {
+            } else if let Some((name, _)) = all_ports.iter().find(|(_, p)| p == port) {
                 errors.push(FieldError::new(
                     path,
-                    format!("port {port} is Flink's ports.{name}, which only peers and REST clients may reach; remove it from the management ports"),
+                    format!("port {port} is ports.{name}, which only peers and REST clients may reach; remove it from the management ports"),
                 ));
             }
         }
@@ -101,9 +108,16 @@ impl Policy {
         let mut management_ports = f.management.ports.clone();
         management_ports.sort_unstable();
         management_ports.dedup();
+        let zookeeper = c.ports.zookeeper();
+        let zookeeper = if c.cluster.nodes.len() == 3 {
+            &zookeeper[..]
+        } else {
+            &[]
+        };
         let mut internal_ports: Vec<u16> = flink_ports
             .iter()
             .filter(|(name, _)| *name != "rest")
+            .chain(zookeeper)
             .map(|(_, port)| *port)
             .collect();
         internal_ports.sort_unstable();
@@ -179,8 +193,17 @@ mod tests {
         let show = |v: &[IpNet]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(show(&p.peers), ["192.0.2.0/30", "2001:db8::1/128"]);
         assert_eq!(show(&p.clients), ["198.51.100.0/24"]);
-        assert_eq!(p.internal_ports, [6121, 6122, 6123, 6124, 6125, 6126, 6127]);
+        assert_eq!(
+            p.internal_ports,
+            [2181, 2888, 3888, 6121, 6122, 6123, 6124, 6125, 6126, 6127],
+            "three nodes: ZooKeeper's ports too, to peers only"
+        );
         assert_eq!(p.rest_port, 8081);
+        let single = config(r#"cluster.nodes = ["192.0.2.3"]"#);
+        assert_eq!(
+            Policy::from_config(&single).expect("valid").internal_ports,
+            [6121, 6122, 6123, 6124, 6125, 6126, 6127]
+        );
         assert!(p.metrics_ports.is_empty(), "loopback metrics, no reporter");
     }
 
@@ -217,7 +240,7 @@ mod tests {
             "firewall.rest_clients[1]: \"not-a-net\" is not an IP address or CIDR",
             "firewall.management.cidrs[0]: \"2001:db8::/129\" is not an IP address or CIDR",
             "firewall.management.ports[0]: must be between 1 and 65535",
-            "firewall.management.ports[1]: port 8081 is Flink's ports.rest",
+            "firewall.management.ports[1]: port 8081 is ports.rest",
         ];
         assert_eq!(p.len(), expect.len(), "{p:#?}");
         for (got, want) in p.iter().zip(expect) {

@@ -5,6 +5,7 @@
 //! - [`prepare`] / [`write_conf_dir`]: the side effects, atomic and change-detecting;
 //! - [`redacted`]: what the API may show.
 
+mod ha;
 mod memory;
 mod prepare;
 mod redact;
@@ -12,6 +13,7 @@ mod render;
 mod version;
 mod write;
 
+pub use ha::{FLINK_HA_ROOT, TOLERATE_SUSPENDED_CONNECTIONS};
 pub use memory::{memory_plan, MemoryPlan};
 pub use prepare::{prepare, Files, PrepareError};
 pub use redact::{is_sensitive, redacted, REDACTED};

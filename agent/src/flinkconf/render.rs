@@ -159,6 +159,10 @@ pub fn render(
     );
     put(incremental, "false".into());
     put(retained, CHECKPOINTS_RETAINED.to_string());
+    // Three nodes: Flink's ZooKeeper HA, checkpoints on the shared storage.
+    for (k, v) in super::ha::entries(cfg, dir, savepoint_dir) {
+        put(&k, v);
+    }
 
     // Restart strategy (same option names in 1.18 to 2.3).
     match &adv.restart_strategy {

@@ -16,6 +16,9 @@ pub struct RunRequest {
     /// Checkpoint or savepoint dir to restore from.
     pub savepoint_path: Option<String>,
     pub flink_config: BTreeMap<String, String>,
+    /// The Flink job id to run under (three-node clusters: deterministic, so a second
+    /// submission is refused as a duplicate); None lets Flink pick one.
+    pub job_id: Option<String>,
 }
 
 impl FlinkRest {
@@ -63,6 +66,9 @@ impl FlinkRest {
         }
         if !run.flink_config.is_empty() {
             body["flinkConfiguration"] = json!(run.flink_config);
+        }
+        if let Some(id) = &run.job_id {
+            body["jobId"] = json!(id);
         }
         let what = format!("running jar {jar_id}");
         let request = self

@@ -23,6 +23,10 @@ pub enum JobError {
     Unknown { name: String },
     #[error("job `{name}` is not stopped; `flink-agent jobs` shows its state")]
     NotStopped { name: String },
+    /// Three-node clusters: jobs are submitted under an id that needs the cluster's
+    /// incarnation, which only the ZooKeeper quorum tells.
+    #[error("the cluster cannot take jobs yet ({why}); retry once `flink-agent status` shows a healthy ZooKeeper quorum")]
+    NotReady { why: String },
     #[error(transparent)]
     Rest(#[from] FlinkRestError),
     #[error("{what} in object storage failed: {source}")]

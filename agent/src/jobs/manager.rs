@@ -74,6 +74,8 @@ pub struct Jobs {
     pub(super) restore_root: PathBuf,
     pub(super) savepoint_dir: PathBuf,
     pub(super) phase: super::Phase,
+    /// Three-node clusters (see `cluster`).
+    pub(super) ha: Option<super::cluster::Ha>,
 }
 
 impl Jobs {
@@ -85,6 +87,7 @@ impl Jobs {
         remote: Remote,
         rest: FlinkRest,
         names: JobNames,
+        ha: Option<super::cluster::Ha>,
     ) -> Self {
         let jobs = Self {
             records: LocalRecords::new(state_dir),
@@ -95,6 +98,7 @@ impl Jobs {
             restore_root: flink_data_dir.join("restore"),
             savepoint_dir: flink_data_dir.join("savepoints"),
             phase: super::Phase::default(),
+            ha,
         };
         jobs.register_names();
         jobs
@@ -179,7 +183,10 @@ impl Jobs {
             deployed_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            generation: 0,
         };
+        // Three nodes: the id needs the incarnation; refuse before anything is recorded.
+        self.submission_id(&record)?;
         if let Err(e) = record::put_remote(&self.remote, &record, jar.clone()).await {
             let _ = record::delete_remote(&self.remote, &record.name).await;
             return Err(store(format!("recording job `{}`", record.name))(e));
@@ -218,6 +225,7 @@ impl Jobs {
         jar: Vec<u8>,
         savepoint: Option<String>,
     ) -> Result<String, JobError> {
+        let job_id = self.submission_id(record)?;
         let jar_id = self.rest.upload_jar(&record.jar_name, jar).await?;
         let run = RunRequest {
             entry_class: record.entry_class.clone(),
@@ -225,6 +233,7 @@ impl Jobs {
             args: record.args.clone(),
             savepoint_path: savepoint,
             flink_config: record.flink_config.clone(),
+            job_id,
         };
         let result = self.rest.run_jar(&jar_id, &run).await;
         if let Err(e) = self.rest.delete_jar(&jar_id).await {
@@ -449,8 +458,16 @@ impl Jobs {
                 _ => None,
             }
             .unwrap_or_default();
+            let mut durable = sync.jobs.get(&name).and_then(|j| j.last_durable);
+            if durable.is_none() && self.ha.is_some() {
+                // Another agent uploads (the owner): the store itself says what is durable.
+                durable = crate::checkpoints::candidates(&self.remote, &name)
+                    .await
+                    .ok()
+                    .and_then(|ids| ids.first().copied());
+            }
             out.push(JobStatus {
-                last_durable_checkpoint: sync.jobs.get(&name).and_then(|j| j.last_durable),
+                last_durable_checkpoint: durable,
                 name,
                 flink_job_id: current,
                 state,
@@ -481,6 +498,7 @@ mod tests {
             crate::flinkrest::FlinkRest::new(&crate::flinkrest::Endpoint::new("127.0.0.1", 1))
                 .unwrap(),
             JobNames::default(),
+            None,
         )
     }
 
@@ -494,6 +512,7 @@ mod tests {
             args: Vec::new(),
             flink_config: Default::default(),
             deployed_at: 0,
+            generation: 0,
         }
     }
 
@@ -639,6 +658,7 @@ mod tests {
             crate::flinkrest::FlinkRest::new(&crate::flinkrest::Endpoint::new("127.0.0.1", 1))
                 .unwrap(),
             names.clone(),
+            None,
         );
         assert_eq!(names.name_for("f-fine"), "fine");
         let logged = logged_here();

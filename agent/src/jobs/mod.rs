@@ -13,6 +13,7 @@
 //! for the savepoint, so neither a JobManager restart nor a replacement node brings the job
 //! back; `jobs start` withdraws it and runs the job from that savepoint.
 
+mod cluster;
 mod error;
 mod human;
 mod manager;
@@ -20,6 +21,7 @@ pub mod record;
 mod resubmit;
 mod service;
 
+pub use cluster::ha_job_id;
 pub use error::JobError;
 pub use human::{render_human, NO_JOBS};
 pub use manager::{DeployRequest, JobStatus, Jobs, StopOutcome};

@@ -25,6 +25,10 @@ pub struct JobRecord {
     #[serde(default)]
     pub flink_config: BTreeMap<String, String>,
     pub deployed_at: u64,
+    /// Three-node clusters: bumped by each `jobs start` after a stop, so the job's next run has
+    /// its own deterministic Flink job id.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Where a submission restored from.
@@ -254,6 +258,45 @@ pub struct RemoteJob {
     pub stopped: bool,
 }
 
+/// Every job record in object storage with its stop marker, without the jars.
+pub async fn fetch_remote_records(remote: &Remote) -> object_store::Result<Vec<(JobRecord, bool)>> {
+    let jobs = remote.root.child("jobs");
+    let listing = remote.store.list_with_delimiter(Some(&jobs)).await?;
+    let mut out = Vec::new();
+    for prefix in listing.common_prefixes {
+        let Some(name) = prefix.filename() else {
+            continue;
+        };
+        let bytes = match remote.store.get(&remote_record(remote, name)).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        match serde_json::from_slice::<JobRecord>(&bytes) {
+            Ok(record) => {
+                let stopped = is_stopped_remote(remote, name).await?;
+                out.push((record, stopped));
+            }
+            Err(_) => log::warn!(
+                "ignoring the unreadable job record of `{name}` in {}",
+                remote.url
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// A job's jar in object storage.
+pub async fn fetch_remote_jar(remote: &Remote, name: &str) -> object_store::Result<Vec<u8>> {
+    Ok(remote
+        .store
+        .get(&remote_jar(remote, name))
+        .await?
+        .bytes()
+        .await?
+        .to_vec())
+}
+
 /// Every job declared in object storage, with its jar (node loss: the local disk is empty).
 pub async fn fetch_remote(remote: &Remote) -> object_store::Result<Vec<RemoteJob>> {
     let jobs = remote.root.child("jobs");
@@ -320,6 +363,7 @@ mod tests {
             args: vec!["a".into()],
             flink_config: BTreeMap::new(),
             deployed_at: 1,
+            generation: 0,
         };
         local.write(&record, b"PK").unwrap();
         local.write_run_state("wc", &RunState::default()).unwrap();

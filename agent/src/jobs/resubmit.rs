@@ -161,7 +161,7 @@ impl Jobs {
         Ok(out)
     }
 
-    async fn resubmit(
+    pub(super) async fn resubmit(
         &self,
         name: &str,
         known: &[crate::flinkrest::JobOverview],
@@ -177,9 +177,14 @@ impl Jobs {
             .records
             .run_state(name)
             .map_err(io("reading a job state"))?;
-        let alive = known.iter().any(|j| {
-            run.flink_job_ids.last() == Some(&j.jid) && !TERMINAL.contains(&j.state.as_str())
-        });
+        let alive = match self.submission_id(&record)? {
+            // Three nodes: Flink knowing the job's id in any state means its HA and restart
+            // strategy have it; the id cannot be submitted again anyway.
+            Some(id) => known.iter().any(|j| j.jid == id),
+            None => known.iter().any(|j| {
+                run.flink_job_ids.last() == Some(&j.jid) && !TERMINAL.contains(&j.state.as_str())
+            }),
+        };
         if run.stopped || alive {
             return Ok(None);
         }
@@ -197,7 +202,7 @@ impl Jobs {
         if let Err(e) = prune_restored(&self.restore_root, name, keep.as_deref()) {
             log::warn!("job {name}: cannot free earlier restored checkpoints: {e}");
         }
-        run.flink_job_ids.push(flink_job_id);
+        super::cluster::current(&mut run, &flink_job_id);
         let excess = run.flink_job_ids.len().saturating_sub(KEEP_JOB_IDS);
         // Flink retains checkpoints of jobs lost with their JobManager forever; the agent
         // forgets all but the last few runs, and their local checkpoints with them.
@@ -302,6 +307,7 @@ impl Jobs {
         if !run.stopped {
             return Err(JobError::NotStopped { name: name.into() });
         }
+        self.next_generation(name).await?;
         record::set_stopped_remote(&self.remote, name, false)
             .await
             .map_err(store(format!("recording that `{name}` runs again")))?;
@@ -392,6 +398,7 @@ mod tests {
             remote,
             rest,
             JobNames::default(),
+            None,
         )
     }
 
@@ -405,6 +412,7 @@ mod tests {
             args: Vec::new(),
             flink_config: Default::default(),
             deployed_at: 0,
+            generation: 0,
         }
     }
 

@@ -1,11 +1,17 @@
 //! The jobs concern as the daemon runs it: answers job commands, re-submits declared jobs after
-//! each JobManager start, and keeps a job listing fresh for `status` (which must answer without
-//! waiting on Flink). Checkpoint sync is a concern of its own ([`Sync`]); the jobs use its
-//! store and tell its engine about deployed, stopped and deleted jobs.
+//! each JobManager start (a single node), and keeps a job listing fresh for `status` (which must
+//! answer without waiting on Flink). Checkpoint sync is a concern of its own ([`Sync`]); the
+//! jobs use its store and tell its engine about deployed, stopped and deleted jobs.
+//!
+//! In a three-node cluster Flink's HA re-runs its jobs after a JobManager failover, so nothing
+//! is re-submitted then: every agent mirrors the declared jobs from object storage, and the
+//! owner agent submits only the jobs Flink's HA does not know (see `cluster`).
 
+use super::cluster::Ha;
 use super::{Answer, Command, DeployRequest, JobError, JobStatus, Jobs, RestoredFrom, StopOutcome};
 use crate::checkpoints::Sync;
 use crate::flinkrest::{Endpoint, FlinkRest, FlinkRestError};
+use crate::zookeeper::Coordination;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -20,6 +26,9 @@ pub struct Settings {
     /// Flink's `checkpoints/` and `savepoints/`, and the agent's `restore/` downloads.
     pub data_dir: PathBuf,
     pub endpoint: Endpoint,
+    /// Three nodes: `cluster.id`. Jobs then run under deterministic Flink job ids, Flink's HA
+    /// recovers them, and only the owner agent submits jobs Flink does not know.
+    pub ha_cluster_id: Option<String>,
 }
 
 /// Declared jobs, as the daemon runs them. Cheap to clone; clones share.
@@ -36,13 +45,24 @@ pub struct Service {
     listing: Arc<watch::Sender<Vec<JobStatus>>>,
     stop: Arc<watch::Sender<bool>>,
     phase: super::Phase,
+    /// Three-node clusters: the agent's ZooKeeper session (incarnation, owner).
+    coordination: Option<watch::Receiver<Coordination>>,
 }
+
+/// How often a three-node cluster's agents mirror the declared jobs and the owner looks for
+/// jobs Flink's HA does not know.
+const CLUSTER_ROUND: Duration = Duration::from_secs(3);
 
 impl Service {
     /// Builds the jobs on `sync`'s store and starts the listing refresher.
-    pub fn start(settings: Settings, sync: Sync) -> Result<Self, FlinkRestError> {
+    /// `coordination`: three-node clusters only.
+    pub fn start(
+        settings: Settings,
+        sync: Sync,
+        coordination: Option<watch::Receiver<Coordination>>,
+    ) -> Result<Self, FlinkRestError> {
         let phase = super::Phase::default();
-        let jobs = build(&settings, &sync, &phase)?;
+        let jobs = build(&settings, &sync, &phase, coordination.as_ref())?;
         let (stop, stopped) = watch::channel(false);
         let service = Self {
             current: Arc::new(RwLock::new((settings, jobs))),
@@ -52,9 +72,40 @@ impl Service {
             listing: Arc::new(watch::channel(Vec::new()).0),
             stop: Arc::new(stop),
             phase,
+            coordination,
         };
-        tokio::spawn(service.clone().refresh_listing(stopped));
+        tokio::spawn(service.clone().refresh_listing(stopped.clone()));
+        if service.coordination.is_some() {
+            tokio::spawn(service.clone().cluster_rounds(stopped));
+        }
         Ok(service)
+    }
+
+    /// Three nodes: mirror the declared jobs; in the owner, submit what Flink's HA does not
+    /// know.
+    async fn cluster_rounds(self, mut stopped: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(CLUSTER_ROUND);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopped.changed() => return,
+            }
+            self.cluster_round().await;
+        }
+    }
+
+    async fn cluster_round(&self) {
+        let _guard = self.busy.lock().await;
+        let jobs = self.jobs();
+        if let Err(e) = jobs.mirror().await {
+            log::warn!("cannot mirror the declared jobs: {e}");
+            return;
+        }
+        if jobs.ha.as_ref().is_some_and(Ha::is_owner) {
+            if let Err(e) = jobs.submit_unknown().await {
+                log::debug!("jobs Flink's HA does not know: not checked now: {e}");
+            }
+        }
     }
 
     fn jobs(&self) -> Jobs {
@@ -81,7 +132,12 @@ impl Service {
         if same_settings && same_store {
             return Ok(false);
         }
-        let jobs = build(&settings, &self.sync, &self.phase)?;
+        let jobs = build(
+            &settings,
+            &self.sync,
+            &self.phase,
+            self.coordination.as_ref(),
+        )?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = (settings, jobs);
         if !same_store {
             self.unpublished.store(true, Ordering::Relaxed);
@@ -131,9 +187,15 @@ impl Service {
         }
     }
 
-    /// After every `SupervisorEvent::JobManagerHealthy`: a fresh JobManager knows no jobs.
+    /// After every `SupervisorEvent::JobManagerHealthy`: a fresh JobManager of a single node
+    /// knows no jobs. With three nodes Flink's HA recovers them: only jobs it does not know
+    /// (a new incarnation) are submitted, by the owner, at once rather than at its next round.
     pub fn on_jobmanager_healthy(&self) {
         let this = self.clone();
+        if self.coordination.is_some() {
+            tokio::spawn(async move { this.cluster_round().await });
+            return;
+        }
         tokio::spawn(async move {
             let _guard = this.busy.lock().await;
             match this.jobs().resubmit_all().await {
@@ -241,13 +303,26 @@ pub enum ReconfigureError {
     Publish(#[from] JobError),
 }
 
-fn build(settings: &Settings, sync: &Sync, phase: &super::Phase) -> Result<Jobs, FlinkRestError> {
+fn build(
+    settings: &Settings,
+    sync: &Sync,
+    phase: &super::Phase,
+    coordination: Option<&watch::Receiver<Coordination>>,
+) -> Result<Jobs, FlinkRestError> {
+    let ha = match (&settings.ha_cluster_id, coordination) {
+        (Some(cluster_id), Some(coordination)) => Some(Ha {
+            cluster_id: cluster_id.clone(),
+            coordination: coordination.clone(),
+        }),
+        _ => None,
+    };
     Ok(Jobs::new(
         &settings.state_dir,
         &settings.data_dir,
         sync.remote(),
         FlinkRest::new(&settings.endpoint)?,
         sync.names().clone(),
+        ha,
     )
     .with_phase(phase.clone()))
 }

@@ -5,6 +5,7 @@ use super::AgentStatus;
 use crate::firewall::FirewallStatus;
 use crate::flinkrest::FlinkOverview;
 use crate::supervisor::{ProcessState, ProcessStatus};
+use crate::zookeeper::ClusterStatus;
 use std::fmt::Write;
 
 /// Shown for a missing value, so table columns never collapse.
@@ -74,6 +75,10 @@ impl AgentStatus {
         out.push('\n');
         out.push_str(&process_table(&self.processes));
         out.push('\n');
+        if let Some(cluster) = &self.cluster {
+            out.push_str(&cluster_section(cluster));
+            out.push('\n');
+        }
         let _ = writeln!(out, "{}", overview_line(self.overview.as_ref()));
         out.push_str(&crate::jobs::render_human(
             &self.jobs,
@@ -210,6 +215,39 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// The three-node cluster: the quorum, the leader, every node's processes, the owner.
+fn cluster_section(c: &ClusterStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "cluster: ZooKeeper quorum {}", c.quorum);
+    let leader = c.leader.as_deref().unwrap_or("none (no JobManager leads)");
+    let _ = writeln!(
+        out,
+        "  JobManager leader: {leader}; checkpoints copied to the object store by: {}; Flink cluster id {}",
+        c.owner.as_deref().unwrap_or("none"),
+        c.flink_cluster_id.as_deref().unwrap_or("(not known yet)")
+    );
+    if let Some(problem) = &c.problem {
+        let _ = writeln!(out, "  PROBLEM: {problem}");
+    }
+    let header = ["NODE", "ADDRESS", "ZOOKEEPER", "JOBMANAGER", "TASKMANAGER"].map(String::from);
+    let mut rows = vec![header.to_vec()];
+    rows.extend(c.nodes.iter().map(|n| {
+        vec![
+            n.id.clone().unwrap_or_else(|| NONE.into()),
+            n.address.clone(),
+            n.zookeeper.name().to_string(),
+            n.jobmanager.clone(),
+            if n.taskmanager_registered {
+                "registered".into()
+            } else {
+                "not registered".into()
+            },
+        ]
+    }));
+    out.push_str(&table(&rows));
+    out
+}
+
 fn firewall_line(f: &FirewallStatus) -> String {
     let state = match (&f.last_error, f.enabled, f.in_sync) {
         (Some(e), _, _) => format!("NOT enforced: {e}"),
@@ -240,12 +278,17 @@ fn process_table(processes: &[ProcessStatus]) -> String {
             exit_and_reason(p),
         ]
     }));
-    let columns = header.len();
+    table(&rows)
+}
+
+/// Rows as columns padded to the widest cell, the last column ragged.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
             if c + 1 < columns {
@@ -361,6 +404,44 @@ mod tests {
             flink_output: "journalctl -t flink-{process} -e".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_three_node_cluster_shows_every_node_the_quorum_and_the_leader() {
+        use crate::zookeeper::{NodeStatus, Role};
+        let node = |i: u8, zookeeper, jobmanager: &str, registered| NodeStatus {
+            id: Some(format!("node-{i}")),
+            address: format!("10.0.0.{i}"),
+            zookeeper,
+            jobmanager: jobmanager.into(),
+            taskmanager_registered: registered,
+        };
+        let status = AgentStatus {
+            cluster: Some(ClusterStatus {
+                flink_cluster_id: Some("/prod-3f2a9c1d0b7e".into()),
+                quorum_healthy: true,
+                quorum: "degraded: 2 of 3 ZooKeeper servers serving (node-3 unreachable); one more loss stops the cluster".into(),
+                leader: Some("node-2".into()),
+                owner: Some("node-1".into()),
+                nodes: vec![
+                    node(1, Role::Follower, "standby", true),
+                    node(2, Role::Leader, "leader", true),
+                    node(3, Role::Unreachable, "unknown", false),
+                ],
+                problem: None,
+            }),
+            ..sample()
+        };
+        let text = status.render_human();
+        let expected = "\
+cluster: ZooKeeper quorum degraded: 2 of 3 ZooKeeper servers serving (node-3 unreachable); one more loss stops the cluster
+  JobManager leader: node-2; checkpoints copied to the object store by: node-1; Flink cluster id /prod-3f2a9c1d0b7e
+NODE    ADDRESS   ZOOKEEPER    JOBMANAGER  TASKMANAGER
+node-1  10.0.0.1  follower     standby     registered
+node-2  10.0.0.2  leader       leader      registered
+node-3  10.0.0.3  unreachable  unknown     not registered
+";
+        assert!(text.contains(expected), "{text}");
     }
 
     #[test]

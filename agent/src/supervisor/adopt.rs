@@ -73,11 +73,11 @@ pub fn adopt(record: &Record, spec: &LaunchSpec, kind: Kind) -> Result<Live, Not
     let cmdline = procfs::cmdline(pid).unwrap_or_default();
     // The conf dir it was started with: the state dir (and so the conf dir) may have moved.
     let conf_dir = if record.conf_dir.as_os_str().is_empty() {
-        &spec.conf_dir
+        default_conf_dir(spec, kind)
     } else {
-        &record.conf_dir
+        record.conf_dir.clone()
     };
-    if !is_ours(&cmdline, conf_dir, &spec.flink_home, kind) {
+    if !is_ours(&cmdline, &conf_dir, &spec.flink_home, kind) {
         return Err(NotAdopted::Foreign {
             pid,
             kind: kind.name(),
@@ -97,21 +97,43 @@ pub fn adopt(record: &Record, spec: &LaunchSpec, kind: Kind) -> Result<Live, Not
     })
 }
 
-/// The command line of this agent's `kind` in any of its phases: the JVM (`--configDir <conf
-/// dir>` and the kind's main class), the script (`<home>/bin/<kind>.sh`), or the gate before it.
-fn is_ours(cmdline: &str, conf_dir: &Path, flink_home: &Path, kind: Kind) -> bool {
-    let conf = conf_dir.display().to_string();
-    let script = flink_home.join(kind.script()).display().to_string();
-    (cmdline.contains(&conf) && cmdline.contains(kind.main_class())) || cmdline.contains(&script)
+/// The conf dir `kind` is started with under `spec` (ZooKeeper: where its zoo.cfg is).
+pub fn default_conf_dir(spec: &LaunchSpec, kind: Kind) -> std::path::PathBuf {
+    match (kind, &spec.zookeeper) {
+        (Kind::ZooKeeper, Some(zk)) => zk.server.conf_dir.clone(),
+        _ => spec.conf_dir.clone(),
+    }
 }
 
-/// Sessions (= process groups: the agent starts each Flink process as a session leader) of
-/// processes that name this agent's conf dir but are not in `keep`.
+/// The command line of this agent's `kind` in any of its phases: the JVM (`--configDir <conf
+/// dir>` and the kind's main class; for ZooKeeper, the `zoo.cfg` in its conf dir), the script
+/// (`<home>/bin/<kind>.sh`), or the gate before it.
+fn is_ours(cmdline: &str, conf_dir: &Path, flink_home: &Path, kind: Kind) -> bool {
+    let conf = match kind {
+        Kind::ZooKeeper => conf_dir.join("zoo.cfg").display().to_string(),
+        _ => conf_dir.display().to_string(),
+    };
+    let script = kind
+        .script()
+        .map(|s| flink_home.join(s).display().to_string());
+    (cmdline.contains(&conf) && cmdline.contains(kind.main_class()))
+        || script.is_some_and(|s| cmdline.contains(&s))
+}
+
+/// Sessions (= process groups: the agent starts each process as a session leader) of processes
+/// that name this agent's conf dir (or its ZooKeeper server's `zoo.cfg`) but are not in `keep`.
 pub fn strays(spec: &LaunchSpec, keep: &[i32]) -> Vec<i32> {
-    let conf = format!("--configDir {}", spec.conf_dir.display());
+    let mut marks = vec![format!("--configDir {}", spec.conf_dir.display())];
+    if let Some(zk) = &spec.zookeeper {
+        marks.push(format!(
+            "{} {}",
+            super::zkserver::MAIN_CLASS,
+            zk.server.zoo_cfg_path().display()
+        ));
+    }
     let mut sessions: Vec<i32> = procfs::pids()
         .into_iter()
-        .filter(|pid| procfs::cmdline(*pid).is_ok_and(|c| c.contains(&conf)))
+        .filter(|pid| procfs::cmdline(*pid).is_ok_and(|c| marks.iter().any(|m| c.contains(m))))
         .filter_map(|pid| procfs::session(pid).ok())
         .filter(|sid| *sid > 1 && !keep.contains(sid))
         .collect();
@@ -173,6 +195,8 @@ mod tests {
             settings: crate::config::SupervisorSection::default(),
             properties: Default::default(),
             fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
+            ha_cluster_id: None,
+            zookeeper: None,
         }
     }
 

@@ -1,7 +1,13 @@
-//! The supervisor task: the single owner of both processes. It starts by adopting what an
-//! earlier agent left running, then waits for whichever comes first (a command, a process exit,
-//! the next probe or deadline), feeds it to the processes' [`Machine`]s and carries out their
+//! The supervisor task: the single owner of the processes (the JobManager, the TaskManager and,
+//! in a three-node cluster, the ZooKeeper server). It starts by adopting what an earlier agent
+//! left running, then waits for whichever comes first (a command, a process exit, the next
+//! probe or deadline), feeds it to the processes' [`Machine`]s and carries out their
 //! [`Action`]s. Every change of who runs is written to the state file first.
+//!
+//! A process whose precondition does not hold yet is `waiting` (not a failure): in a three-node
+//! cluster the JobManager and the TaskManager wait for the ensemble to tell the cluster's
+//! incarnation (their `high-availability.cluster-id`), and a ZooKeeper server with an empty data
+//! dir for a serving peer (see `zkserver`).
 
 use super::adopt;
 use super::fingerprint::{restart_set, Fingerprint, RestartSet};
@@ -10,6 +16,7 @@ use super::persist::{Persisted, Record, StateFile};
 use super::placement::Placement;
 use super::policy::{Action, Machine};
 use super::process::{self, Launch, Live};
+use super::zkserver;
 use super::{
     Command, Ending, Kind, LaunchSpec, ProcessState, ProcessStatus, SupervisorError,
     SupervisorEvent, Target,
@@ -22,6 +29,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 /// Probe period while a process is starting: READY should follow health within a fraction of a
 /// second, and a REST call on loopback is cheap.
 const STARTING_PROBE: Duration = Duration::from_millis(200);
+
+/// How often a waiting process's precondition is checked again.
+const WAITING_RECHECK: Duration = Duration::from_secs(1);
 
 /// Where the task publishes what it sees.
 #[derive(Debug)]
@@ -50,6 +60,9 @@ struct Slot {
     proven: bool,
     /// The TaskManager's task heap, as Flink's listing last reported it.
     heap_bytes: Option<u64>,
+    /// The per-launch arguments of the current process (stripped when its JVM command is
+    /// learned).
+    extra_args: Vec<String>,
 }
 
 impl Slot {
@@ -64,6 +77,7 @@ impl Slot {
             learn_key: None,
             proven: false,
             heap_bytes: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -83,8 +97,13 @@ impl Slot {
 struct Driver {
     spec: LaunchSpec,
     rest: Option<FlinkRest>,
+    zk: Slot,
     jm: Slot,
     tm: Slot,
+    /// Three-node clusters: the cluster's incarnation, once the ensemble tells it.
+    incarnation: watch::Receiver<Option<String>>,
+    /// Three-node clusters: the ensemble has been seen serving (the shared marker is written).
+    formed: bool,
     /// JobManager launches on this node (the jobs re-submit per generation).
     generation: u64,
     /// Launches of either process on this node.
@@ -94,8 +113,18 @@ struct Driver {
     out: Outputs,
 }
 
-pub fn initial_statuses() -> Vec<ProcessStatus> {
-    [Kind::JobManager, Kind::TaskManager]
+/// The processes this node runs under `spec`, in start order.
+fn kinds(spec: &LaunchSpec) -> Vec<Kind> {
+    let mut kinds = Vec::new();
+    if spec.zookeeper.is_some() {
+        kinds.push(Kind::ZooKeeper);
+    }
+    kinds.extend([Kind::JobManager, Kind::TaskManager]);
+    kinds
+}
+
+pub fn initial_statuses(spec: &LaunchSpec) -> Vec<ProcessStatus> {
+    kinds(spec)
         .into_iter()
         .map(|kind| ProcessStatus {
             name: kind.name().into(),
@@ -117,14 +146,18 @@ pub async fn run(
     spec: LaunchSpec,
     state: StateFile,
     placement: Placement,
+    incarnation: watch::Receiver<Option<String>>,
     mut commands: mpsc::Receiver<Command>,
     out: Outputs,
 ) {
     let persisted = state.load();
     let mut d = Driver {
         rest: rest_client(&spec),
+        zk: Slot::new(Kind::ZooKeeper, &spec),
         jm: Slot::new(Kind::JobManager, &spec),
         tm: Slot::new(Kind::TaskManager, &spec),
+        incarnation,
+        formed: false,
         spec,
         generation: persisted.generation,
         launches: persisted.launches,
@@ -143,8 +176,13 @@ pub async fn run(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Command::Restart(target, reply)) => {
-                    d.restart(target, "restart requested by the operator").await;
-                    let _ = reply.send(());
+                    let result = if target == Target::ZooKeeper && d.spec.zookeeper.is_none() {
+                        Err(SupervisorError::NotRunHere("ZooKeeper server"))
+                    } else {
+                        d.restart(target, "restart requested by the operator").await;
+                        Ok(())
+                    };
+                    let _ = reply.send(result);
                 }
                 Some(Command::HandOver(state_dir)) => {
                     d.state.mirror_to(state_dir.as_deref());
@@ -165,6 +203,7 @@ pub async fn run(
                     return;
                 }
             },
+            how = exit_of(&mut d.zk.live) => d.on_exit(Kind::ZooKeeper, how),
             how = exit_of(&mut d.jm.live) => d.on_exit(Kind::JobManager, how),
             how = exit_of(&mut d.tm.live) => d.on_exit(Kind::TaskManager, how),
             _ = tokio::time::sleep_until(wake.into()) => d.step().await,
@@ -197,6 +236,7 @@ fn unix_millis() -> u128 {
 impl Driver {
     fn slot(&mut self, kind: Kind) -> &mut Slot {
         match kind {
+            Kind::ZooKeeper => &mut self.zk,
             Kind::JobManager => &mut self.jm,
             Kind::TaskManager => &mut self.tm,
         }
@@ -225,6 +265,7 @@ impl Driver {
             launches: self.launches,
             jobmanager: self.jm.record(),
             taskmanager: self.tm.record(),
+            zookeeper: self.zk.record(),
         }
     }
 
@@ -233,6 +274,7 @@ impl Driver {
     async fn adopt(&mut self, persisted: Persisted) {
         let now = Instant::now();
         for (kind, record) in [
+            (Kind::ZooKeeper, persisted.zookeeper),
             (Kind::JobManager, persisted.jobmanager),
             (Kind::TaskManager, persisted.taskmanager),
         ] {
@@ -245,7 +287,7 @@ impl Driver {
                         live.pid
                     );
                     let conf_dir = if record.conf_dir.as_os_str().is_empty() {
-                        self.spec.conf_dir.clone()
+                        adopt::default_conf_dir(&self.spec, kind)
                     } else {
                         record.conf_dir
                     };
@@ -260,7 +302,7 @@ impl Driver {
                 Err(e) => log::info!("not adopting the recorded {}: {e}", kind.name()),
             }
         }
-        let keep: Vec<i32> = [&self.jm, &self.tm]
+        let keep: Vec<i32> = [&self.zk, &self.jm, &self.tm]
             .iter()
             .filter_map(|s| s.live.as_ref().map(|l| l.pid))
             .collect();
@@ -273,9 +315,27 @@ impl Driver {
         let _ = self.save();
     }
 
-    /// Brings both processes to the desired spec: restarts (in order) what runs with another
-    /// fingerprint or has failed, launches what does not run. Answers what it restarted.
-    async fn reconcile(&mut self, why: &str) -> Option<Target> {
+    /// Brings the processes to the desired spec: restarts (in order) what runs with another
+    /// fingerprint or has failed, launches what does not run. Answers what it restarted, in
+    /// order. A changed ZooKeeper server restarts alone, first; a ZooKeeper server the spec no
+    /// longer has (the cluster became a single node) is stopped.
+    async fn reconcile(&mut self, why: &str) -> Vec<&'static str> {
+        let mut restarted = Vec::new();
+        let zk_stale = match (&self.spec.zookeeper, &self.zk.fingerprint) {
+            (Some(zk), Some(fp)) => {
+                (self.zk.live.is_some() || self.zk.machine.state() == ProcessState::Failed)
+                    && *fp != zk.fingerprint
+            }
+            _ => false,
+        };
+        if zk_stale {
+            self.restart(Target::ZooKeeper, why).await;
+            restarted.push(Kind::ZooKeeper.name());
+        }
+        if self.spec.zookeeper.is_none() && self.zk.live.is_some() {
+            self.stop(Kind::ZooKeeper).await;
+            self.zk.fingerprint = None;
+        }
         // A live process, or a failed one (a new config may be the operator's fix), restarts
         // when it ran with another fingerprint.
         let stale = |slot: &Slot, pick: fn(RestartSet) -> bool| match &slot.fingerprint {
@@ -288,27 +348,95 @@ impl Driver {
             jobmanager: stale(&self.jm, |s| s.jobmanager),
             taskmanager: stale(&self.tm, |s| s.taskmanager),
         };
-        let target = Target::of(set);
-        if let Some(target) = target {
+        if let Some(target) = Target::of(set) {
             self.restart(target, why).await;
+            restarted.extend(target.names());
         }
-        for kind in [Kind::JobManager, Kind::TaskManager] {
+        for kind in kinds(&self.spec) {
             let slot = self.slot(kind);
             if slot.live.is_none() && slot.machine.state() == ProcessState::Stopped {
                 self.launch(kind, None).await;
             }
         }
-        target
+        restarted
+    }
+
+    /// What `kind` needs before it may start: its per-launch arguments, or why it waits.
+    async fn precondition(&mut self, kind: Kind) -> Result<Vec<String>, String> {
+        match kind {
+            Kind::ZooKeeper => {
+                let Some(zk) = &self.spec.zookeeper else {
+                    return Err("this node runs no ZooKeeper server".into());
+                };
+                zkserver::may_start(&zk.server).await.map(|()| Vec::new())
+            }
+            Kind::JobManager | Kind::TaskManager => {
+                let mut args = Vec::new();
+                if let Some(cluster) = &self.spec.ha_cluster_id {
+                    let Some(incarnation) = self.incarnation.borrow().clone() else {
+                        return Err("waiting for the ZooKeeper quorum, which tells the cluster's incarnation (Flink's high-availability.cluster-id)".into());
+                    };
+                    args.push("-D".to_string());
+                    args.push(format!(
+                        "high-availability.cluster-id={}",
+                        crate::zookeeper::coordination::flink_cluster_id(cluster, &incarnation)
+                    ));
+                }
+                Ok(args)
+            }
+        }
     }
 
     /// Starts `kind`. `why` = None for the first start and restarts the policy asked for;
     /// Some for deliberate restarts (operator, config change).
     async fn launch(&mut self, kind: Kind, why: Option<&str>) {
+        let mut args = match self.precondition(kind).await {
+            Ok(args) => args,
+            Err(waiting) => {
+                let slot = self.slot(kind);
+                if slot.machine.state() != ProcessState::Waiting {
+                    log::info!("{} waits: {waiting}", kind.name());
+                }
+                slot.machine.waiting(&waiting);
+                return;
+            }
+        };
+        if let Some(zk) = self
+            .spec
+            .zookeeper
+            .as_ref()
+            .filter(|_| kind == Kind::ZooKeeper)
+        {
+            let server = zk.server.clone();
+            let owner = process::owner(self.spec.user.as_deref());
+            let written = tokio::task::spawn_blocking(move || {
+                zkserver::write_files(&server, owner)
+                    .map_err(|e| zkserver::prepare_error(&server, e))
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(SupervisorError::Prepare {
+                    what: "ZooKeeper's files".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+            if let Err(e) = written {
+                log::error!("{e}");
+                let now = Instant::now();
+                let slot = self.slot(kind);
+                slot.machine.launched(now);
+                let action = slot.machine.exited(now, &e.to_string());
+                self.act(kind, action);
+                return;
+            }
+        }
         self.launches += 1;
         let resource_id = (kind == Kind::TaskManager)
             .then(|| format!("flink-agent-tm-{}-{:x}", self.launches, unix_millis()));
-        let args = launch_args(&self.spec, kind, resource_id.as_deref());
-        let key = {
+        args.extend(launch_args(&self.spec, kind, resource_id.as_deref()));
+        let key = if kind == Kind::ZooKeeper {
+            None
+        } else {
             let spec = self.spec.clone();
             // Stats every file of the distribution's lib/: not on the runtime's threads.
             tokio::task::spawn_blocking(move || jvm_command::key(&spec, kind))
@@ -323,8 +451,8 @@ impl Driver {
             .and_then(|k| jvm_command::load(&jvm_command::cache_path(&self.spec, kind), k));
         let result = self.start(kind, &args, learned.as_ref(), resource_id.clone());
         let now = Instant::now();
-        let fingerprint = self.spec.fingerprint.clone();
-        let conf_dir = self.spec.conf_dir.clone();
+        let fingerprint = self.fingerprint_of(kind);
+        let conf_dir = self.conf_dir_of(kind);
         let slot = self.slot(kind);
         match why {
             Some(why) => slot.machine.relaunched(now, why),
@@ -332,10 +460,10 @@ impl Driver {
         }
         match result {
             Ok(live) => {
-                let how = if live.direct {
-                    "as its learned JVM command"
-                } else {
-                    "through Flink's script"
+                let how = match (kind, live.direct) {
+                    (Kind::ZooKeeper, _) => "as a JVM",
+                    (_, true) => "as its learned JVM command",
+                    (_, false) => "through Flink's script",
                 };
                 log::info!("started {} (pid {}) {how}", kind.name(), live.pid);
                 slot.learn_key = if live.direct { None } else { key };
@@ -343,6 +471,7 @@ impl Driver {
                 slot.live = Some(live);
                 slot.fingerprint = Some(fingerprint);
                 slot.resource_id = resource_id;
+                slot.extra_args = args;
                 slot.conf_dir = Some(conf_dir);
                 if kind == Kind::JobManager {
                     self.emit(SupervisorEvent::JobManagerStarted {
@@ -379,13 +508,14 @@ impl Driver {
         }
         let record = Record {
             identity: spawned.identity.clone(),
-            conf_dir: self.spec.conf_dir.clone(),
+            conf_dir: self.conf_dir_of(kind),
             direct: spawned.direct,
-            fingerprint: self.spec.fingerprint.clone(),
+            fingerprint: self.fingerprint_of(kind),
             resource_id,
         };
         let mut state = self.persisted();
         match kind {
+            Kind::ZooKeeper => state.zookeeper = Some(record),
             Kind::JobManager => state.jobmanager = Some(record),
             Kind::TaskManager => state.taskmanager = Some(record),
         }
@@ -400,6 +530,19 @@ impl Driver {
         Ok(spawned.release())
     }
 
+    /// The conf dir `kind` is launched with now.
+    fn conf_dir_of(&self, kind: Kind) -> std::path::PathBuf {
+        adopt::default_conf_dir(&self.spec, kind)
+    }
+
+    /// What `kind` is launched with now.
+    fn fingerprint_of(&self, kind: Kind) -> Fingerprint {
+        match (kind, &self.spec.zookeeper) {
+            (Kind::ZooKeeper, Some(zk)) => zk.fingerprint.clone(),
+            _ => self.spec.fingerprint.clone(),
+        }
+    }
+
     /// The process just became healthy: a learned command that got it there stays trusted, and
     /// if the script launched it, its JVM command is kept for the next launches under this config.
     async fn proved_healthy(&mut self, kind: Kind) {
@@ -407,7 +550,7 @@ impl Driver {
         let spec = self.spec.clone();
         let slot = self.slot(kind);
         slot.proven = true;
-        let args = launch_args(&spec, kind, slot.resource_id.as_deref());
+        let args = slot.extra_args.clone();
         let (Some(key), Some(pid)) = (slot.learn_key.take(), slot.live.as_ref().map(|l| l.pid))
         else {
             return;
@@ -461,7 +604,9 @@ impl Driver {
             expected: false,
         });
         self.act(kind, action);
-        if kind == Kind::JobManager {
+        if kind == Kind::JobManager && self.spec.ha_cluster_id.is_none() {
+            // Without HA the TaskManager must register with the new JobManager; with HA it
+            // stays registered with the leader, wherever that is.
             self.tm.machine.revalidate(
                 now,
                 "waiting for the TaskManager to re-register with the restarted JobManager",
@@ -490,7 +635,11 @@ impl Driver {
     /// Timers and health probes.
     async fn step(&mut self) {
         let now = Instant::now();
-        for kind in [Kind::JobManager, Kind::TaskManager] {
+        for kind in kinds(&self.spec) {
+            if self.slot(kind).machine.state() == ProcessState::Waiting {
+                self.launch(kind, None).await;
+                continue;
+            }
             match self.slot(kind).machine.tick(now) {
                 Action::Launch => {
                     if let Some(old) = self.slot(kind).live.take() {
@@ -501,18 +650,65 @@ impl Driver {
                 action => self.act(kind, action),
             }
         }
+        self.probe_zookeeper().await;
         self.probe_jobmanager().await;
         self.probe_taskmanager().await;
+    }
+
+    /// The ZooKeeper server is healthy while it answers `ruok`; serving is the ensemble's
+    /// business (a server without a quorum is not restarted for it). The first time it serves,
+    /// the shared storage learns that the cluster's ensemble has formed.
+    async fn probe_zookeeper(&mut self) {
+        let Some(zk) = self
+            .spec
+            .zookeeper
+            .as_ref()
+            .filter(|_| self.zk.machine.is_live())
+        else {
+            return;
+        };
+        let server = zk.server.clone();
+        match zkserver::probe(&server).await {
+            Ok(role) => {
+                let was = self.zk.machine.state();
+                self.zk.machine.healthy();
+                if was == ProcessState::Starting {
+                    log::info!("zookeeper answers ({})", role.name());
+                    self.proved_healthy(Kind::ZooKeeper).await;
+                }
+                if role.serving() && !self.formed {
+                    match tokio::task::spawn_blocking(move || zkserver::mark_formed(&server)).await {
+                        Ok(Ok(())) => self.formed = true,
+                        Ok(Err(e)) => log::warn!("cannot record on the shared storage that the ZooKeeper ensemble formed: {e}"),
+                        Err(e) => log::warn!("{e}"),
+                    }
+                }
+            }
+            Err(e) => {
+                let action = self.zk.machine.probe_failed(Instant::now(), &e);
+                self.act(Kind::ZooKeeper, action);
+            }
+        }
     }
 
     async fn probe_jobmanager(&mut self) {
         let (Some(rest), true) = (&self.rest, self.jm.machine.is_live()) else {
             return;
         };
-        let result = rest.overview().await;
+        // With HA a JobManager answers 503 while no leader is known (no quorum, an election):
+        // it runs, and restarting it would not help.
+        let result = match rest.overview().await {
+            Ok(_) => Ok(()),
+            Err(crate::flinkrest::FlinkRestError::Refused { .. })
+                if self.spec.ha_cluster_id.is_some() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
         let now = Instant::now();
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 let was = self.jm.machine.state();
                 self.jm.machine.healthy();
                 if was == ProcessState::Starting {
@@ -539,8 +735,12 @@ impl Driver {
             // Registration needs a healthy JobManager: not the TaskManager's fault.
             _ => return self.tm.machine.hold(Instant::now()),
         };
-        // A failed listing is the JobManager's problem, judged by its own probe.
+        // A failed listing is the JobManager's problem, judged by its own probe (with HA: no
+        // leader right now, which is not the TaskManager's fault either).
         let Ok(list) = rest.taskmanagers().await else {
+            if self.spec.ha_cluster_id.is_some() {
+                self.tm.machine.hold(Instant::now());
+            }
             return;
         };
         let id = self.tm.resource_id.clone().unwrap_or_default();
@@ -572,9 +772,11 @@ impl Driver {
 
     /// When to step next: the probe period, or earlier for a deadline.
     fn next_wake(&self) -> Instant {
-        let machines = [&self.jm.machine, &self.tm.machine];
+        let machines = [&self.zk.machine, &self.jm.machine, &self.tm.machine];
         let period = if machines.iter().any(|m| m.state() == ProcessState::Starting) {
             STARTING_PROBE
+        } else if machines.iter().any(|m| m.state() == ProcessState::Waiting) {
+            WAITING_RECHECK.min(Duration::from_millis(self.spec.settings.health_interval_ms))
         } else {
             Duration::from_millis(self.spec.settings.health_interval_ms)
         };
@@ -606,6 +808,12 @@ impl Driver {
     /// Deliberate restart in a controlled order: TaskManager down, JobManager down and up,
     /// TaskManager up. Each restarted process gets a fresh failure budget.
     async fn restart(&mut self, target: Target, why: &str) {
+        if target == Target::ZooKeeper {
+            self.stop(Kind::ZooKeeper).await;
+            self.zk.machine.reset_budget();
+            self.launch(Kind::ZooKeeper, Some(why)).await;
+            return;
+        }
         if target.includes_taskmanager() {
             self.stop(Kind::TaskManager).await;
         }
@@ -613,10 +821,12 @@ impl Driver {
             self.stop(Kind::JobManager).await;
             self.jm.machine.reset_budget();
             self.launch(Kind::JobManager, Some(why)).await;
-            self.tm.machine.revalidate(
-                Instant::now(),
-                "waiting for the TaskManager to re-register with the restarted JobManager",
-            );
+            if self.spec.ha_cluster_id.is_none() {
+                self.tm.machine.revalidate(
+                    Instant::now(),
+                    "waiting for the TaskManager to re-register with the restarted JobManager",
+                );
+            }
         }
         if target.includes_taskmanager() {
             self.tm.machine.reset_budget();
@@ -624,11 +834,11 @@ impl Driver {
         }
     }
 
-    async fn apply(&mut self, spec: LaunchSpec) -> Option<Target> {
+    async fn apply(&mut self, spec: LaunchSpec) -> Vec<&'static str> {
         if spec.endpoint != self.spec.endpoint {
             self.rest = rest_client(&spec).or(self.rest.take());
         }
-        for slot in [&mut self.jm, &mut self.tm] {
+        for slot in [&mut self.zk, &mut self.jm, &mut self.tm] {
             slot.machine.set_settings(spec.settings.clone());
         }
         self.spec = spec;
@@ -640,9 +850,10 @@ impl Driver {
             Ending::StopFlink => {
                 self.stop(Kind::TaskManager).await;
                 self.stop(Kind::JobManager).await;
+                self.stop(Kind::ZooKeeper).await;
             }
             Ending::Detach => {
-                let running: Vec<String> = [&self.jm, &self.tm]
+                let running: Vec<String> = [&self.zk, &self.jm, &self.tm]
                     .iter()
                     .filter_map(|s| {
                         s.live
@@ -663,8 +874,9 @@ impl Driver {
     }
 
     fn publish(&self) {
-        let statuses: Vec<ProcessStatus> = [&self.jm, &self.tm]
+        let statuses: Vec<ProcessStatus> = [&self.zk, &self.jm, &self.tm]
             .into_iter()
+            .filter(|slot| slot.kind != Kind::ZooKeeper || self.spec.zookeeper.is_some())
             .map(|slot| ProcessStatus {
                 name: slot.kind.name().into(),
                 state: slot.machine.state(),
@@ -681,7 +893,8 @@ impl Driver {
             .collect();
         self.out.statuses.send_replace(statuses);
         let ready = self.jm.machine.state() == ProcessState::Running
-            && self.tm.machine.state() == ProcessState::Running;
+            && self.tm.machine.state() == ProcessState::Running
+            && (self.spec.zookeeper.is_none() || self.zk.machine.state() == ProcessState::Running);
         self.out
             .ready
             .send_if_modified(|r| std::mem::replace(r, ready) != ready);

@@ -273,6 +273,8 @@ org.apache.flink.runtime.taskexecutor.TaskManagerRunner\0--configDir\0/var/lib/f
             settings: crate::config::SupervisorSection::default(),
             properties: Default::default(),
             fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
+            ha_cluster_id: None,
+            zookeeper: None,
         }
     }
 

@@ -27,6 +27,7 @@ mod placement;
 pub mod policy;
 mod process;
 mod report;
+mod zkserver;
 
 pub use fingerprint::{restart_set, Fingerprint, RestartSet};
 
@@ -38,9 +39,11 @@ use crate::flinkrest::Endpoint;
 use std::path::{Path, PathBuf};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-/// The two supervised processes.
+/// The supervised processes: Flink's two, and in a three-node cluster the node's ZooKeeper
+/// server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    ZooKeeper,
     JobManager,
     TaskManager,
 }
@@ -49,6 +52,7 @@ impl Kind {
     /// Name in status, logs and CLI arguments.
     pub fn name(self) -> &'static str {
         match self {
+            Kind::ZooKeeper => "zookeeper",
             Kind::JobManager => "jobmanager",
             Kind::TaskManager => "taskmanager",
         }
@@ -56,21 +60,25 @@ impl Kind {
 
     fn title(self) -> &'static str {
         match self {
+            Kind::ZooKeeper => "ZooKeeper",
             Kind::JobManager => "JobManager",
             Kind::TaskManager => "TaskManager",
         }
     }
 
-    fn script(self) -> &'static str {
+    /// Flink's launcher script (ZooKeeper's JVM is started directly).
+    fn script(self) -> Option<&'static str> {
         match self {
-            Kind::JobManager => "bin/jobmanager.sh",
-            Kind::TaskManager => "bin/taskmanager.sh",
+            Kind::ZooKeeper => None,
+            Kind::JobManager => Some("bin/jobmanager.sh"),
+            Kind::TaskManager => Some("bin/taskmanager.sh"),
         }
     }
 
     /// The JVM's main class (session mode), as on its command line.
     fn main_class(self) -> &'static str {
         match self {
+            Kind::ZooKeeper => zkserver::MAIN_CLASS,
             Kind::JobManager => {
                 "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
             }
@@ -79,13 +87,15 @@ impl Kind {
     }
 }
 
-/// Which processes an operation applies to.
+/// Which processes an operation applies to. `All` is Flink's two processes; a three-node
+/// cluster's ZooKeeper server is restarted on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     JobManager,
     TaskManager,
     All,
+    ZooKeeper,
 }
 
 impl Target {
@@ -108,9 +118,10 @@ impl Target {
 
     /// The processes, in the order a restart of them reports them.
     pub fn names(self) -> Vec<&'static str> {
-        [Kind::JobManager, Kind::TaskManager]
+        [Kind::ZooKeeper, Kind::JobManager, Kind::TaskManager]
             .into_iter()
             .filter(|k| match k {
+                Kind::ZooKeeper => self == Target::ZooKeeper,
                 Kind::JobManager => self.includes_jobmanager(),
                 Kind::TaskManager => self.includes_taskmanager(),
             })
@@ -141,6 +152,20 @@ pub struct LaunchSpec {
     pub properties: ProcessProperties,
     /// What a process started now would run with.
     pub fingerprint: Fingerprint,
+    /// Three-node clusters: `cluster.id`. The JobManager and the TaskManager then start only
+    /// once the ensemble's incarnation is known, with `-D high-availability.cluster-id=/<id>-<incarnation>`.
+    pub ha_cluster_id: Option<String>,
+    /// Three-node clusters: this node's ZooKeeper server.
+    pub zookeeper: Option<ZooKeeperLaunch>,
+}
+
+/// This node's ZooKeeper server and what it is started with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZooKeeperLaunch {
+    pub server: crate::zookeeper::ServerSpec,
+    /// Java, class path, heap, user, log dir and every zoo.cfg key: any change restarts the
+    /// ZooKeeper server, and only it.
+    pub fingerprint: Fingerprint,
 }
 
 /// Flink options that differ between the JobManager and the TaskManager, which read one
@@ -152,11 +177,12 @@ pub struct ProcessProperties {
 }
 
 impl ProcessProperties {
-    /// `-D key=value` for each option of `kind`.
+    /// `-D key=value` for each option of `kind` (none for ZooKeeper: Flink's options only).
     fn args(&self, kind: Kind) -> Vec<String> {
         let map = match kind {
             Kind::JobManager => &self.jobmanager,
             Kind::TaskManager => &self.taskmanager,
+            Kind::ZooKeeper => return Vec::new(),
         };
         map.iter()
             .flat_map(|(k, v)| ["-D".to_string(), format!("{k}={v}")])
@@ -211,6 +237,14 @@ pub enum SupervisorError {
     LogDir { path: String },
     #[error("cannot run Flink as user `{user}`: {detail}; fix `flink.user` or create the user")]
     User { user: String, detail: String },
+    #[error("cannot prepare {what}: {source}; check the permissions and free space of agent.state_dir and flink.data_dir")]
+    Prepare {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("this node runs no {0}; a single-node cluster has no ZooKeeper server")]
+    NotRunHere(&'static str),
     #[error("cannot record the launched {kind} in {path}: {source}; it was not started (a later agent could not adopt it); check free space and permissions of agent.state_dir")]
     Record {
         kind: &'static str,
@@ -232,8 +266,8 @@ enum Ending {
 /// Requests from the handles to the supervisor task.
 #[derive(Debug)]
 enum Command {
-    Restart(Target, oneshot::Sender<()>),
-    Apply(Box<LaunchSpec>, oneshot::Sender<Option<Target>>),
+    Restart(Target, oneshot::Sender<Result<(), SupervisorError>>),
+    Apply(Box<LaunchSpec>, oneshot::Sender<Vec<&'static str>>),
     HandOver(Option<PathBuf>),
     End(Ending, oneshot::Sender<()>),
 }
@@ -251,10 +285,18 @@ pub struct SupervisorHandle {
 /// Starts the supervisor task: it adopts the processes `<state_dir>/supervisor.json` names,
 /// kills strays, and starts (or restarts) what does not run as `spec` says.
 /// Must be called inside a tokio runtime.
-pub fn spawn(spec: LaunchSpec, state_dir: &Path, placement: Placement) -> SupervisorHandle {
+///
+/// `incarnation`: three-node clusters only, the cluster's incarnation once the ensemble tells
+/// it (the JobManager and the TaskManager wait for it).
+pub fn spawn(
+    spec: LaunchSpec,
+    state_dir: &Path,
+    placement: Placement,
+    incarnation: watch::Receiver<Option<String>>,
+) -> SupervisorHandle {
     let (commands, rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(256);
-    let (statuses_tx, statuses) = watch::channel(driver::initial_statuses());
+    let (statuses_tx, statuses) = watch::channel(driver::initial_statuses(&spec));
     let (ready_tx, ready) = watch::channel(false);
     let outputs = driver::Outputs {
         statuses: statuses_tx,
@@ -262,7 +304,14 @@ pub fn spawn(spec: LaunchSpec, state_dir: &Path, placement: Placement) -> Superv
         events: events.clone(),
     };
     let state = persist::StateFile::in_dir(state_dir);
-    tokio::spawn(driver::run(spec, state, placement, rx, outputs));
+    tokio::spawn(driver::run(
+        spec,
+        state,
+        placement,
+        incarnation,
+        rx,
+        outputs,
+    ));
     SupervisorHandle {
         commands,
         statuses,
@@ -300,13 +349,14 @@ impl SupervisorHandle {
             .send(Command::Restart(target, tx))
             .await
             .map_err(|_| SupervisorError::ShutDown)?;
-        rx.await.map_err(|_| SupervisorError::ShutDown)
+        rx.await.map_err(|_| SupervisorError::ShutDown)?
     }
 
     /// Takes a new desired spec (a reload) and restarts what runs with another fingerprint, in
-    /// the same order as [`Self::restart`]; answers what it restarted. The new spec is used for
-    /// every later (re)start.
-    pub async fn apply(&self, spec: LaunchSpec) -> Result<Option<Target>, SupervisorError> {
+    /// the same order as [`Self::restart`] (a changed ZooKeeper server alone, before Flink's);
+    /// answers the processes it restarted, in order. The new spec is used for every later
+    /// (re)start.
+    pub async fn apply(&self, spec: LaunchSpec) -> Result<Vec<&'static str>, SupervisorError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Apply(Box::new(spec), tx))
@@ -322,8 +372,9 @@ impl SupervisorHandle {
         let _ = self.commands.send(Command::HandOver(state_dir)).await;
     }
 
-    /// Stops the TaskManager, then the JobManager (SIGTERM to the group, `stop_grace_secs`,
-    /// SIGKILL); returns when no process of either group is left. The supervisor task ends.
+    /// Stops the TaskManager, then the JobManager, then the ZooKeeper server (SIGTERM to the
+    /// group, `stop_grace_secs`, SIGKILL); returns when no process of any group is left. The
+    /// supervisor task ends.
     pub async fn stop(&self) {
         self.end(Ending::StopFlink).await;
     }
@@ -357,5 +408,6 @@ mod tests {
         assert_eq!(Target::of(tm), Some(Target::TaskManager));
         assert_eq!(Target::All.names(), ["jobmanager", "taskmanager"]);
         assert_eq!(Target::TaskManager.names(), ["taskmanager"]);
+        assert_eq!(Target::ZooKeeper.names(), ["zookeeper"]);
     }
 }

@@ -21,6 +21,9 @@ pub struct Persisted {
     pub launches: u64,
     pub jobmanager: Option<Record>,
     pub taskmanager: Option<Record>,
+    /// Three-node clusters: the node's ZooKeeper server.
+    #[serde(default)]
+    pub zookeeper: Option<Record>,
 }
 
 /// One process an agent started.
@@ -126,6 +129,7 @@ mod tests {
                 resource_id: None,
             }),
             taskmanager: None,
+            zookeeper: None,
         };
         file.save(&state).expect("save");
         assert_eq!(file.load(), state);

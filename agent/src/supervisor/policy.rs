@@ -90,8 +90,11 @@ impl Machine {
 
     /// The process was started.
     pub fn launched(&mut self, now: Instant) {
-        if matches!(self.state, ProcessState::BackingOff) {
-            self.restarts += 1;
+        match self.state {
+            ProcessState::BackingOff => self.restarts += 1,
+            // What it waited for is there now.
+            ProcessState::Waiting => self.reason = None,
+            _ => {}
         }
         self.enter_starting(now);
     }
@@ -125,6 +128,14 @@ impl Machine {
         if self.state == ProcessState::Starting {
             self.deadline = Some(now + self.start_timeout());
         }
+    }
+
+    /// The process cannot start yet (`why`); the driver tries again at its next step. Not a
+    /// failure: nothing ran.
+    pub fn waiting(&mut self, why: &str) {
+        self.state = ProcessState::Waiting;
+        self.deadline = None;
+        self.reason = Some(why.to_string());
     }
 
     /// A health probe succeeded.
@@ -453,6 +464,22 @@ mod tests {
             m.deadline(),
             Some(t0 + Duration::from_secs(110) + Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn waiting_is_no_failure_and_the_next_launch_starts_it() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("jobmanager", settings());
+        m.waiting("waiting for the ZooKeeper quorum");
+        assert_eq!(m.state(), ProcessState::Waiting);
+        assert!(!m.is_live());
+        assert_eq!(m.tick(t0 + Duration::from_secs(3_600)), Action::Nothing);
+        m.launched(t0);
+        assert_eq!((m.state(), m.restarts()), (ProcessState::Starting, 0));
+        assert_eq!(m.reason(), None, "no longer waiting");
+        m.waiting("again");
+        m.stopping();
+        assert_eq!(m.state(), ProcessState::Stopped);
     }
 
     #[test]

@@ -131,6 +131,12 @@ fn identity(user: Option<&str>) -> Result<Identity, SupervisorError> {
     })
 }
 
+/// The uid and gid files for `user` must belong to (None: the agent's own user, or unknown).
+pub fn owner(user: Option<&str>) -> Option<(Uid, Gid)> {
+    let found = User::from_name(user?).ok()??;
+    Some((found.uid, found.gid))
+}
+
 /// What to start: the `learned` JVM command directly when there is one (see
 /// [`super::jvm_command`]), Flink's script otherwise; `extra_args` (dynamic properties of this
 /// launch) go last either way, where the script puts them.
@@ -153,28 +159,43 @@ pub fn spawn(spec: &LaunchSpec, launch: &Launch<'_>) -> Result<Spawned, Supervis
             path: spec.log_dir.display().to_string(),
         });
     }
-    let (program, args, env): (String, Vec<String>, Vec<(String, String)>) = match launch.learned {
-        Some(cmd) => (cmd.argv[0].clone(), cmd.argv[1..].to_vec(), cmd.env.clone()),
-        None => (
-            spec.flink_home.join(kind.script()).display().to_string(),
-            vec!["start-foreground".to_string()],
-            [
-                ("PATH", PATH.to_string()),
-                ("HOME", who.home.clone()),
-                ("USER", who.name.clone()),
-                ("LOGNAME", who.name.clone()),
-                ("LANG", "C.UTF-8".to_string()),
-                ("JAVA_HOME", spec.java_home.display().to_string()),
-                ("FLINK_CONF_DIR", spec.conf_dir.display().to_string()),
-                ("FLINK_LOG_DIR", spec.log_dir.display().to_string()),
-                // Otherwise the scripts keep pid files (and a lock) in the shared /tmp.
-                ("FLINK_PID_DIR", spec.log_dir.display().to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        ),
-    };
+    let (program, args, env): (String, Vec<String>, Vec<(String, String)>) =
+        match (kind, launch.learned, spec.zookeeper.as_ref()) {
+            (Kind::ZooKeeper, _, Some(zk)) => {
+                super::zkserver::command(spec, &zk.server, &who.home, &who.name)
+            }
+            (Kind::ZooKeeper, _, None) => {
+                return Err(SupervisorError::Spawn {
+                    program: "ZooKeeper".into(),
+                    source: std::io::Error::other(
+                        "this node runs no ZooKeeper server (a single-node cluster)",
+                    ),
+                })
+            }
+            (_, Some(cmd), _) => (cmd.argv[0].clone(), cmd.argv[1..].to_vec(), cmd.env.clone()),
+            (_, None, _) => (
+                spec.flink_home
+                    .join(kind.script().unwrap_or_default())
+                    .display()
+                    .to_string(),
+                vec!["start-foreground".to_string()],
+                [
+                    ("PATH", PATH.to_string()),
+                    ("HOME", who.home.clone()),
+                    ("USER", who.name.clone()),
+                    ("LOGNAME", who.name.clone()),
+                    ("LANG", "C.UTF-8".to_string()),
+                    ("JAVA_HOME", spec.java_home.display().to_string()),
+                    ("FLINK_CONF_DIR", spec.conf_dir.display().to_string()),
+                    ("FLINK_LOG_DIR", spec.log_dir.display().to_string()),
+                    // Otherwise the scripts keep pid files (and a lock) in the shared /tmp.
+                    ("FLINK_PID_DIR", spec.log_dir.display().to_string()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            ),
+        };
     let mut command = Command::new("/bin/sh");
     command
         .args(["-c", GATE, "flink-agent-gate"])
@@ -425,6 +446,8 @@ mod tests {
             settings: crate::config::SupervisorSection::default(),
             properties: Default::default(),
             fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
+            ha_cluster_id: None,
+            zookeeper: None,
         }
     }
 

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum ProcessState {
     /// Not started (yet), or stopped on purpose.
     Stopped,
+    /// Held back until what it needs is there (its `reason` says what): the ZooKeeper
+    /// quorum, or, for a ZooKeeper server with no data, a serving peer.
+    Waiting,
     /// Launched (or adopted); waiting for it to prove healthy.
     Starting,
     /// Healthy.
@@ -29,6 +32,7 @@ impl ProcessState {
     pub fn name(self) -> &'static str {
         match self {
             ProcessState::Stopped => "stopped",
+            ProcessState::Waiting => "waiting",
             ProcessState::Starting => "starting",
             ProcessState::Running => "running",
             ProcessState::Unhealthy => "unhealthy",
@@ -142,6 +146,7 @@ mod tests {
     fn state_names_are_the_json_names() {
         for state in [
             ProcessState::Stopped,
+            ProcessState::Waiting,
             ProcessState::Starting,
             ProcessState::Running,
             ProcessState::Unhealthy,

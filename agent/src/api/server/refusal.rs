@@ -22,7 +22,7 @@ pub(super) enum Refusal {
     WrongMethod { method: String, path: String },
     #[error("{method} {path}: this is the agent's metrics listener; it serves GET /metrics only")]
     MetricsOnly { method: String, path: String },
-    #[error("unknown process `{0}`; valid names are jobmanager, taskmanager, all")]
+    #[error("unknown process `{0}`; valid names are jobmanager, taskmanager, all, zookeeper")]
     UnknownProcess(String),
     #[error("malformed request: {0}")]
     Malformed(String),
@@ -74,9 +74,11 @@ impl Refusal {
 fn supervisor_status(e: &SupervisorError) -> StatusCode {
     match e {
         SupervisorError::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
+        SupervisorError::NotRunHere(_) => StatusCode::NOT_FOUND,
         SupervisorError::Spawn { .. }
         | SupervisorError::LogDir { .. }
         | SupervisorError::User { .. }
+        | SupervisorError::Prepare { .. }
         | SupervisorError::Record { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -91,7 +93,9 @@ fn job_status(e: &JobError) -> StatusCode {
         JobError::Unknown { .. } => StatusCode::NOT_FOUND,
         JobError::Exists { .. } | JobError::NotStopped { .. } => StatusCode::CONFLICT,
         JobError::Rest(e) => flink_status(e),
-        JobError::Store { .. } | JobError::RemoteLeft { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        JobError::Store { .. } | JobError::RemoteLeft { .. } | JobError::NotReady { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         JobError::Restore(e) => match e {
             RestoreError::List { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RestoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -170,6 +174,10 @@ mod tests {
                 Refusal::Restart(SupervisorError::LogDir { path: "/x".into() }),
                 500,
             ),
+            (
+                Refusal::Restart(SupervisorError::NotRunHere("ZooKeeper server")),
+                404,
+            ),
             (Refusal::Job(JobError::InvalidName("a/b".into())), 400),
             (
                 Refusal::Job(JobError::NotAJar {
@@ -185,6 +193,12 @@ mod tests {
             ),
             (Refusal::Job(JobError::Exists { name: "a".into() }), 409),
             (Refusal::Job(JobError::NotStopped { name: "a".into() }), 409),
+            (
+                Refusal::Job(JobError::NotReady {
+                    why: "no ZooKeeper session yet".into(),
+                }),
+                503,
+            ),
             (
                 Refusal::Job(JobError::Rest(FlinkRestError::Refused {
                     what: "running jar".into(),

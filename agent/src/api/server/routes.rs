@@ -28,7 +28,10 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/firewall"),
     ("GET", "/v1/tls"),
     ("POST", "/v1/reload"),
-    ("POST", "/v1/processes/{jobmanager|taskmanager|all}/restart"),
+    (
+        "POST",
+        "/v1/processes/{jobmanager|taskmanager|all|zookeeper}/restart",
+    ),
     ("GET", "/v1/jobs"),
     ("POST", "/v1/jobs"),
     ("POST", "/v1/jobs/{name}/stop"),
@@ -277,7 +280,7 @@ mod tests {
 
     #[test]
     fn process_names_are_the_targets_serde_names() {
-        for name in ["jobmanager", "taskmanager", "all"] {
+        for name in ["jobmanager", "taskmanager", "all", "zookeeper"] {
             let target = parse_target(name).expect("every listed name parses");
             let spelled = serde_json::to_value(target).expect("a target serializes");
             assert_eq!(spelled, name);
