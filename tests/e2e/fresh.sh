@@ -29,7 +29,8 @@ ok() { passed=$((passed + 1)); echo "ok   - $1"; }
 fail() { failed=$((failed + 1)); echo "FAIL - $1${2:+: $2}"; }
 finish() {
   local rc=$?
-  if [ -n "$mounted" ]; then umount "$mounted" 2>/dev/null || umount -l "$mounted" || true; fi
+  local m
+  for m in $mounted; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
   [ -n "$work" ] && rm -rf "$work"
   echo "fresh: took ${SECONDS}s"
   echo "fresh: $passed passed, $failed failed"
@@ -82,7 +83,20 @@ work=$(mktemp -d /var/tmp/flink-agent-fresh.XXXXXX)
 mkdir -p "$work/upper" "$work/work" "$work/root"
 mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$work/upper,workdir=$work/work" "$work/root"
 mounted="$work/root"
-mkdir -p "$work/root/src" "$work/root/root/.rustup" "$work/root/root/.cargo/bin" "$work/root/wheels"
+mkdir -p "$work/root/src" "$work/root/root/.rustup" "$work/root/root/.cargo/bin" "$work/root/wheels" \
+  "$work/root/root/.cargo/registry" "$work/root/target"
+# The host's compiled dependencies, copy-on-write: the agent's own crate is still compiled and
+# linked in there (a missing linker or C compiler still fails), but the 300 dependencies are
+# not rebuilt from nothing, which took most of the hour this check needed.
+registry="${CARGO_HOME:-$HOME/.cargo}/registry"
+host_target="${CARGO_TARGET_DIR:-$repo/target}"
+for pair in "$host_target:target" "$registry:root/.cargo/registry"; do
+  lower=${pair%%:*} name=${pair#*:}
+  mkdir -p "$lower" "$work/up-${name//\//_}" "$work/wk-${name//\//_}"
+  mount -t overlay overlay \
+    -o "lowerdir=$lower,upperdir=$work/up-${name//\//_},workdir=$work/wk-${name//\//_}" "$work/root/$name"
+  mounted="$work/root/$name $mounted"
+done
 git -C "$repo" archive HEAD | tar -x -C "$work/root/src"
 # The network's own certificate authorities, as the host has them (a network that re-signs TLS
 # needs them on any machine, fresh or not); nothing else of the host goes in.
@@ -97,6 +111,7 @@ inside() { # <timeout-secs> <script>: runs bash -c script in the fresh machine, 
   timeout "$1" systemd-nspawn --quiet --register=no --keep-unit -D "$work/root" \
     --bind-ro="$rustup_home:/root/.rustup" --bind-ro="$cargo_bin:/root/.cargo/bin" \
     --bind-ro="$cache/wheels:/wheels" \
+    --setenv=CARGO_TARGET_DIR=/target \
     --setenv=HOME=/root --setenv=RUSTUP_HOME=/root/.rustup --setenv=CARGO_HOME=/root/.cargo \
     --setenv=PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --setenv=PIP_FIND_LINKS=/wheels --setenv=PIP_NO_INDEX=1 --setenv=CARGO_TERM_COLOR=never \
@@ -117,7 +132,7 @@ for _ in $(seq 1 2400); do
   sleep 1
 done
 echo "durable checkpoint: ${durable:-none}"
-grep -q "Web UI: http://127.0.0.1:8081" /tmp/demo.log && echo "banner: web UI"
+grep -q -E "Web UI: https?://127.0.0.1:8081" /tmp/demo.log && echo "banner: web UI"
 grep -q "Try this:" /tmp/demo.log && echo "banner: try this"
 kill -INT -- "-$demo" 2>/dev/null
 for _ in $(seq 1 120); do kill -0 "$demo" 2>/dev/null || break; sleep 1; done
