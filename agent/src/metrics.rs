@@ -139,6 +139,8 @@ pub fn render(status: &AgentStatus, format: Format) -> String {
     jobs(&mut s, status);
     checkpoints(&mut s, status);
     firewall(&mut s, status);
+    tls(&mut s, status);
+    cluster(&mut s, status);
     events(&mut s.0);
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -371,6 +373,65 @@ fn firewall(s: &mut Scrape, st: &AgentStatus) {
     }
 }
 
+/// TLS: on or off, each certificate's end (the expiry alert's input), refused material.
+fn tls(s: &mut Scrape, st: &AgentStatus) {
+    let t = &st.tls;
+    s.value(
+        "flink_agent_tls_enabled",
+        "tls.enabled of the configuration in force.",
+        flag(t.enabled),
+    );
+    if !t.enabled {
+        return;
+    }
+    s.gauge(
+        "flink_agent_tls_certificate_expiry_timestamp_seconds",
+        "When each certificate in force ends (cert: node, rest, internal CA, REST client CA, agent client).",
+        t.certificates
+            .iter()
+            .map(|c| (vec![("cert", c.role.clone())], c.not_after_unix as f64)),
+    );
+    s.value(
+        "flink_agent_tls_material_refused",
+        "1 while new TLS material was refused and Flink keeps the certificates in force.",
+        flag(!t.refused.is_empty()),
+    );
+}
+
+/// Three-node clusters: the ZooKeeper quorum, each node's ZooKeeper role, the JobManager leader.
+/// Node labels are the cluster's three addresses (bounded).
+fn cluster(s: &mut Scrape, st: &AgentStatus) {
+    let Some(c) = &st.cluster else {
+        return;
+    };
+    s.value(
+        "flink_agent_zookeeper_quorum_healthy",
+        "1 while a majority of the cluster's ZooKeeper servers serve, one of them as leader.",
+        flag(c.quorum_healthy),
+    );
+    s.gauge(
+        "flink_agent_zookeeper_role",
+        "Each node's ZooKeeper server role as this agent sees it (1 for the current role).",
+        c.nodes.iter().map(|n| {
+            (
+                vec![
+                    ("node", n.address.clone()),
+                    ("role", n.zookeeper.name().to_string()),
+                ],
+                1.0,
+            )
+        }),
+    );
+    s.gauge(
+        "flink_agent_jobmanager_leader",
+        "1 for the node whose JobManager leads the cluster, 0 for the others.",
+        c.nodes.iter().map(|n| {
+            let leads = n.jobmanager == "leader";
+            (vec![("node", n.address.clone())], flag(leads))
+        }),
+    );
+}
+
 /// The event counters ([`crate::events`]), the same families every scrape.
 fn events(r: &mut Registry) {
     let c = crate::events::counters().clone();
@@ -514,6 +575,41 @@ mod tests {
                 checkpoint_interval_ms: 10_000,
             },
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn certificates_and_the_three_node_cluster_are_series_once_they_exist() {
+        let off = render(&sample(), Format::Text);
+        assert!(off.contains("flink_agent_tls_enabled 0.0"), "{off}");
+        assert!(!off.contains("flink_agent_tls_certificate_expiry") && !off.contains("zookeeper"));
+        let mut st = sample();
+        st.tls.enabled = true;
+        st.tls.certificates = vec![crate::tls::CertificateView {
+            role: "node".into(),
+            not_after_unix: 1_800_000_000,
+            ..Default::default()
+        }];
+        st.cluster = Some(crate::zookeeper::ClusterStatus {
+            quorum_healthy: true,
+            nodes: vec![crate::zookeeper::NodeStatus {
+                id: Some("node-1".into()),
+                address: "10.0.0.1".into(),
+                zookeeper: crate::zookeeper::Role::Follower,
+                jobmanager: "leader".into(),
+                taskmanager_registered: true,
+            }],
+            ..Default::default()
+        });
+        let text = render(&st, Format::Text);
+        for line in [
+            "flink_agent_tls_certificate_expiry_timestamp_seconds{cert=\"node\"} 1800000000.0",
+            "flink_agent_tls_material_refused 0.0",
+            "flink_agent_zookeeper_quorum_healthy 1.0",
+            "flink_agent_zookeeper_role{node=\"10.0.0.1\",role=\"follower\"} 1.0",
+            "flink_agent_jobmanager_leader{node=\"10.0.0.1\"} 1.0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
         }
     }
 

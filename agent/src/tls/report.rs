@@ -49,6 +49,9 @@ pub struct CertificateView {
     pub sha256: String,
     pub not_before: String,
     pub not_after: String,
+    /// `not_after` in Unix seconds, for `/metrics` (alerts compare it with `time()`).
+    #[serde(default)]
+    pub not_after_unix: u64,
     pub days_left: i64,
     pub names: Vec<String>,
     pub alert: bool,
@@ -82,6 +85,7 @@ fn view(role: &str, c: &CertInfo, now: SystemTime) -> CertificateView {
         sha256: c.fingerprint.0.clone(),
         not_before: format_time(c.not_before),
         not_after: format_time(c.not_after),
+        not_after_unix: unix(c.not_after),
         days_left: days_between(now, c.not_after),
         names: c
             .dns_names
