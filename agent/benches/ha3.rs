@@ -21,7 +21,7 @@ mod netns;
 #[path = "../tests/support/cluster3.rs"]
 mod cluster3;
 
-use cluster3::{deploy_counter, poll, Cluster3, Options};
+use cluster3::{deploy_counter, deployed_id, poll, Cluster3, Options};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -145,7 +145,7 @@ fn agent_cluster(c: &Cluster3, jar: &Path, runs: usize) -> (f64, Vec<Failover>, 
     let leader = poll(LONG, || healthy(c, &all)).expect("a ready cluster");
     let (code, out, err) = deploy_counter(c, leader, jar, 3);
     assert_eq!(code, 0, "{out}{err}");
-    let id = out.trim().rsplit(' ').next().unwrap().to_string();
+    let id = deployed_id(&out);
     poll(LONG, || job_state(c, leader, &id).filter(|s| s.0)).expect("RUNNING");
     let cold = t.elapsed().as_secs_f64();
     println!("agent: three cold nodes → job RUNNING in {cold:.1} s");
@@ -210,7 +210,7 @@ fn single_node(c: &Cluster3, jar: &Path) -> f64 {
     poll(LONG, || c.status(0).filter(|s| s["ready"] == true)).expect("single node ready");
     let (code, out, err) = deploy_counter(c, 0, jar, 3);
     assert_eq!(code, 0, "{out}{err}");
-    let id = out.trim().rsplit(' ').next().unwrap().to_string();
+    let id = deployed_id(&out);
     poll(LONG, || job_state(c, 0, &id).filter(|s| s.0)).expect("RUNNING");
     let cold = t.elapsed().as_secs_f64();
     println!("single node: cold → job RUNNING in {cold:.1} s");

@@ -32,7 +32,7 @@ mod cluster3;
 
 mod common;
 
-use cluster3::{deploy_counter, poll, Cluster3, Options};
+use cluster3::{deploy_counter, deployed_id, poll, Cluster3, Options};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -276,18 +276,20 @@ fn three_nodes_survive_the_loss_of_any_one() {
     let t = Instant::now();
     let (code, out, err) = deploy_counter(&c, via, &jar, 3);
     assert_eq!(code, 0, "deploy through a standby: {out}{err}");
-    let id = out
-        .trim()
-        .strip_prefix("deployed counter as Flink job ")
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_string();
+    let id = deployed_id(&out);
     for i in all {
+        let mut last = String::new();
         let listed = poll(Duration::from_secs(60), || {
-            let (_, out, _) = c.cli(i, &["jobs", "--json"]);
+            let (_, out, err) = c.cli(i, &["jobs", "--json"]);
+            last = format!("{out}{err}");
             let jobs: Value = serde_json::from_str(&out).ok()?;
             (jobs[0]["flink_job_id"] == id.as_str()).then_some(())
         });
-        assert!(listed.is_some(), "node-{} does not list the job", i + 1);
+        assert!(
+            listed.is_some(),
+            "node-{} does not list the job as {id}: {last}",
+            i + 1
+        );
     }
     poll(START, || {
         running_restored(&c, leader, &id, 0).or_else(|| {

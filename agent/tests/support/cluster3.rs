@@ -419,6 +419,15 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<(u16,
 }
 
 /// Polls `f` every 200 ms until it returns `Some`; None after `timeout`.
+/// The Flink job id in `jobs deploy`'s line: "deployed NAME as Flink job ID; ...".
+pub fn deployed_id(out: &str) -> String {
+    out.split("as Flink job ")
+        .nth(1)
+        .and_then(|rest| rest.split([';', ' ', '\n']).next())
+        .unwrap_or_else(|| panic!("no job id in {out:?}"))
+        .to_string()
+}
+
 pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
