@@ -69,16 +69,28 @@ check "upgrade package version $upgrade_version-1 sorts after $version" \
 jar=$(bash "$repo/tests/jobs/build.sh" "$pkgs/jobs")
 
 # --- Static checks: deb vs rpm layout, scriptlets, linters ---------------------------------------
-# rpm puts the unit under /usr/lib/systemd (on rpm distributions /lib is a symlink to it); the
-# deb's doc and lintian files mean nothing to rpm.
+# rpm puts the unit under /usr/lib/systemd (on rpm distributions /lib is a symlink to it), and
+# zsh completions where Fedora's zsh looks (Debian's looks in vendor-completions); the deb's doc
+# and lintian files mean nothing to rpm.
 deb_files=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ { sub(/^\./, "", $6); print $6 }' \
-  | grep -v '^/usr/share/\(doc\|lintian\)/' | sed 's|^/lib/systemd/|/usr/lib/systemd/|' | sort)
+  | grep -v '^/usr/share/\(doc\|lintian\)/' \
+  | sed 's|^/lib/systemd/|/usr/lib/systemd/|; s|^/usr/share/zsh/vendor-completions/|/usr/share/zsh/site-functions/|' \
+  | sort)
 rpm_files=$(rpm -qpl "$rpm" 2>/dev/null | sort)
 check "rpm and deb ship the same files" equals "$rpm_files" "$deb_files"
 expected_files=$(printf '%s\n' /etc/flink-agent/agent.toml /usr/bin/flink-agent \
   /usr/lib/systemd/system/flink-agent.service /usr/lib/sysusers.d/flink-agent.conf \
-  /usr/lib/tmpfiles.d/flink-agent.conf | sort)
-check "the packages ship binary, unit, config, sysusers, tmpfiles" equals "$rpm_files" "$expected_files"
+  /usr/lib/tmpfiles.d/flink-agent.conf /usr/share/bash-completion/completions/flink-agent \
+  /usr/share/fish/vendor_completions.d/flink-agent.fish /usr/share/zsh/site-functions/_flink-agent \
+  /usr/share/flink-agent/monitoring/grafana-dashboard.json \
+  /usr/share/flink-agent/monitoring/prometheus-rules.yaml | sort)
+check "the packages ship binary, unit, config, sysusers, tmpfiles, completions, alert rules and dashboard" \
+  equals "$(grep -v '^/usr/share/man/' <<<"$rpm_files")" "$expected_files"
+# One page per command, generated from the CLI: the top page and every subcommand's.
+man_pages=$(grep -c '^/usr/share/man/man8/flink-agent.*\.8\.gz$' <<<"$rpm_files" || true)
+subcommands=$("${CARGO_TARGET_DIR:-$repo/target}/release/flink-agent" --help 2>/dev/null | awk '/^Commands:/ { on = 1; next } on && /^  [a-z]/ { print $1 } /^$/ { on = 0 }' | grep -vc '^help$' || true)
+check "the packages ship a man page for flink-agent and each of its $subcommands commands (and their subcommands)" \
+  test "$man_pages" -gt "$subcommands"
 check "the rpm marks the config %config(noreplace)" equals \
   "$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm" 2>/dev/null | grep ' /etc/')" \
   "cn /etc/flink-agent/agent.toml"
