@@ -509,7 +509,8 @@ fn flink_speaks_only_mutual_tls_and_rotates_under_a_running_job() {
         !String::from_utf8_lossy(&ps.stdout).contains(&password),
         "a password in ps"
     );
-    let (_, config_view, _) = cli(&socket, &["config"]);
+    let (_, config_view, _) = cli(&socket, &["config", "--json"]);
+    let (_, config_lines, _) = cli(&socket, &["config"]);
     let (_, tls_show, _) = agent_cli(&[
         "tls",
         "show",
@@ -519,7 +520,8 @@ fn flink_speaks_only_mutual_tls_and_rotates_under_a_running_job() {
     ]);
     for (what, text) in [
         ("status", status(&mut agent).to_string()),
-        ("flink-agent config", config_view.clone()),
+        ("flink-agent config --json", config_view.clone()),
+        ("flink-agent config", config_lines.clone()),
         ("tls show", tls_show.clone()),
         ("the agent's log", agent.log_text()),
         (
@@ -530,7 +532,14 @@ fn flink_speaks_only_mutual_tls_and_rotates_under_a_running_job() {
     ] {
         assert!(!text.contains(&password), "a keystore password in {what}");
     }
-    assert!(config_view.contains("\"security.ssl.internal.keystore-password\": \"<redacted>\""));
+    assert!(
+        config_view.contains("\"security.ssl.internal.keystore-password\": \"<redacted>\""),
+        "{config_view}"
+    );
+    assert!(
+        config_lines.contains("security.ssl.internal.keystore-password: <redacted>"),
+        "{config_lines}"
+    );
     assert!(
         tls_show.contains("\"role\": \"agent client\""),
         "{tls_show}"
