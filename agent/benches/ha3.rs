@@ -68,7 +68,29 @@ fn settled(c: &Cluster3, i: usize, id: &str) -> u64 {
             .then_some(completed)
             .flatten()
     })
-    .expect("a completed checkpoint");
+    .unwrap_or_else(|| {
+        let log = c.node(i).dir.join("anchor/log");
+        let tail = std::fs::read_dir(&log)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("jobmanager"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .flat_map(|t| {
+                t.lines()
+                    .filter(|l| l.contains("heckpoint") || l.contains("Exception"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n");
+        panic!(
+            "no completed checkpoint on node {}: {:?}\n{tail}",
+            i + 1,
+            c.rest(i, &format!("/jobs/{id}/checkpoints"))
+        )
+    });
     std::thread::sleep(Duration::from_secs(3));
     job_state(c, i, id).and_then(|s| s.1).unwrap_or(done)
 }
@@ -508,11 +530,20 @@ fn main() {
         .output()
         .unwrap();
     let jar = PathBuf::from(String::from_utf8_lossy(&built.stdout).trim());
-    let (agent_cold, agent_jm, agent_node) = agent_cluster(&c, &jar, runs);
+    let skip_agent = args.iter().any(|a| a == "--skip-agent");
+    let (agent_cold, agent_jm, agent_node) = if skip_agent {
+        (f64::NAN, Vec::new(), Vec::new())
+    } else {
+        agent_cluster(&c, &jar, runs)
+    };
     for i in 0..3 {
         c.kill_node(i);
     }
-    let single = single_node(&c, &jar);
+    let single = if skip_agent {
+        f64::NAN
+    } else {
+        single_node(&c, &jar)
+    };
     let anchor = (!skip_anchor).then(|| anchor(&c, &jar, runs));
     println!("\nthree-node HA, {runs} run(s) each, session timeout 6 s, heartbeat 2 s / 8 s, checkpoints every 2 s");
     let a_jm = report("agent: kill -9 leader JobManager", &agent_jm);
