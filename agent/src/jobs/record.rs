@@ -299,35 +299,12 @@ pub async fn fetch_remote_jar(remote: &Remote, name: &str) -> object_store::Resu
 
 /// Every job declared in object storage, with its jar (node loss: the local disk is empty).
 pub async fn fetch_remote(remote: &Remote) -> object_store::Result<Vec<RemoteJob>> {
-    let jobs = remote.root.child("jobs");
-    let listing = remote.store.list_with_delimiter(Some(&jobs)).await?;
     let mut out = Vec::new();
-    for prefix in listing.common_prefixes {
-        let Some(name) = prefix.filename() else {
-            continue;
-        };
-        let record = match remote.store.get(&remote_record(remote, name)).await {
-            Ok(got) => got.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        let Ok(record) = serde_json::from_slice::<JobRecord>(&record) else {
-            log::warn!(
-                "ignoring the unreadable job record of `{name}` in {}",
-                remote.url
-            );
-            continue;
-        };
-        let jar = remote
-            .store
-            .get(&remote_jar(remote, name))
-            .await?
-            .bytes()
-            .await?;
-        let stopped = is_stopped_remote(remote, name).await?;
+    for (record, stopped) in fetch_remote_records(remote).await? {
+        let jar = fetch_remote_jar(remote, &record.name).await?;
         out.push(RemoteJob {
             record,
-            jar: jar.to_vec(),
+            jar,
             stopped,
         });
     }
