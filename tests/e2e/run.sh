@@ -311,7 +311,16 @@ survives() {
       && [ "$(status_py "s['ready']")" = True ]
   }
   eventually "$event: a new agent is ready" "$timeout" agent_back
+  # Flink's REST caches checkpoint statistics for up to 3 s (rest.cache.checkpoint-statistics.timeout),
+  # so keep sampling until a completion after the event shows, at most 20 s: a window cut 3 s after
+  # READY could end before the cache shows one and fail a check that Flink passed.
+  local waited=0
   sleep 3
+  analysis=$(python3 "$here/samples.py" "$file" --job "$job_id" --event "$t_event")
+  while [ "$waited" -lt 20 ] && ! python3 -c "import json,sys; sys.exit(json.loads(sys.argv[1])['checkpoint_gap_at_event_ms'] is None)" "$analysis"; do
+    sleep 1; waited=$((waited + 1))
+    analysis=$(python3 "$here/samples.py" "$file" --job "$job_id" --event "$t_event")
+  done
   sampler_stop
   analysis=$(python3 "$here/samples.py" "$file" --job "$job_id" --event "$t_event")
   a() { python3 -c "import json,sys; a=json.loads(sys.argv[1]); print($1)" "$analysis"; }
