@@ -79,6 +79,44 @@ impl Drop for Reaper {
     }
 }
 
+/// An argv without the class-data options (they belong to one launch: record, then map).
+fn without_cds(argv: &[String]) -> Vec<String> {
+    argv.iter()
+        .filter(|a| {
+            !a.starts_with("-XX:DumpLoadedClassList=") && !a.starts_with("-XX:SharedArchiveFile=")
+        })
+        .cloned()
+        .collect()
+}
+
+/// The class-data archive of `kind` under `state_dir`, once the supervisor has made it (at most
+/// 180 s: it waits for the JVM to settle, then dumps at the lowest priority).
+async fn wait_for_archive(state_dir: &Path, kind: &str) -> std::path::PathBuf {
+    let dir = state_dir.join("flink-conf.jvm");
+    let t = Instant::now();
+    loop {
+        let found = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(&format!("{kind}-")) && name.ends_with(".jsa")
+            });
+        if let Some(entry) = found {
+            println!(
+                "{kind} class-data archive after {:.0} s",
+                t.elapsed().as_secs_f64()
+            );
+            return entry.path();
+        }
+        if t.elapsed() > Duration::from_secs(180) {
+            panic!("no {kind} class-data archive in {}", dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// A process's argv and (sorted) environment as the kernel shows them: what was exec'd.
 fn proc_launch(pid: i32) -> (Vec<String>, Vec<String>) {
     let read = |what: &str| -> Vec<String> {
@@ -223,6 +261,17 @@ async fn scenarios(reaper: &Reaper) {
         let learned = state_dir.join(format!("flink-conf.jvm/{name}.json"));
         assert!(learned.is_file(), "{} was not learned", learned.display());
     }
+    // No class-data archive yet: the first JVMs record the classes they load for one.
+    for (name, launch) in [("jobmanager", &script_jm), ("taskmanager", &script_tm)] {
+        assert!(
+            launch
+                .0
+                .iter()
+                .any(|a| a.starts_with("-XX:DumpLoadedClassList=")),
+            "the {name} records its classes: {:?}",
+            launch.0
+        );
+    }
 
     // 2. kill -9 the TaskManager: restarted, and the *new* one registered (the old one is still
     //    listed by Flink until its heartbeat times out). It runs from the learned command: the
@@ -255,7 +304,7 @@ async fn scenarios(reaper: &Reaper) {
     let tm_pid = tm.pid.expect("new tm pid");
     let direct_tm = proc_launch(tm_pid);
     assert_eq!(direct_tm.1, script_tm.1, "the same environment");
-    let without_id = |argv: &[String]| argv[..argv.len() - 1].to_vec();
+    let without_id = |argv: &[String]| without_cds(&argv[..argv.len() - 1]);
     assert_eq!(without_id(&direct_tm.0), without_id(&script_tm.0));
     assert_ne!(direct_tm.0.last(), script_tm.0.last(), "a new resource id");
 
@@ -281,7 +330,8 @@ async fn scenarios(reaper: &Reaper) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert_eq!(
-        first_look, script_jm,
+        (without_cds(&first_look.0), &first_look.1),
+        (without_cds(&script_jm.0), &script_jm.1),
         "the JobManager starts as the JVM the script ran"
     );
     let after = wait_for(&handle, reaper, 150, "jobmanager restarted", |s| {
@@ -402,8 +452,12 @@ async fn scenarios(reaper: &Reaper) {
     assert_eq!(find(&after, "taskmanager").pid, Some(tm_pid));
     let jm_pid = find(&after, "jobmanager").pid.expect("jm pid");
 
+    // By now (a minute and more of healthy JVMs) the JobManager's class-data archive is made,
+    // in the background; the next JobManager maps it.
+    let archive = wait_for_archive(&state_dir, "jobmanager").await;
+
     // 8. A stale state file: the recorded JobManager pid now belongs to another program. It
-    //    is not adopted (nor killed); a fresh JobManager starts.
+    //    is not adopted (nor killed); a fresh JobManager starts, mapping the archive.
     handle.detach().await;
     signal::killpg(Pid::from_raw(jm_pid), Signal::SIGKILL).expect("kill jm");
     let mut other = std::process::Command::new("sleep")
@@ -428,6 +482,13 @@ async fn scenarios(reaper: &Reaper) {
     let fresh = wait_for(&handle, reaper, 150, "fresh jobmanager", both_running).await;
     let jm = find(&fresh, "jobmanager");
     assert!(!jm.adopted && jm.pid != Some(other_pid), "{jm:?}");
+    let maps =
+        std::fs::read_to_string(format!("/proc/{}/maps", jm.pid.expect("jm pid"))).expect("maps");
+    assert!(
+        maps.contains(&archive.display().to_string()),
+        "the healthy JobManager maps {}",
+        archive.display()
+    );
     assert_eq!(
         other.try_wait().expect("wait"),
         None,

@@ -551,7 +551,8 @@ pub struct SupervisorSection {
     pub start_timeout_secs: u64,
     /// Health probe period.
     pub health_interval_ms: u64,
-    /// First restart delay; doubles per consecutive failure up to `backoff_max_ms`.
+    /// Delay before the second consecutive restart (the first crash of a healthy process
+    /// restarts at once); doubles per further failure up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
     /// Failure budget: more than `max_restarts` failures within `restart_window_secs` marks the

@@ -10,6 +10,7 @@
 //! dir for a serving peer (see `zkserver`).
 
 use super::adopt;
+use super::cds;
 use super::fingerprint::{restart_set, Fingerprint, RestartSet};
 use super::jvm_command::{self, JvmCommand};
 use super::persist::{Persisted, Record, StateFile};
@@ -63,6 +64,8 @@ struct Slot {
     /// The per-launch arguments of the current process (stripped when its JVM command is
     /// learned).
     extra_args: Vec<String>,
+    /// The current process's class-data archive and what it does with it (see [`cds`]).
+    cds: Option<(cds::Archive, cds::Cds)>,
 }
 
 impl Slot {
@@ -78,6 +81,7 @@ impl Slot {
             proven: false,
             heap_bytes: None,
             extra_args: Vec::new(),
+            cds: None,
         }
     }
 
@@ -434,22 +438,42 @@ impl Driver {
         let resource_id = (kind == Kind::TaskManager)
             .then(|| format!("flink-agent-tm-{}-{:x}", self.launches, unix_millis()));
         args.extend(launch_args(&self.spec, kind, resource_id.as_deref()));
-        let key = if kind == Kind::ZooKeeper {
-            None
+        let (key, archive) = if kind == Kind::ZooKeeper {
+            (None, None)
         } else {
             let spec = self.spec.clone();
             // Stats every file of the distribution's lib/: not on the runtime's threads.
-            tokio::task::spawn_blocking(move || jvm_command::key(&spec, kind))
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r)
-                .inspect_err(|e| log::warn!("cannot fingerprint the {} launch: {e}", kind.name()))
-                .ok()
+            tokio::task::spawn_blocking(move || {
+                let archive = cds::Archive::of(&spec, kind)
+                    .inspect_err(|e| {
+                        log::warn!("no class-data archive for the {}: {e}", kind.name())
+                    })
+                    .ok()
+                    .flatten();
+                (jvm_command::key(&spec, kind), archive)
+            })
+            .await
+            .map(|(key, archive)| {
+                let key = key
+                    .inspect_err(|e| {
+                        log::warn!("cannot fingerprint the {} launch: {e}", kind.name())
+                    })
+                    .ok();
+                (key, archive)
+            })
+            .unwrap_or_default()
         };
         let learned = key
             .as_deref()
             .and_then(|k| jvm_command::load(&jvm_command::cache_path(&self.spec, kind), k));
-        let result = self.start(kind, &args, learned.as_ref(), resource_id.clone());
+        let cds = archive.and_then(|a| a.plan().map(|plan| (a, plan)));
+        let result = self.start(
+            kind,
+            &args,
+            learned.as_ref(),
+            cds.as_ref().map(|(_, plan)| plan),
+            resource_id.clone(),
+        );
         let now = Instant::now();
         let fingerprint = self.fingerprint_of(kind);
         let conf_dir = self.conf_dir_of(kind);
@@ -465,7 +489,13 @@ impl Driver {
                     (_, true) => "as its learned JVM command",
                     (_, false) => "through Flink's script",
                 };
-                log::info!("started {} (pid {}) {how}", kind.name(), live.pid);
+                let classes = match &cds {
+                    Some((_, cds::Cds::Map(_))) => ", mapping its class-data archive",
+                    Some((_, cds::Cds::Record(_))) => ", recording its classes for an archive",
+                    None => "",
+                };
+                log::info!("started {} (pid {}) {how}{classes}", kind.name(), live.pid);
+                slot.cds = cds;
                 slot.learn_key = if live.direct { None } else { key };
                 slot.proven = false;
                 slot.live = Some(live);
@@ -493,12 +523,14 @@ impl Driver {
         kind: Kind,
         args: &[String],
         learned: Option<&JvmCommand>,
+        cds: Option<&cds::Cds>,
         resource_id: Option<String>,
     ) -> Result<Live, SupervisorError> {
         let launch = Launch {
             kind,
             extra_args: args,
             learned,
+            cds,
             placement: self.placement,
             number: self.launches,
         };
@@ -551,6 +583,12 @@ impl Driver {
         let slot = self.slot(kind);
         slot.proven = true;
         let args = slot.extra_args.clone();
+        if let (Some((archive, cds::Cds::Record(_))), Some(live)) = (&slot.cds, &slot.live) {
+            let (archive, pid) = (archive.clone(), live.pid);
+            slot.cds = None;
+            self.make_archive(archive, pid);
+        }
+        let slot = self.slot(kind);
         let (Some(key), Some(pid)) = (slot.learn_key.take(), slot.live.as_ref().map(|l| l.pid))
         else {
             return;
@@ -581,6 +619,46 @@ impl Driver {
         }
     }
 
+    /// The process `pid` records the classes it loads: once it has run for [`cds::SETTLE`],
+    /// dump them into an archive with its own JVM and class path, in the background.
+    fn make_archive(&self, archive: cds::Archive, pid: i32) {
+        let spec = self.spec.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(cds::SETTLE).await;
+            let kind = archive.kind;
+            let made = tokio::task::spawn_blocking(move || {
+                let argv = process::read_proc(&spec, pid, "cmdline")
+                    .map_err(|e| format!("cannot read its command line: {e}"))?;
+                let argv: Vec<String> = String::from_utf8_lossy(&argv)
+                    .split('\0')
+                    .map(str::to_string)
+                    .collect();
+                let classpath = cds::classpath(&argv)
+                    .ok_or_else(|| "its command line names no class path".to_string())?;
+                archive
+                    .make(&argv[0], classpath)
+                    .map(|made| (made, archive.archive.clone()))
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match made {
+                Ok((None, _)) => {}
+                Ok((Some(made), path)) => log::info!(
+                    "made the {} class-data archive {} ({} MiB in {:.1} s): its next starts map it",
+                    kind.name(),
+                    path.display(),
+                    made.bytes >> 20,
+                    made.took.as_secs_f64()
+                ),
+                Err(e) => log::warn!(
+                    "no class-data archive for the {}: {e}; it starts without one",
+                    kind.name()
+                ),
+            }
+        });
+    }
+
     fn on_exit(&mut self, kind: Kind, how: String) {
         let now = Instant::now();
         let path = jvm_command::cache_path(&self.spec, kind);
@@ -593,7 +671,11 @@ impl Driver {
                 // timeout): let the script decide again.
                 jvm_command::forget(&path);
             }
+            if let (Some((archive, cds::Cds::Map(_))), false) = (&slot.cds, slot.proven) {
+                archive.forget();
+            }
         }
+        slot.cds = None;
         slot.learn_key = None;
         let action = slot.machine.exited(now, &how);
         log::warn!("{} {how}", kind.name());

@@ -50,9 +50,15 @@ pub enum LearnError {
 /// Where the learned commands live: beside the rendered conf dir (`<state_dir>/flink-conf` →
 /// `<state_dir>/flink-conf.jvm/<kind>.json`), outside it so they never count as config.
 pub fn cache_path(spec: &LaunchSpec, kind: Kind) -> PathBuf {
+    cache_dir(spec).join(format!("{}.json", kind.name()))
+}
+
+/// `<state_dir>/flink-conf.jvm`: what the agent keeps about the JVMs it launches (the learned
+/// commands, the class-data archives of [`super::cds`]).
+pub fn cache_dir(spec: &LaunchSpec) -> PathBuf {
     let mut dir = spec.conf_dir.clone().into_os_string();
     dir.push(".jvm");
-    PathBuf::from(dir).join(format!("{}.json", kind.name()))
+    PathBuf::from(dir)
 }
 
 /// Hash of everything the scripts' result depends on: the process kind, the paths the agent
@@ -153,6 +159,8 @@ pub fn learn(
         return Err(LearnError::MissingExtraArgs(extra_args.to_vec()));
     };
     argv.truncate(kept);
+    // The class-data options belong to that launch (`super::cds` decides them per launch).
+    argv.retain(|a| !super::cds::is_cds_option(a));
     let env = split_nul(environ)?
         .into_iter()
         .filter_map(|kv| {
@@ -250,6 +258,26 @@ org.apache.flink.runtime.taskexecutor.TaskManagerRunner\0--configDir\0/var/lib/f
             &extra("tm-1")
         )
         .is_err());
+    }
+
+    #[test]
+    fn class_data_options_are_not_learned() {
+        let cmdline = [
+            b"/usr/lib/jvm/java-17-openjdk-amd64/bin/java\0-XX:DumpLoadedClassList=/var/log/flink/taskmanager.classlist\0-Xmx536870902\0".as_slice(),
+            b"-classpath\0/opt/flink/lib/flink-dist-2.3.0.jar\0org.apache.flink.runtime.taskexecutor.TaskManagerRunner\0-D\0taskmanager.resource-id=tm-1\0",
+        ]
+        .concat();
+        let cmd = learn("k".into(), &cmdline, b"", &extra("tm-1")).expect("learned");
+        assert_eq!(
+            cmd.argv,
+            [
+                "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
+                "-Xmx536870902",
+                "-classpath",
+                "/opt/flink/lib/flink-dist-2.3.0.jar",
+                "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
+            ]
+        );
     }
 
     fn spec(dir: &Path) -> LaunchSpec {

@@ -10,6 +10,8 @@
 //! - `adopt`: recognising those processes again, and strays that must go;
 //! - `jvm_command`: the JVM command line the scripts compute, learned once per rendered config
 //!   so that restarts skip the scripts' seconds of helper JVMs;
+//! - `cds`: class-data sharing archives of the JobManager and TaskManager JVMs, so that a
+//!   restarted JVM maps its classes instead of loading them;
 //! - `driver`: the task that owns both processes and runs the reconcile loop;
 //! - [`SupervisorHandle`]: how the daemon and the API talk to that task.
 //!
@@ -19,6 +21,7 @@
 //! leaves Flink running; only [`SupervisorHandle::stop`] stops it.
 
 mod adopt;
+mod cds;
 mod driver;
 mod fingerprint;
 mod jvm_command;

@@ -145,6 +145,8 @@ pub struct Launch<'a> {
     pub kind: Kind,
     pub extra_args: &'a [String],
     pub learned: Option<&'a JvmCommand>,
+    /// Class-data sharing for this launch (see [`super::cds`]).
+    pub cds: Option<&'a super::cds::Cds>,
     pub placement: Placement,
     /// Numbers this launch (scope unit names must not repeat while an old one is collected).
     pub number: u64,
@@ -172,7 +174,16 @@ pub fn spawn(spec: &LaunchSpec, launch: &Launch<'_>) -> Result<Spawned, Supervis
                     ),
                 })
             }
-            (_, Some(cmd), _) => (cmd.argv[0].clone(), cmd.argv[1..].to_vec(), cmd.env.clone()),
+            (_, Some(cmd), _) => (
+                cmd.argv[0].clone(),
+                launch
+                    .cds
+                    .map(super::cds::Cds::option)
+                    .into_iter()
+                    .chain(cmd.argv[1..].iter().cloned())
+                    .collect(),
+                cmd.env.clone(),
+            ),
             (_, None, _) => (
                 spec.flink_home
                     .join(kind.script().unwrap_or_default())
@@ -192,6 +203,9 @@ pub fn spawn(spec: &LaunchSpec, launch: &Launch<'_>) -> Result<Spawned, Supervis
                     ("FLINK_PID_DIR", spec.log_dir.display().to_string()),
                 ]
                 .into_iter()
+                // The scripts put JVM_ARGS on the final JVM's command line only (not on their
+                // helper JVMs').
+                .chain(launch.cds.map(|c| ("JVM_ARGS", c.option())))
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             ),
@@ -456,6 +470,7 @@ mod tests {
             kind: Kind::JobManager,
             extra_args: &[],
             learned: None,
+            cds: None,
             placement: Placement::Session,
             number: 1,
         };
@@ -534,6 +549,7 @@ mod tests {
             kind: Kind::JobManager,
             extra_args: &[],
             learned: None,
+            cds: None,
             placement: Placement::Session,
             number: 1,
         };
