@@ -19,10 +19,13 @@ Two clusters, one after the other, on the same machine and the same Flink distri
   standby) and one TaskManager started with Flink's scripts; the leader is killed with SIGKILL
   and the same end point is timed on the standby (phases: leader elected, job listed, running).
 
+The agent runs once per `--variants` entry: `cds` (class-data sharing on; the kills start once
+the agent has made both archives) and `no-cds`, so that lever shows on its own.
+
 Prints per-phase medians of `--runs` kills for both and the ratio agent/anchor (goal <= 0.5).
 Every process this starts is killed by process group at the end, also on errors and Ctrl-C.
 
-usage: benches/rto.py [--runs N] [--skip-anchor] [--skip-agent] [--keep]
+usage: benches/rto.py [--runs N] [--variants cds,no-cds] [--skip-anchor] [--skip-agent] [--keep]
        (FLINK_HOME, the agent built with `cargo build --release -p flink-agent`)
 """
 import argparse, glob, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
@@ -179,7 +182,7 @@ def build_job(d, flink_home):
 
 # ---------------------------------------------------------------- the agent
 
-def agent_config(d, flink_home):
+def agent_config(d, flink_home, cds=True):
     ports = "\n".join(f"{k} = {v}" for k, v in AGENT_PORTS.items())
     path = os.path.join(d, "agent.toml")
     with open(path, "w") as f:
@@ -206,6 +209,8 @@ url = "file://{d}/store"
 rescan_interval_secs = 1
 [firewall]
 enabled = false
+[supervisor]
+class_data_sharing = {str(cds).lower()}
 [ports]
 {ports}
 """)
@@ -278,16 +283,22 @@ def _is_jm(pid):
     return b"jobmanager.sh" in c or b"standalonesession" in c or JM_CLASS.encode() in c
 
 
-def run_agent(base, flink_home, jar, runs, procs):
-    d = os.path.join(base, "agent")
+def run_agent(base, name, flink_home, jar, runs, procs, cds):
+    d = os.path.join(base, name)
     os.makedirs(d)
-    config = agent_config(d, flink_home)
+    config = agent_config(d, flink_home, cds)
     agent = procs.start([AGENT, "run", "--config", config], os.path.join(d, "agent.log"),
                         env=dict(os.environ, FLINK_AGENT_LOG="info"))
     rest = AGENT_PORTS["rest"]
     wait("the agent ready", 180, lambda: (get(rest, "/overview") or {}).get("slots-total", 0) >= 1)
     cli(d, "jobs", "deploy", "counter", "--jar", jar, "--entry-class", ENTRY, "--parallelism", "1", "--",
         os.path.join(d, "counts.txt"), "20")
+    if cds:
+        # Recovery with the archives the agent makes once the first JVMs have settled.
+        t = time.monotonic()
+        wait("both class-data archives", 300, lambda: len(glob.glob(os.path.join(d, "state/flink-conf.jvm/*.jsa"))) >= 2,
+             period=1)
+        print(f"{name}: both class-data archives made {time.monotonic() - t:.0f} s after the job was deployed", flush=True)
     results = []
     for i in range(runs):
         # A durable checkpoint newer than the last restore, then a settled cluster.
@@ -296,7 +307,7 @@ def run_agent(base, flink_home, jar, runs, procs):
         time.sleep(3)
         r = measure_agent_kill(d, rest, agent.pid)
         results.append(r)
-        print(f"agent run {i + 1}: " + ", ".join(f"{p} {r[p]:.2f}" for p in AGENT_PHASES)
+        print(f"{name} run {i + 1}: " + ", ".join(f"{p} {r[p]:.2f}" for p in AGENT_PHASES)
               + f" (restored from checkpoint {r['restored from']})", flush=True)
     return results
 
@@ -474,6 +485,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-anchor", action="store_true")
     ap.add_argument("--skip-agent", action="store_true")
+    ap.add_argument("--variants", default="cds,no-cds",
+                    help="agent runs, comma-separated: cds (class-data sharing on), no-cds")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) for inspection")
     a = ap.parse_args()
     flink_home = os.environ.get("FLINK_HOME") or sys.exit("set FLINK_HOME (tests/setup/flink.sh prints it)")
@@ -482,11 +495,16 @@ def main():
     base = tempfile.mkdtemp(prefix="fa-rto-")
     procs = Procs()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    agent = anchor = None
+    agents, anchor = {}, None
+    variants = [v for v in a.variants.split(",") if v]
     try:
         jar = build_job(base, flink_home)
-        if not a.skip_agent:
-            agent = run_agent(base, flink_home, jar, a.runs, procs)
+        for v in [] if a.skip_agent else variants:
+            if v not in ("cds", "no-cds"):
+                sys.exit(f"unknown variant {v!r}")
+            # The first variant's dir is `agent`: the anchor renders its config from there.
+            name = "agent" if v == variants[0] else f"agent-{v}"
+            agents[v] = run_agent(base, name, flink_home, jar, a.runs, procs, v == "cds")
             procs.kill_all(base)
         if not a.skip_anchor:
             if a.skip_agent:
@@ -503,13 +521,17 @@ def main():
             print(f"kept {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
-    a_total = table("agent", agent, AGENT_PHASES) if agent else None
+    totals = {v: table(f"agent ({v})", r, AGENT_PHASES) for v, r in agents.items()}
     h_total = table("anchor: ZooKeeper HA, hot standby", anchor, ANCHOR_PHASES) if anchor else None
-    if a_total and h_total:
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        print(f"\nload average at the end: {load} ({os.cpu_count()} CPUs)")
-        print(f"RTO median: agent {a_total:.2f} s, anchor {h_total:.2f} s; "
-              f"ratio agent/anchor = {a_total / h_total:.2f} (goal <= 0.5)")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nload average at the end: {load} ({os.cpu_count()} CPUs)")
+    if "cds" in totals and "no-cds" in totals:
+        print(f"class-data sharing alone: RTO {totals['no-cds']:.2f} s → {totals['cds']:.2f} s "
+              f"(ratio {totals['cds'] / totals['no-cds']:.2f})")
+    for v, total in totals.items():
+        if h_total:
+            print(f"RTO median: agent ({v}) {total:.2f} s, anchor {h_total:.2f} s; "
+                  f"ratio agent/anchor = {total / h_total:.2f} (goal <= 0.5)")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ fn config(dir: &Path) -> AgentConfig {
         max_restarts: 1,
         restart_window_secs: 300,
         stop_grace_secs: 10,
+        class_data_sharing: true,
     };
     c
 }

@@ -561,6 +561,9 @@ pub struct SupervisorSection {
     pub restart_window_secs: u64,
     /// Grace period between SIGTERM and SIGKILL on stop.
     pub stop_grace_secs: u64,
+    /// Class-data sharing archives for the JobManager and TaskManager JVMs (made by the agent,
+    /// mapped at each start; see `supervisor::cds`). Applies from each process's next start.
+    pub class_data_sharing: bool,
 }
 
 impl Default for SupervisorSection {
@@ -573,6 +576,7 @@ impl Default for SupervisorSection {
             max_restarts: 5,
             restart_window_secs: 300,
             stop_grace_secs: 30,
+            class_data_sharing: true,
         }
     }
 }

@@ -444,11 +444,16 @@ impl Driver {
             let spec = self.spec.clone();
             // Stats every file of the distribution's lib/: not on the runtime's threads.
             tokio::task::spawn_blocking(move || {
-                let archive = cds::Archive::of(&spec, kind)
-                    .inspect_err(|e| {
-                        log::warn!("no class-data archive for the {}: {e}", kind.name())
+                let archive = spec
+                    .settings
+                    .class_data_sharing
+                    .then(|| cds::Archive::of(&spec, kind))
+                    .and_then(|a| {
+                        a.inspect_err(|e| {
+                            log::warn!("no class-data archive for the {}: {e}", kind.name())
+                        })
+                        .ok()
                     })
-                    .ok()
                     .flatten();
                 (jvm_command::key(&spec, kind), archive)
             })
