@@ -25,7 +25,7 @@ the agent has made both archives) and `no-cds`, so that lever shows on its own.
 Prints per-phase medians of `--runs` kills for both and the ratio agent/anchor (goal <= 0.5).
 Every process this starts is killed by process group at the end, also on errors and Ctrl-C.
 
-usage: benches/rto.py [--runs N] [--variants cds,no-cds] [--skip-anchor] [--skip-agent] [--keep]
+usage: benches/rto.py [--runs N] [--variants cds,no-cds] [--skip-anchor] [--skip-agent] [--agent BIN] [--keep]
        (FLINK_HOME, the agent built with `cargo build --release -p flink-agent`)
 """
 import argparse, glob, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
@@ -488,7 +488,11 @@ def main():
     ap.add_argument("--variants", default="cds,no-cds",
                     help="agent runs, comma-separated: cds (class-data sharing on), no-cds")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) for inspection")
+    ap.add_argument("--agent", help="the agent binary to measure (default: the release build); "
+                    "compare two builds by running each")
     a = ap.parse_args()
+    global AGENT
+    AGENT = a.agent or AGENT
     flink_home = os.environ.get("FLINK_HOME") or sys.exit("set FLINK_HOME (tests/setup/flink.sh prints it)")
     if not os.access(AGENT, os.X_OK):
         sys.exit(f"no {AGENT}: run `cargo build --release -p flink-agent`")

@@ -544,6 +544,15 @@ fn main() {
     } else {
         single_node(&c, &jar)
     };
+    // The agents' nftables tables outlive them (the firewall is kernel state), and the
+    // single-node phase's admits no peer at all: Flink's own HA by hand runs without them.
+    for i in 0..3 {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &c.net.ns(&c.node(i).role)])
+            .args(["nft", "delete", "table", "inet", "flink_agent"])
+            .stderr(Stdio::null())
+            .status();
+    }
     let anchor = (!skip_anchor).then(|| anchor(&c, &jar, runs));
     println!("\nthree-node HA, {runs} run(s) each, session timeout 6 s, heartbeat 2 s / 8 s, checkpoints every 2 s");
     let a_jm = report("agent: kill -9 leader JobManager", &agent_jm);
