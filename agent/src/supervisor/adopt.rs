@@ -184,20 +184,11 @@ mod tests {
     use std::time::Duration;
 
     fn spec() -> LaunchSpec {
-        LaunchSpec {
-            flink_home: PathBuf::from("/opt/flink"),
-            java_home: PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64"),
-            conf_dir: PathBuf::from("/var/lib/flink-agent/flink-conf"),
-            log_dir: PathBuf::from("/var/log/flink"),
-            user: None,
-            endpoint: crate::flinkrest::Endpoint::new("127.0.0.1", 8081),
-            expected_slots: 1,
-            settings: crate::config::SupervisorSection::default(),
-            properties: Default::default(),
-            fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
-            ha_cluster_id: None,
-            zookeeper: None,
-        }
+        super::super::test_spec(
+            PathBuf::from("/opt/flink"),
+            PathBuf::from("/var/lib/flink-agent/flink-conf"),
+            PathBuf::from("/var/log/flink"),
+        )
     }
 
     #[test]

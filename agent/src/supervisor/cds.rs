@@ -282,18 +282,8 @@ mod tests {
         fs::write(java_home.join("lib/server/libjvm.so"), b"jvm").unwrap();
         fs::create_dir_all(root.join("log")).unwrap();
         LaunchSpec {
-            flink_home,
             java_home,
-            conf_dir: root.join("state/flink-conf"),
-            log_dir: root.join("log"),
-            user: None,
-            endpoint: crate::flinkrest::Endpoint::new("127.0.0.1", 8081),
-            expected_slots: 1,
-            settings: crate::config::SupervisorSection::default(),
-            properties: Default::default(),
-            fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
-            ha_cluster_id: None,
-            zookeeper: None,
+            ..super::super::test_spec(flink_home, root.join("state/flink-conf"), root.join("log"))
         }
     }
 

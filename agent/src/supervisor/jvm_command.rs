@@ -290,20 +290,7 @@ org.apache.flink.runtime.taskexecutor.TaskManagerRunner\0--configDir\0/var/lib/f
         let conf_dir = dir.join("state/flink-conf");
         fs::create_dir_all(&conf_dir).expect("conf");
         fs::write(conf_dir.join("config.yaml"), b"rest.port: 8081\n").expect("config");
-        LaunchSpec {
-            flink_home: home,
-            java_home: PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64"),
-            conf_dir,
-            log_dir: dir.join("log"),
-            user: None,
-            endpoint: crate::flinkrest::Endpoint::new("127.0.0.1", 8081),
-            expected_slots: 1,
-            settings: crate::config::SupervisorSection::default(),
-            properties: Default::default(),
-            fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
-            ha_cluster_id: None,
-            zookeeper: None,
-        }
+        super::super::test_spec(home, conf_dir, dir.join("log"))
     }
 
     #[test]

@@ -396,6 +396,26 @@ impl SupervisorHandle {
     }
 }
 
+/// A launch spec for unit tests: Flink at `flink_home` with these conf and log dirs, Debian's
+/// Java 17, defaults for the rest.
+#[cfg(test)]
+pub(crate) fn test_spec(flink_home: PathBuf, conf_dir: PathBuf, log_dir: PathBuf) -> LaunchSpec {
+    LaunchSpec {
+        flink_home,
+        java_home: PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64"),
+        conf_dir,
+        log_dir,
+        user: None,
+        endpoint: Endpoint::new("127.0.0.1", 8081),
+        expected_slots: 1,
+        settings: SupervisorSection::default(),
+        properties: ProcessProperties::default(),
+        fingerprint: Fingerprint::new(&[], "config.yaml", []),
+        ha_cluster_id: None,
+        zookeeper: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -450,18 +450,9 @@ mod tests {
         std::fs::create_dir_all(&log_dir).expect("log dir");
         std::fs::set_permissions(&log_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         LaunchSpec {
-            flink_home: home,
-            java_home: PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64"),
-            conf_dir: dir.join("conf"),
-            log_dir,
             user: user.map(str::to_string),
             endpoint: crate::flinkrest::Endpoint::new("127.0.0.1", 1),
-            expected_slots: 1,
-            settings: crate::config::SupervisorSection::default(),
-            properties: Default::default(),
-            fingerprint: super::super::Fingerprint::new(&[], "config.yaml", []),
-            ha_cluster_id: None,
-            zookeeper: None,
+            ..super::super::test_spec(home, dir.join("conf"), log_dir)
         }
     }
 
