@@ -463,17 +463,23 @@ fn anchor(c: &Cluster3, jar: &Path, runs: usize) -> (f64, Vec<Failover>, Vec<Fai
         let before = settled(c, l, &id);
         let watch: Vec<usize> = all.iter().copied().filter(|i| *i != l).collect();
         let mut jm = a.jm[l].take().unwrap();
+        let conf = a.files[l].1.clone();
+        let mut restarted = None;
         let f = failover(c, &id, before, &watch, || {
             // The JVM leads the script's process group.
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(jm.id() as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            let _ = jm.wait();
+            // Flink's HA as it is deployed: a supervisor restarts the crashed JobManager at once
+            // (systemd's Restart= waits 100 ms by default), as the agent does; its start then
+            // shares the machine with the failover, on both sides.
+            restarted = Some(anchor_flink(c, l, &conf, "jobmanager"));
         });
-        let _ = jm.wait();
         println!("anchor JobManager kill {}: {f:?}", run + 1);
         jm_kills.push(f);
-        a.jm[l] = Some(anchor_flink(c, l, &a.files[l].1, "jobmanager"));
+        a.jm[l] = restarted;
         poll(LONG, || c.rest(l, "/overview")).expect("the standby back");
     }
     let mut node_losses = Vec::new();
