@@ -289,6 +289,17 @@ check "Flink checkpoints the job every second" \
   equals "$(flink_get "/jobs/$job_id/checkpoints/config" | python3 -c 'import json,sys; print(json.load(sys.stdin)["interval"])')" 1000
 check "the job writes its counts (as the flink user)" inside test -s /var/lib/flink/counts.txt
 
+# Once the first JVMs have settled, the agent dumps their class-data archives (root, in its
+# sandbox, from class lists the JVMs wrote as the flink user); later starts map them.
+archives_made() {
+  local kind
+  for kind in jobmanager taskmanager; do
+    inside journalctl -u $unit -o cat --no-pager | grep -q "^made the $kind class-data archive " || return 1
+  done
+}
+eventually "journal: the agent made the JobManager's and the TaskManager's class-data archives" 300 archives_made
+check "journal: no warnings or errors from the agent since" equals "$(journal=$(inside journalctl -u $unit -o json --no-pager); agent_errors)" ""
+
 # --- The agent goes away and comes back; Flink must not notice ------------------------------------
 # survives <event> <timeout> <cmd...>: runs the event's command with the sampler polling Flink
 # from 2 s before it until 3 s after the agent is ready again (a new agent process, the unit active,

@@ -589,9 +589,9 @@ impl Driver {
         slot.proven = true;
         let args = slot.extra_args.clone();
         if let (Some((archive, cds::Cds::Record(_))), Some(live)) = (&slot.cds, &slot.live) {
-            let (archive, pid) = (archive.clone(), live.pid);
+            let (archive, identity) = (archive.clone(), live.identity.clone());
             slot.cds = None;
-            self.make_archive(archive, pid);
+            self.make_archive(archive, identity);
         }
         let slot = self.slot(kind);
         let (Some(key), Some(pid)) = (slot.learn_key.take(), slot.live.as_ref().map(|l| l.pid))
@@ -624,13 +624,22 @@ impl Driver {
         }
     }
 
-    /// The process `pid` records the classes it loads: once it has run for [`cds::SETTLE`],
-    /// dump them into an archive with its own JVM and class path, in the background.
-    fn make_archive(&self, archive: cds::Archive, pid: i32) {
+    /// The process `identity` records the classes it loads: once it has run for
+    /// [`cds::SETTLE`], dump them into an archive with its own JVM and class path, in the
+    /// background. If it has ended by then (a reload restarted it), its successor records again.
+    fn make_archive(&self, archive: cds::Archive, identity: crate::procfs::ProcessIdentity) {
         let spec = self.spec.clone();
         tokio::spawn(async move {
             tokio::time::sleep(cds::SETTLE).await;
             let kind = archive.kind;
+            if !identity.is_alive() {
+                log::info!(
+                    "the {} ended before its classes were archived; its next start records them",
+                    kind.name()
+                );
+                return;
+            }
+            let pid = identity.pid;
             let made = tokio::task::spawn_blocking(move || {
                 let argv = process::read_proc(&spec, pid, "cmdline")
                     .map_err(|e| format!("cannot read its command line: {e}"))?;
