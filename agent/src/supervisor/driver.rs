@@ -444,17 +444,14 @@ impl Driver {
             let spec = self.spec.clone();
             // Stats every file of the distribution's lib/: not on the runtime's threads.
             tokio::task::spawn_blocking(move || {
-                let archive = spec
-                    .settings
-                    .class_data_sharing
-                    .then(|| cds::Archive::of(&spec, kind))
-                    .and_then(|a| {
-                        a.inspect_err(|e| {
-                            log::warn!("no class-data archive for the {}: {e}", kind.name())
-                        })
-                        .ok()
+                let archive = if spec.settings.class_data_sharing {
+                    cds::Archive::of(&spec, kind).unwrap_or_else(|e| {
+                        log::warn!("no class-data archive for the {}: {e}", kind.name());
+                        None
                     })
-                    .flatten();
+                } else {
+                    None
+                };
                 (jvm_command::key(&spec, kind), archive)
             })
             .await
