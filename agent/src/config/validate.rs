@@ -425,6 +425,15 @@ fn validate_supervisor(c: &AgentConfig, e: &mut Errors) {
                 s.backoff_initial_ms
             ),
         );
+    } else {
+        // Unbounded, a crash-looping process would wait years between restarts.
+        e.range(
+            &format!("{p}.backoff_max_ms"),
+            s.backoff_max_ms,
+            10,
+            3_600_000,
+            "use at most one hour",
+        );
     }
     e.range(
         &format!("{p}.max_restarts"),

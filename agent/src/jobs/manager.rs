@@ -16,8 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const DELETE_ATTEMPTS: u32 = 3;
 const DELETE_PAUSE: Duration = Duration::from_millis(250);
 
-/// `jobs deploy` / `POST /v1/jobs`.
+/// `jobs deploy` / `POST /v1/jobs`. Unknown fields are refused: a misspelt option would
+/// otherwise deploy the job without it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub name: String,
     pub jar: PathBuf,
@@ -420,7 +422,10 @@ impl Jobs {
         Ok(!keys.is_empty())
     }
 
+    /// The run state of declared job `name`. The name is checked first: it becomes a path under
+    /// the jobs dir (and in the store), so `../jobs/other` must not reach another job's files.
     pub(super) fn known(&self, name: &str) -> Result<RunState, JobError> {
+        validate_name(name).map_err(JobError::InvalidName)?;
         if self
             .records
             .read(name)

@@ -268,9 +268,19 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for Params<T> {
         if bytes.is_empty() {
             return Ok(Params(T::default()));
         }
-        serde_json::from_slice(&bytes)
+        // The path names the field a wrong value is in (serde_json's message alone does not).
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
             .map(Params)
-            .map_err(|e| Refusal::Malformed(format!("the body is not the expected JSON: {e}")))
+            .map_err(|e| {
+                let at = match e.path().to_string() {
+                    path if path == "." => String::new(),
+                    path => format!("`{path}`: "),
+                };
+                Refusal::Malformed(format!(
+                    "the body is not the expected JSON: {at}{}",
+                    e.inner()
+                ))
+            })
     }
 }
 
