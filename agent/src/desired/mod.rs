@@ -188,6 +188,16 @@ pub fn derive(
             server,
         });
     let mut properties = ProcessProperties::default();
+    for (kind, options) in [
+        ("jobmanager", &mut properties.jobmanager),
+        ("taskmanager", &mut properties.taskmanager),
+    ] {
+        let dir = flinkconf::scratch_dir(&f.data_dir, kind);
+        options.insert(
+            flinkconf::TMP_DIRS_KEY.to_string(),
+            dir.to_string_lossy().into_owned(),
+        );
+    }
     if config.metrics.flink_reporter {
         let key = flinkconf::PROMETHEUS_PORT_KEY.to_string();
         let ports = &config.ports;

@@ -47,6 +47,8 @@ pub fn prepare(files: &Files) -> Result<bool, PrepareError> {
         data.join("checkpoints"),
         data.join("savepoints"),
         data.join("tmp"),
+        scratch_dir(data, "jobmanager"),
+        scratch_dir(data, "taskmanager"),
         files.log_dir.clone(),
     ] {
         ensure_dir(&dir, owner)?;
@@ -57,6 +59,16 @@ pub fn prepare(files: &Files) -> Result<bool, PrepareError> {
         &files.flink_home,
         &files.rendered,
     )?)
+}
+
+/// The `io.tmp.dirs` of one Flink process (`jobmanager`, `taskmanager`), given on its command
+/// line. Flink extracts its RPC system (a 23 MiB jar) and keeps its blob caches and working dirs
+/// there, and deletes them only on a clean exit: in the one dir shared before, every crash left
+/// them behind until the disk was full and no JobManager could start any more (the chaos runner
+/// found it: nine JobManager kills filled 96 MiB). One dir per process lets the supervisor clear
+/// what a dead predecessor left before it launches the next.
+pub fn scratch_dir(data_dir: &Path, process: &str) -> PathBuf {
+    data_dir.join("tmp").join(process)
 }
 
 fn flink_owner(user: Option<&str>) -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {

@@ -17,7 +17,7 @@ use super::persist::{Persisted, Record, StateFile};
 use super::placement::Placement;
 use super::policy::{Action, Machine};
 use super::process::{self, Launch, Live};
-use super::zkserver;
+use super::{scratch, zkserver};
 use super::{
     Command, Ending, Kind, LaunchSpec, ProcessState, ProcessStatus, SupervisorError,
     SupervisorEvent, Target,
@@ -432,6 +432,13 @@ impl Driver {
                 let action = slot.machine.exited(now, &e.to_string());
                 self.act(kind, action);
                 return;
+            }
+        }
+        if let Some(dir) = self.spec.properties.scratch_dir(kind) {
+            // Only a dead predecessor of this kind wrote there: launches never overlap.
+            let cleared = tokio::task::spawn_blocking(move || scratch::clear(&dir)).await;
+            if let Ok(Err(e)) = cleared {
+                log::warn!("cannot clear the {}'s scratch dir: {e}", kind.name());
             }
         }
         self.launches += 1;

@@ -30,6 +30,7 @@ mod placement;
 pub mod policy;
 mod process;
 mod report;
+mod scratch;
 mod zkserver;
 
 pub use fingerprint::{restart_set, Fingerprint, RestartSet};
@@ -193,6 +194,16 @@ impl ProcessProperties {
     }
 
     /// The options as fingerprint entries: `jobmanager:<key>`, `taskmanager:<key>`.
+    /// The process's own scratch dir (`io.tmp.dirs`), which it leaves behind when it crashes.
+    fn scratch_dir(&self, kind: Kind) -> Option<PathBuf> {
+        let map = match kind {
+            Kind::JobManager => &self.jobmanager,
+            Kind::TaskManager => &self.taskmanager,
+            Kind::ZooKeeper => return None,
+        };
+        map.get(crate::flinkconf::TMP_DIRS_KEY).map(PathBuf::from)
+    }
+
     pub fn entries(&self) -> std::collections::BTreeMap<String, String> {
         let jm = self
             .jobmanager
