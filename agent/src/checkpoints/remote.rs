@@ -193,7 +193,10 @@ fn retry() -> RetryConfig {
     }
 }
 
-/// A stalled connection is noticed in seconds; a slow part upload (8 MiB) still has minutes.
+/// A refused connection is noticed in seconds. The whole-request timeout leaves a slow 8 MiB
+/// part (16 in flight) minutes; object_store has no idle timeout, so a connection that went
+/// silent is given up sooner by deadlines sized to each request (`upload::within`), and a
+/// restore with a local checkpoint does not wait for the store (`jobs::resubmit`).
 fn client_options() -> ClientOptions {
     ClientOptions::new()
         .with_connect_timeout(Duration::from_secs(5))

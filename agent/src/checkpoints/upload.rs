@@ -76,6 +76,34 @@ pub struct Origin {
     pub flink_version: String,
 }
 
+/// A request that gets no answer within this plus [`DEADLINE_RATE`] for its body fails (and
+/// the attempt is retried). object_store has only a whole-request timeout, sized for the largest
+/// part on a slow link (2 minutes, `remote.rs`): on a connection that went silent it held a
+/// 6 KiB checkpoint for those 2 minutes (`benches/chaos.py`, fault `s3-blackhole`).
+const DEADLINE_BASE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The slowest transfer a request may make before it is given up: 256 KiB/s (16 requests in
+/// flight: 4 MiB/s together).
+const DEADLINE_RATE: f64 = 256.0 * 1024.0;
+
+/// `request`, given up once [`DEADLINE_BASE`] plus `bytes` at [`DEADLINE_RATE`] have passed.
+async fn within<T>(
+    bytes: usize,
+    request: impl std::future::Future<Output = Result<T, object_store::Error>>,
+) -> Result<T, object_store::Error> {
+    let deadline = DEADLINE_BASE + std::time::Duration::from_secs_f64(bytes as f64 / DEADLINE_RATE);
+    tokio::time::timeout(deadline, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(object_store::Error::Generic {
+                store: "object store",
+                source: Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {:.0} s", deadline.as_secs_f64()),
+                )),
+            })
+        })
+}
+
 fn store_err(op: &'static str, path: &Path) -> impl FnOnce(object_store::Error) -> UploadError {
     let path = path.to_string();
     move |source| UploadError::Store { op, path, source }
@@ -172,10 +200,12 @@ async fn put_manifest(remote: &Remote, key: &Path, manifest: &Manifest) -> Resul
         mode: PutMode::Create,
         ..Default::default()
     };
-    match remote
-        .store
-        .put_opts(key, PutPayload::from(json), opts)
-        .await
+    let len = json.len();
+    match within(
+        len,
+        remote.store.put_opts(key, PutPayload::from(json), opts),
+    )
+    .await
     {
         Ok(_) => Ok(()),
         Err(object_store::Error::AlreadyExists { .. })
@@ -196,9 +226,11 @@ pub(crate) async fn read_manifest(
     remote: &Remote,
     key: &Path,
 ) -> Result<Option<Manifest>, UploadError> {
-    match remote.store.get(key).await {
+    match within(0, remote.store.get(key)).await {
         Ok(got) => {
-            let bytes = got.bytes().await.map_err(store_err("reading", key))?;
+            let bytes = within(0, got.bytes())
+                .await
+                .map_err(store_err("reading", key))?;
             serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|_| UploadError::Conflict {
@@ -217,10 +249,7 @@ async fn list_sizes(
     id: u64,
 ) -> Result<BTreeMap<String, u64>, UploadError> {
     let prefix = checkpoint_prefix(&remote.root, job, id).child("data");
-    let listing: Vec<_> = remote
-        .store
-        .list(Some(&prefix))
-        .try_collect()
+    let listing: Vec<_> = within(0, remote.store.list(Some(&prefix)).try_collect())
         .await
         .map_err(store_err("listing", &prefix))?;
     Ok(listing
@@ -257,9 +286,7 @@ async fn upload_file(
         );
         let digest = hex::encode(Sha256::digest(&bytes));
         let _permit = limit.acquire().await.expect("semaphore is never closed");
-        remote
-            .store
-            .put(&key, PutPayload::from(bytes))
+        within(bytes.len(), remote.store.put(&key, PutPayload::from(bytes)))
             .await
             .map_err(store_err("uploading", &key))?;
         digest
@@ -301,8 +328,7 @@ async fn upload_parts(
     settings: UploadSettings,
 ) -> Result<String, UploadError> {
     let handle = Arc::new(std::fs::File::open(&file.path).map_err(io_err(&file.path))?);
-    let id = mp
-        .create_multipart(key)
+    let id = within(0, mp.create_multipart(key))
         .await
         .map_err(store_err("starting upload of", key))?;
     let journal = journal_entry(staged, &file.rel);
@@ -321,8 +347,8 @@ async fn upload_parts(
                         .await
                         .map_err(io_err(&file.path))?;
                     let _permit = limit.acquire().await.expect("semaphore is never closed");
-                    let part = mp
-                        .put_part(key, id, index, PutPayload::from(bytes.clone()))
+                    let payload = PutPayload::from(bytes.clone());
+                    let part = within(len, mp.put_part(key, id, index, payload))
                         .await
                         .map_err(store_err("uploading a part of", key))?;
                     Ok::<_, UploadError>((part, bytes))
@@ -335,7 +361,7 @@ async fn upload_parts(
             hasher.update(&bytes);
             parts.push(part);
         }
-        mp.complete_multipart(key, &id, parts)
+        within(0, mp.complete_multipart(key, &id, parts))
             .await
             .map_err(store_err("completing upload of", key))?;
         Ok(hex::encode(hasher.finalize()))

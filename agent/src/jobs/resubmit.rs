@@ -10,6 +10,7 @@ use crate::checkpoints::{
 };
 use crate::events::{Event, JobResubmitted};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where a re-submission restores from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,9 @@ pub fn restore_candidates(local: Option<u64>, remote: &[u64]) -> Vec<RestoreChoi
         .chain(local.map(RestoreChoice::Local))
         .collect()
 }
+
+/// How long a restore with a local checkpoint waits for the store's listing.
+const REMOTE_CHECK: Duration = Duration::from_secs(5);
 
 /// Flink job ids remembered per job: enough to find local checkpoints of recent runs.
 const KEEP_JOB_IDS: usize = 5;
@@ -237,7 +241,9 @@ impl Jobs {
         run: &RunState,
     ) -> Result<Option<RestoredFrom>, JobError> {
         let local = self.newest_local(run);
-        let remote = candidates(&self.remote, name).await?;
+        let remote = self
+            .remote_candidates(name, local.as_ref().map(|(id, _)| *id))
+            .await?;
         let order = restore_candidates(local.as_ref().map(|(id, _)| *id), &remote);
         // The remote candidates come first (each newer than the local one) and are tried in
         // order; the local one, last, is the next newest once every one of them is corrupt.
@@ -281,6 +287,35 @@ impl Jobs {
             );
         }
         Ok(from)
+    }
+
+    /// The complete remote checkpoints of `name`. With a local checkpoint in hand the store is
+    /// only asked whether it holds a newer one (it does not, unless this node's disk was
+    /// replaced since): a store that does not answer within [`REMOTE_CHECK`] must not keep the
+    /// job down, so the local one is restored, as it would be after the listing. Without one,
+    /// the store is the only source and is waited for (and the re-submission retried).
+    async fn remote_candidates(
+        &self,
+        name: &str,
+        local: Option<u64>,
+    ) -> Result<Vec<u64>, JobError> {
+        let listing = candidates(&self.remote, name);
+        let Some(local) = local else {
+            return Ok(listing.await?);
+        };
+        let why = match tokio::time::timeout(REMOTE_CHECK, listing).await {
+            Ok(Ok(ids)) => return Ok(ids),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!(
+                "{} did not answer within {} s",
+                self.remote.url,
+                REMOTE_CHECK.as_secs()
+            ),
+        };
+        log::warn!(
+            "job {name}: restoring local checkpoint {local} without checking the store for a newer one: {why}"
+        );
+        Ok(Vec::new())
     }
 
     /// The savepoint the last `jobs stop` took, if it is still there: it is newer than every
@@ -458,6 +493,60 @@ mod tests {
             warning.contains("a replacement node would start the job again; run `flink-agent jobs stop paused` again"),
             "{warning}"
         );
+    }
+
+    /// Found by `benches/chaos.py` (a JobManager killed while the store's link was silently
+    /// dead): the restore waited 120 s on the listing, failed, and the job stayed down. With a
+    /// local checkpoint the store gets [`REMOTE_CHECK`], then the local one is restored.
+    #[tokio::test]
+    async fn a_silent_store_does_not_hold_back_a_local_restore() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        // Accepts (the kernel's backlog) and never answers.
+        let store = tempfile::tempdir().unwrap();
+        let disk = tempfile::tempdir().unwrap();
+        let jobs = node(store.path(), disk.path());
+        let chk = disk.path().join("data/checkpoints/f1/chk-7");
+        std::fs::create_dir_all(&chk).unwrap();
+        std::fs::write(chk.join("_metadata"), b"m").unwrap();
+        let creds = disk.path().join("creds.toml");
+        std::fs::write(
+            &creds,
+            "aws_access_key_id = \"k\"\naws_secret_access_key = \"s\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let section = ObjectStoreSection {
+            url: "s3://bucket/p".into(),
+            region: Some("us-east-1".into()),
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            allow_http: true,
+            credentials_file: Some(creds),
+        };
+        let jobs = Jobs {
+            remote: Remote::build(&section, "c1").unwrap(),
+            ..jobs
+        };
+        let run = RunState {
+            flink_job_ids: vec!["f1".into()],
+            ..Default::default()
+        };
+        let t = std::time::Instant::now();
+        let from = jobs
+            .newest_checkpoint("counter", &run)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((from.checkpoint_id, from.source.as_str()), (7, "local"));
+        // It waited for the store (a refusal would have come at once), but no longer.
+        assert!(t.elapsed() >= REMOTE_CHECK, "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < REMOTE_CHECK + Duration::from_secs(3),
+            "{:?}",
+            t.elapsed()
+        );
+        drop(silent);
     }
 
     /// A job stopped on one node stays stopped on the node that replaces it, and `jobs start`

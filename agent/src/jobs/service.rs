@@ -53,6 +53,10 @@ pub struct Service {
 /// jobs Flink's HA does not know.
 const CLUSTER_ROUND: Duration = Duration::from_secs(3);
 
+/// Pauses between re-submission attempts after a JobManager start, doubling.
+const RESUBMIT_RETRY_FIRST: Duration = Duration::from_secs(2);
+const RESUBMIT_RETRY_MAX: Duration = Duration::from_secs(30);
+
 impl Service {
     /// Builds the jobs on `sync`'s store and starts the listing refresher.
     /// `coordination`: three-node clusters only.
@@ -196,19 +200,40 @@ impl Service {
             tokio::spawn(async move { this.cluster_round().await });
             return;
         }
+        // A failed re-submission (Flink or the store not answering) is retried until every
+        // declared job runs: once is not enough for a node that must heal by itself.
         tokio::spawn(async move {
-            let _guard = this.busy.lock().await;
-            match this.jobs().resubmit_all().await {
-                Ok(results) => {
-                    for (name, result) in results {
-                        if let Err(e) = result {
-                            log::error!("job {name}: not re-submitted: {e}");
-                        }
-                    }
-                }
-                Err(e) => log::error!("re-submitting declared jobs: {e}"),
+            let mut pause = RESUBMIT_RETRY_FIRST;
+            while !this.resubmit_round().await && !*this.stop.borrow() {
+                log::warn!(
+                    "declared jobs not all re-submitted; retrying in {} s",
+                    pause.as_secs()
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RESUBMIT_RETRY_MAX);
             }
         });
+    }
+
+    /// One pass over the declared jobs; true when none failed.
+    async fn resubmit_round(&self) -> bool {
+        let _guard = self.busy.lock().await;
+        match self.jobs().resubmit_all().await {
+            Ok(results) => {
+                let mut all = true;
+                for (name, result) in results {
+                    if let Err(e) = result {
+                        log::error!("job {name}: not re-submitted: {e}");
+                        all = false;
+                    }
+                }
+                all
+            }
+            Err(e) => {
+                log::error!("re-submitting declared jobs: {e}");
+                false
+            }
+        }
     }
 
     /// What long work (a restore) runs now, if any.
