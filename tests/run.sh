@@ -23,6 +23,11 @@ echo "== cargo test"
 # serialize themselves where they start JVMs.
 cargo test --workspace --locked -- --test-threads=2
 
+# The fault-injection runner's seeded subset: 20 faults in random order and overlap on one node,
+# every invariant checked after each (benches/chaos.py; the long run is in the README).
+echo "== benches/chaos.py --seed 20261127 --faults 20"
+python3 benches/chaos.py --seed 20261127 --faults 20 --agent "${CARGO_TARGET_DIR:-target}/debug/flink-agent"
+
 # tests/e2e/fresh.sh: the README's two commands on a fresh minbase Debian 12 (the demo until its
 # sample job has a durable checkpoint, then the test profile of deps.sh), so a missing install
 # step fails here even when this machine happens to have the package. It reuses the compiled

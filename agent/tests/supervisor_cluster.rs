@@ -345,6 +345,14 @@ async fn scenarios(reaper: &Reaper) {
         (jm_healthy - t).as_secs_f64()
     );
     has(SupervisorEvent::JobManagerStarted { generation: 2 }).await;
+    // What the killed JobManager left in its scratch dir (Flink's 23 MiB RPC jar among it) was
+    // cleared before the new one started: only the new one's jar is there.
+    let rpc_jars = std::fs::read_dir(cfg.flink.data_dir.join("tmp/jobmanager"))
+        .expect("the JobManager's scratch dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("flink-rpc-"))
+        .count();
+    assert_eq!(rpc_jars, 1, "one RPC jar in the JobManager's scratch dir");
     let tm = find(&after, "taskmanager");
     assert_eq!(
         (tm.pid, tm.restarts),
