@@ -8,7 +8,7 @@ use super::local::{list_staged, scan_complete, stage, LocalCheckpoint, StageErro
 use super::plan::{plan_retention, plan_uploads, Key, UploadPlan};
 use super::remote::{advice, Remote};
 use super::status::{PendingUpload, SyncStatus};
-use super::upload::{publish, Origin, UploadError, UploadSettings};
+use super::upload::{publish, within, Origin, UploadError, UploadSettings};
 use crate::events::{CheckpointDurable, CheckpointUploadFailed, Event};
 use futures::TryStreamExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -478,11 +478,7 @@ impl SyncEngine {
     /// durable ids from what remains.
     pub async fn apply_retention(&self, job: &str, staged: &[Staged]) -> Result<(), UploadError> {
         let prefix = job_prefix(&self.remote.root, job);
-        let listing: Vec<_> = self
-            .remote
-            .store
-            .list(Some(&prefix))
-            .try_collect()
+        let listing: Vec<_> = within(0, self.remote.store.list(Some(&prefix)).try_collect())
             .await
             .map_err(|source| UploadError::Store {
                 op: "listing",
@@ -503,7 +499,7 @@ impl SyncEngine {
             &in_flight,
         );
         for path in &deletions {
-            match self.remote.store.delete(path).await {
+            match within(0, self.remote.store.delete(path)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(source) => {
                     return Err(UploadError::Store {

@@ -86,7 +86,7 @@ const DEADLINE_BASE: std::time::Duration = std::time::Duration::from_secs(10);
 const DEADLINE_RATE: f64 = 256.0 * 1024.0;
 
 /// `request`, given up once [`DEADLINE_BASE`] plus `bytes` at [`DEADLINE_RATE`] have passed.
-async fn within<T>(
+pub(super) async fn within<T>(
     bytes: usize,
     request: impl std::future::Future<Output = Result<T, object_store::Error>>,
 ) -> Result<T, object_store::Error> {
@@ -361,9 +361,13 @@ async fn upload_parts(
             hasher.update(&bytes);
             parts.push(part);
         }
-        within(0, mp.complete_multipart(key, &id, parts))
-            .await
-            .map_err(store_err("completing upload of", key))?;
+        // S3 may take a while to assemble a large object: as long as an eighth of it takes.
+        within(
+            file.size as usize / 8,
+            mp.complete_multipart(key, &id, parts),
+        )
+        .await
+        .map_err(store_err("completing upload of", key))?;
         Ok(hex::encode(hasher.finalize()))
     }
     .await;

@@ -13,7 +13,7 @@ use crate::checkpoints::Sync;
 use crate::flinkrest::{Endpoint, FlinkRest, FlinkRestError};
 use crate::zookeeper::Coordination;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::{watch, Mutex};
@@ -42,6 +42,8 @@ pub struct Service {
     busy: Arc<Mutex<()>>,
     /// The store was switched and this node's job declarations are not in it yet.
     unpublished: Arc<AtomicBool>,
+    /// JobManager starts seen: each one's re-submission retries until the next.
+    resubmit_rounds: Arc<AtomicU64>,
     listing: Arc<watch::Sender<Vec<JobStatus>>>,
     stop: Arc<watch::Sender<bool>>,
     phase: super::Phase,
@@ -73,6 +75,7 @@ impl Service {
             sync,
             busy: Arc::new(Mutex::new(())),
             unpublished: Arc::new(AtomicBool::new(false)),
+            resubmit_rounds: Arc::new(AtomicU64::new(0)),
             listing: Arc::new(watch::channel(Vec::new()).0),
             stop: Arc::new(stop),
             phase,
@@ -201,10 +204,13 @@ impl Service {
             return;
         }
         // A failed re-submission (Flink or the store not answering) is retried until every
-        // declared job runs: once is not enough for a node that must heal by itself.
+        // declared job runs: once is not enough for a node that must heal by itself. The next
+        // JobManager start takes over from this one's retries.
+        let round = self.resubmit_rounds.fetch_add(1, Ordering::Relaxed) + 1;
         tokio::spawn(async move {
             let mut pause = RESUBMIT_RETRY_FIRST;
-            while !this.resubmit_round().await && !*this.stop.borrow() {
+            let current = || this.resubmit_rounds.load(Ordering::Relaxed) == round;
+            while !this.resubmit_round().await && !*this.stop.borrow() && current() {
                 log::warn!(
                     "declared jobs not all re-submitted; retrying in {} s",
                     pause.as_secs()
