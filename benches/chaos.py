@@ -748,6 +748,8 @@ def main():
               f"{time.monotonic() - started:.0f} s, {len(chaos.violations)} violations")
         return 1 if chaos.violations else 0
     finally:
+        # A second Ctrl-C must not leave the node, the server or the tmpfs behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node and node.agent:
             try:
                 os.kill(node.agent.pid, signal.SIGINT)  # SIGINT: the agent stops Flink too

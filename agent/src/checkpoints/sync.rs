@@ -118,7 +118,7 @@ impl Sync {
     /// unreachable store must not hold up the agent (the engine retries and `status` says why).
     /// `active`: whether the engine starts at once (see [`Sync::set_active`]).
     pub fn start(settings: SyncSettings, names: JobNames, active: bool) -> Result<Self, SyncError> {
-        let mut running = launch(settings, names.clone())?;
+        let mut running = launch(settings, names.clone(), None)?;
         if active {
             running.start();
         }
@@ -177,10 +177,20 @@ impl Sync {
     /// Switches to `settings`; `Ok(false)` when they are the ones in force. On error the
     /// running engine is untouched.
     pub async fn reconfigure(&self, settings: SyncSettings) -> Result<bool, SyncError> {
-        if self.lock().settings == settings {
-            return Ok(false);
-        }
-        let mut next = launch(settings, self.names.clone())?;
+        // The same store stays the same `Remote`: the jobs take a new one for a store switch and
+        // write every declaration into it, which a change of, say, the rescan interval is not
+        // (found by `benches/chaos.py`: such a reload during a store outage was reported as
+        // "not fully applied", and outside one re-uploaded every job's jar).
+        let same_store = {
+            let running = self.lock();
+            if running.settings == settings {
+                return Ok(false);
+            }
+            (running.settings.store == settings.store
+                && running.settings.cluster_id == settings.cluster_id)
+                .then(|| running.remote.clone())
+        };
+        let mut next = launch(settings, self.names.clone(), same_store)?;
         if self.active.load(std::sync::atomic::Ordering::SeqCst) {
             next.start();
         }
@@ -200,25 +210,36 @@ impl Sync {
     }
 }
 
-fn launch(settings: SyncSettings, names: JobNames) -> Result<Running, SyncError> {
-    let remote = Remote::build(&settings.store, &settings.cluster_id)?;
+/// An engine for `settings`, on `remote` when the store is the one in force already (else a
+/// new one, probed in the background).
+fn launch(
+    settings: SyncSettings,
+    names: JobNames,
+    remote: Option<Remote>,
+) -> Result<Running, SyncError> {
+    let (remote, new) = match remote {
+        Some(remote) => (remote, false),
+        None => (Remote::build(&settings.store, &settings.cluster_id)?, true),
+    };
     let config = settings
         .engine_config()
         .map_err(|source| SyncError::Staging {
             path: settings.state_dir.display().to_string(),
             source,
         })?;
-    let probe = remote.clone();
-    tokio::spawn(async move {
-        match tokio::time::timeout(Duration::from_secs(10), probe.probe()).await {
-            Ok(Ok(())) => log::info!("object store {} answers", probe.url),
-            Ok(Err(e)) => log::error!("{e}"),
-            Err(_) => log::error!(
-                "{} did not answer within 10 s; checkpoint uploads will retry",
-                probe.url
-            ),
-        }
-    });
+    if new {
+        let probe = remote.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), probe.probe()).await {
+                Ok(Ok(())) => log::info!("object store {} answers", probe.url),
+                Ok(Err(e)) => log::error!("{e}"),
+                Err(_) => log::error!(
+                    "{} did not answer within 10 s; checkpoint uploads will retry",
+                    probe.url
+                ),
+            }
+        });
+    }
     let engine = SyncEngine::new(remote.clone(), config, names);
     Ok(Running {
         settings,
@@ -233,5 +254,50 @@ async fn stop((stop, task): (watch::Sender<bool>, JoinHandle<()>)) {
     let _ = stop.send(true);
     if let Err(e) = task.await {
         log::error!("the previous checkpoint sync engine ended abnormally: {e}");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn settings(root: &std::path::Path) -> SyncSettings {
+        SyncSettings {
+            store: ObjectStoreSection {
+                url: format!("file://{}/store", root.display()),
+                ..ObjectStoreSection::default()
+            },
+            cluster_id: "c1".into(),
+            flink_version: "2.3.0".into(),
+            state_dir: root.join("state"),
+            data_dir: root.join("data"),
+            checkpoints: CheckpointsSection::default(),
+            shared: false,
+            rest: None,
+        }
+    }
+
+    /// A reload that changes how checkpoints are synced, not where, keeps the store: the jobs
+    /// treat a new one as a store switch and write every declaration into it.
+    #[tokio::test]
+    async fn only_a_store_change_makes_a_new_store() {
+        let root = tempfile::tempdir().unwrap();
+        let first = settings(root.path());
+        let sync = Sync::start(first.clone(), JobNames::default(), false).unwrap();
+        let before = sync.remote().store;
+
+        let mut rescan = first.clone();
+        rescan.checkpoints.rescan_interval_secs += 1;
+        assert!(sync.reconfigure(rescan.clone()).await.unwrap());
+        assert!(
+            Arc::ptr_eq(&before, &sync.remote().store),
+            "same store kept"
+        );
+
+        let mut elsewhere = rescan;
+        elsewhere.store.url = format!("file://{}/other", root.path().display());
+        assert!(sync.reconfigure(elsewhere).await.unwrap());
+        assert!(!Arc::ptr_eq(&before, &sync.remote().store), "a new store");
     }
 }
