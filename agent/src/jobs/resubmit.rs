@@ -343,9 +343,13 @@ impl Jobs {
             return Err(JobError::NotStopped { name: name.into() });
         }
         self.next_generation(name).await?;
+        // Recorded first: a replacement node obeys the store's marker, so a job started here
+        // while the store still says stopped would not run there. Nothing changed on failure.
         record::set_stopped_remote(&self.remote, name, false)
             .await
-            .map_err(store(format!("recording that `{name}` runs again")))?;
+            .map_err(store(format!(
+                "`{name}` stays stopped (run `flink-agent jobs start {name}` again once the store answers): recording that it runs again"
+            )))?;
         run.stopped = false;
         self.records
             .write_run_state(name, &run)
@@ -547,6 +551,38 @@ mod tests {
             t.elapsed()
         );
         drop(silent);
+    }
+
+    /// Found by `benches/chaos.py` (`jobs stop` + `jobs start` inside a store outage): a start
+    /// the store cannot record is refused with what to do, and the job stays stopped here too.
+    #[tokio::test]
+    async fn a_start_the_store_cannot_record_is_refused_and_changes_nothing() {
+        let store = tempfile::tempdir().unwrap();
+        let disk = tempfile::tempdir().unwrap();
+        let jobs = node(store.path(), disk.path());
+        jobs.records.write(&record("paused"), b"PK").unwrap();
+        let stopped = RunState {
+            stopped: true,
+            ..Default::default()
+        };
+        jobs.records.write_run_state("paused", &stopped).unwrap();
+        let unreachable = ObjectStoreSection {
+            url: "s3://bucket/p".into(),
+            region: Some("us-east-1".into()),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            allow_http: true,
+            credentials_file: None,
+        };
+        let offline = Jobs {
+            remote: Remote::build(&unreachable, "c1").unwrap(),
+            ..jobs
+        };
+        let e = offline.start("paused").await.unwrap_err().to_string();
+        assert!(
+            e.contains("`paused` stays stopped (run `flink-agent jobs start paused` again once the store answers)"),
+            "{e}"
+        );
+        assert!(offline.records.run_state("paused").unwrap().stopped);
     }
 
     /// A job stopped on one node stays stopped on the node that replaces it, and `jobs start`
