@@ -718,7 +718,7 @@ def main():
 
     base = tempfile.mkdtemp(prefix="fa-chaos-")
     procs = Procs()
-    node = None
+    node = chaos = None
     try:
         moto_server = subprocess.run(["bash", os.path.join(ROOT, "tests/setup/moto.sh")], check=True,
                                      capture_output=True, text=True).stdout.strip()
@@ -774,7 +774,8 @@ def main():
         procs.kill_all(base)
         if node and node.tmpfs:
             subprocess.run(["umount", "-l", node.data])
-        if args.keep:
+        if args.keep or (chaos and chaos.violations):
+            # A violation's evidence (agent and Flink logs, the output file) stays.
             print(f"kept {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
