@@ -441,6 +441,21 @@ mod tests {
         )
     }
 
+    /// `jobs` with a store nothing listens for (every request refused).
+    fn offline(jobs: Jobs) -> Jobs {
+        let unreachable = ObjectStoreSection {
+            url: "s3://bucket/p".into(),
+            region: Some("us-east-1".into()),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            allow_http: true,
+            credentials_file: None,
+        };
+        Jobs {
+            remote: Remote::build(&unreachable, "c1").unwrap(),
+            ..jobs
+        }
+    }
+
     fn record(name: &str) -> JobRecord {
         JobRecord {
             name: name.into(),
@@ -480,17 +495,7 @@ mod tests {
             .await
             .unwrap());
 
-        let unreachable = ObjectStoreSection {
-            url: "s3://bucket/p".into(),
-            region: Some("us-east-1".into()),
-            endpoint: Some("http://127.0.0.1:1".into()),
-            allow_http: true,
-            credentials_file: None,
-        };
-        let offline = Jobs {
-            remote: Remote::build(&unreachable, "c1").unwrap(),
-            ..jobs
-        };
+        let offline = offline(jobs);
         let outcome = offline.stop("paused").await.unwrap();
         let warning = outcome.warning.unwrap();
         assert!(
@@ -566,17 +571,7 @@ mod tests {
             ..Default::default()
         };
         jobs.records.write_run_state("paused", &stopped).unwrap();
-        let unreachable = ObjectStoreSection {
-            url: "s3://bucket/p".into(),
-            region: Some("us-east-1".into()),
-            endpoint: Some("http://127.0.0.1:1".into()),
-            allow_http: true,
-            credentials_file: None,
-        };
-        let offline = Jobs {
-            remote: Remote::build(&unreachable, "c1").unwrap(),
-            ..jobs
-        };
+        let offline = offline(jobs);
         let e = offline.start("paused").await.unwrap_err().to_string();
         assert!(
             e.contains("`paused` stays stopped (run `flink-agent jobs start paused` again once the store answers)"),
