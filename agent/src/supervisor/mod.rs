@@ -181,29 +181,32 @@ pub struct ProcessProperties {
 }
 
 impl ProcessProperties {
-    /// `-D key=value` for each option of `kind` (none for ZooKeeper: Flink's options only).
+    /// The options of `kind` alone; none for ZooKeeper (Flink's options only).
+    fn of(&self, kind: Kind) -> Option<&std::collections::BTreeMap<String, String>> {
+        match kind {
+            Kind::JobManager => Some(&self.jobmanager),
+            Kind::TaskManager => Some(&self.taskmanager),
+            Kind::ZooKeeper => None,
+        }
+    }
+
+    /// `-D key=value` for each option of `kind`.
     fn args(&self, kind: Kind) -> Vec<String> {
-        let map = match kind {
-            Kind::JobManager => &self.jobmanager,
-            Kind::TaskManager => &self.taskmanager,
-            Kind::ZooKeeper => return Vec::new(),
-        };
-        map.iter()
+        self.of(kind)
+            .into_iter()
+            .flatten()
             .flat_map(|(k, v)| ["-D".to_string(), format!("{k}={v}")])
             .collect()
     }
 
-    /// The options as fingerprint entries: `jobmanager:<key>`, `taskmanager:<key>`.
     /// The process's own scratch dir (`io.tmp.dirs`), which it leaves behind when it crashes.
     fn scratch_dir(&self, kind: Kind) -> Option<PathBuf> {
-        let map = match kind {
-            Kind::JobManager => &self.jobmanager,
-            Kind::TaskManager => &self.taskmanager,
-            Kind::ZooKeeper => return None,
-        };
-        map.get(crate::flinkconf::TMP_DIRS_KEY).map(PathBuf::from)
+        self.of(kind)?
+            .get(crate::flinkconf::TMP_DIRS_KEY)
+            .map(PathBuf::from)
     }
 
+    /// The options as fingerprint entries: `jobmanager:<key>`, `taskmanager:<key>`.
     pub fn entries(&self) -> std::collections::BTreeMap<String, String> {
         let jm = self
             .jobmanager
