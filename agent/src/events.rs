@@ -58,6 +58,9 @@ pub struct Counters {
     /// `flink_agent_checkpoint_restore_duration_seconds`: download and verification of one
     /// remote checkpoint.
     pub restore_duration: Histogram,
+    /// `flink_agent_jobmanager_handovers_total{result="released|skipped|failed"}`: what the
+    /// agent did when its JobManager crashed in a three-node cluster.
+    pub handovers: Family<ResultLabel, Counter>,
 }
 
 /// Buckets from 50 ms to about 27 minutes: uploads and restores of small and large state.
@@ -77,6 +80,7 @@ static COUNTERS: LazyLock<Counters> = LazyLock::new(|| Counters {
     restores: Family::default(),
     restore_bytes: Counter::default(),
     restore_duration: seconds_buckets(),
+    handovers: Family::default(),
 });
 
 /// The process-wide counters.
@@ -263,6 +267,58 @@ impl Event for ReloadRefused<'_> {
         counters()
             .reloads
             .get_or_create(&ResultLabel { result: "refused" })
+            .inc();
+    }
+}
+
+/// What the agent did when this node's JobManager crashed in a three-node cluster.
+#[derive(Debug)]
+pub enum HandOver<'a> {
+    /// The crashed JobManager led: its ZooKeeper session's nodes were deleted, so a standby
+    /// leads at once.
+    Released { session: i64, nodes: usize },
+    /// Left to ZooKeeper's session timeout, and why.
+    Skipped(&'a str),
+    /// The release failed (the error): the session timeout decides.
+    Failed(&'a str),
+}
+
+/// This node's JobManager crashed in a three-node cluster; `took` is the release's time.
+#[derive(Debug)]
+pub struct JobManagerHandOver<'a> {
+    pub outcome: HandOver<'a>,
+    pub took: Duration,
+}
+
+impl Event for JobManagerHandOver<'_> {
+    fn emit(self) {
+        let result = match self.outcome {
+            HandOver::Released { session, nodes } => {
+                log::warn!(
+                    target: "flink_agent::zookeeper",
+                    "the crashed JobManager led: its ZooKeeper session {session:#x} released ({nodes} nodes in {:.0} ms), a standby leads now rather than after the session timeout",
+                    self.took.as_secs_f64() * 1000.0
+                );
+                "released"
+            }
+            HandOver::Skipped(why) => {
+                log::info!(
+                    target: "flink_agent::zookeeper",
+                    "the crashed JobManager's leadership is left to ZooKeeper: {why}"
+                );
+                "skipped"
+            }
+            HandOver::Failed(e) => {
+                log::warn!(
+                    target: "flink_agent::zookeeper",
+                    "could not release the crashed JobManager's leadership ({e}); a standby leads once its session expires"
+                );
+                "failed"
+            }
+        };
+        counters()
+            .handovers
+            .get_or_create(&ResultLabel { result })
             .inc();
     }
 }

@@ -461,6 +461,13 @@ fn events(r: &mut Registry) {
         c.reloads,
     );
     r.register(
+        "flink_agent_jobmanager_handovers",
+        sentence(
+            "Crashes of this node's JobManager in a three-node cluster, by what the agent did: released (its leadership handed over at once), skipped (it did not lead, or too late), failed.",
+        ),
+        c.handovers,
+    );
+    r.register(
         "flink_agent_job_resubmissions",
         sentence(
             "Declared jobs the agent submitted again (after a JobManager start, or jobs start).",

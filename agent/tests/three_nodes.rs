@@ -332,6 +332,18 @@ fn three_nodes_survive_the_loss_of_any_one() {
         secs(t)
     );
     assert!(restored >= before);
+    // Its agent saw the crash and handed the leadership over rather than wait for ZooKeeper to
+    // expire the dead JobManager's session.
+    let log = std::fs::read_to_string(c.node(leader).log()).unwrap_or_default();
+    assert!(
+        log.contains("the crashed JobManager led: its ZooKeeper session"),
+        "no early hand-over in node-{}'s agent log:\n{}",
+        leader + 1,
+        log.lines()
+            .filter(|l| l.contains("JobManager") || l.contains("zookeeper"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let back = poll(RECOVER, || {
         let s = c.status(others[0])?;
         s["cluster"]["nodes"][leader]["jobmanager"]

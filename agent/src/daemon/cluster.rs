@@ -14,6 +14,7 @@ use crate::zookeeper::{
 };
 use futures::future::BoxFuture;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{watch, Mutex};
 
 /// The session and its readers. Cheap to clone; clones share.
@@ -22,6 +23,8 @@ pub(super) struct Cluster {
     /// Where every session publishes: readers subscribe once and survive a new session.
     state: Arc<watch::Sender<Coordination>>,
     info: Arc<watch::Sender<NodeInfo>>,
+    /// When this node's JobManager was last seen to crash: the session hands its leadership over.
+    crashes: Arc<watch::Sender<Option<Instant>>>,
     coordinator: Arc<Mutex<Option<Coordinator>>>,
     view: watch::Receiver<ClusterStatus>,
 }
@@ -39,7 +42,13 @@ impl Cluster {
             })
             .0,
         );
-        let coordinator = Coordinator::spawn(spec.clone(), info.subscribe(), state.clone());
+        let crashes = Arc::new(watch::channel(None).0);
+        let coordinator = Coordinator::spawn(
+            spec.clone(),
+            info.subscribe(),
+            crashes.subscribe(),
+            state.clone(),
+        );
         let view = zookeeper::cluster::spawn_view(
             spec.ensemble.clone(),
             spec.cluster_id.clone(),
@@ -49,6 +58,7 @@ impl Cluster {
         Cluster {
             state,
             info,
+            crashes,
             coordinator: Arc::new(Mutex::new(Some(coordinator))),
             view,
         }
@@ -105,6 +115,12 @@ impl Cluster {
         });
     }
 
+    /// This node's JobManager crashed (not stopped by the agent): if it led, a standby should
+    /// lead now.
+    pub(super) fn jobmanager_crashed(&self) {
+        self.crashes.send_replace(Some(Instant::now()));
+    }
+
     pub(super) fn view(&self) -> ClusterStatus {
         self.view.borrow().clone()
     }
@@ -143,6 +159,7 @@ impl Concern for Session {
             *slot = Some(Coordinator::spawn(
                 spec.clone(),
                 self.cluster.info.subscribe(),
+                self.cluster.crashes.subscribe(),
                 self.cluster.state.clone(),
             ));
             self.running = spec.clone();

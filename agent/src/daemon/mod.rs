@@ -26,7 +26,7 @@ use crate::flinkconf;
 use crate::flinkrest::FlinkRestError;
 use crate::jobs;
 use crate::sdnotify::{notify, watchdog_period};
-use crate::supervisor::{self, Placement, SupervisorEvent};
+use crate::supervisor::{self, Kind, Placement, SupervisorEvent};
 use crate::tls;
 use concerns::Concern;
 use std::path::Path;
@@ -414,7 +414,22 @@ impl Daemon {
         match event {
             // A fresh JobManager knows no jobs: declared ones come back from their checkpoints.
             Ok(SupervisorEvent::JobManagerHealthy { .. }) => self.jobs.on_jobmanager_healthy(),
-            Ok(event) => self.problems.on_event(&event),
+            Ok(event) => {
+                if let (
+                    SupervisorEvent::ProcessExited {
+                        name,
+                        expected: false,
+                        ..
+                    },
+                    Some(cluster),
+                ) = (&event, &self.cluster)
+                {
+                    if *name == Kind::JobManager.name() {
+                        cluster.jobmanager_crashed();
+                    }
+                }
+                self.problems.on_event(&event);
+            }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 // One of them may have been a JobManager start: re-submitting is idempotent.
                 log::warn!("missed {missed} supervisor events; checking the declared jobs");

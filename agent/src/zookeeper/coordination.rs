@@ -15,14 +15,18 @@
 //!   connection, stops acting as owner at once; another one takes over once ZooKeeper expires
 //!   the session (`ha.session_timeout_ms`).
 //! - **The leading JobManager**, as Flink publishes it.
+//! - **A crashed leader's hand-over** ([`super::handover`]): when this node's JobManager dies,
+//!   the session releases its leadership at once if it led.
 //!
 //! Everything is polled once a second: three agents, a handful of small reads.
 
+use super::handover::{self, Release};
 use super::leader;
+use crate::events::{Event, HandOver, JobManagerHandOver};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use zookeeper_client as zk;
 
@@ -90,15 +94,16 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Starts the session; `info` is what this node publishes about itself, `out` where the
-    /// session's view goes.
+    /// Starts the session; `info` is what this node publishes about itself, `crashes` when
+    /// this node's JobManager was last seen to crash, `out` where the session's view goes.
     pub fn spawn(
         spec: CoordinationSpec,
         info: watch::Receiver<NodeInfo>,
+        crashes: watch::Receiver<Option<Instant>>,
         out: Arc<watch::Sender<Coordination>>,
     ) -> Coordinator {
         Coordinator {
-            task: tokio::spawn(run(spec, out, info)),
+            task: tokio::spawn(run(spec, out, info, crashes)),
         }
     }
 
@@ -121,6 +126,7 @@ async fn run(
     spec: CoordinationSpec,
     out: Arc<watch::Sender<Coordination>>,
     mut info: watch::Receiver<NodeInfo>,
+    mut crashes: watch::Receiver<Option<Instant>>,
 ) {
     loop {
         let connector = zk::Client::connector()
@@ -134,7 +140,7 @@ async fn run(
         .await
         {
             Ok(Ok(client)) => {
-                let why = serve(&spec, &client, &out, &mut info).await;
+                let why = serve(&spec, &client, &out, &mut info, &mut crashes).await;
                 log::warn!("ZooKeeper session ended: {why}; connecting again");
                 out.send_modify(|s| {
                     s.connected = false;
@@ -170,6 +176,7 @@ async fn serve(
     client: &zk::Client,
     out: &watch::Sender<Coordination>,
     info: &mut watch::Receiver<NodeInfo>,
+    crashes: &mut watch::Receiver<Option<Instant>>,
 ) -> String {
     let root = spec.root();
     let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
@@ -222,8 +229,62 @@ async fn serve(
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = states.changed() => {}
+            Ok(()) = crashes.changed() => {
+                let seen = *crashes.borrow_and_update();
+                if let (Some(seen), true) = (seen, connected) {
+                    hand_over(spec, client, out, seen).await;
+                }
+            }
         }
     }
+}
+
+/// This node's JobManager crashed (seen at `seen`): release its leadership if it led.
+async fn hand_over(
+    spec: &CoordinationSpec,
+    client: &zk::Client,
+    out: &watch::Sender<Coordination>,
+    seen: Instant,
+) {
+    let Some(incarnation) = out.borrow().incarnation.clone() else {
+        return;
+    };
+    let flink = format!(
+        "{}{}",
+        crate::flinkconf::FLINK_HA_ROOT,
+        spec.flink_cluster_id(&incarnation)
+    );
+    let started = Instant::now();
+    // Past half the session timeout the release would be skipped anyway.
+    let result = tokio::time::timeout(
+        spec.session_timeout / 2,
+        handover::release(
+            client,
+            &flink,
+            &spec.node_address,
+            seen.elapsed(),
+            spec.session_timeout,
+        ),
+    )
+    .await;
+    let took = started.elapsed();
+    let text;
+    let outcome = match &result {
+        Ok(Ok(Release::Released { session, nodes })) => HandOver::Released {
+            session: *session,
+            nodes: *nodes,
+        },
+        Ok(Ok(Release::Skipped(why))) => {
+            text = why.to_string();
+            HandOver::Skipped(&text)
+        }
+        Ok(Err(e)) => {
+            text = e.to_string();
+            HandOver::Failed(&text)
+        }
+        Err(_) => HandOver::Failed("no answer within half the session timeout"),
+    };
+    JobManagerHandOver { outcome, took }.emit();
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -6,11 +6,14 @@
 //! - [`leader`]: reading the leading JobManager's address from Flink's own records;
 //! - [`coordination`]: the agent's session: the cluster's incarnation, node registrations, the
 //!   owner of the cluster-wide duties;
+//! - [`handover`]: a crashed leading JobManager's leadership released at once, not after its
+//!   session expires;
 //! - [`cluster`]: the whole cluster as `status` shows it.
 
 pub mod cluster;
 pub mod coordination;
 pub mod four;
+pub mod handover;
 pub mod leader;
 pub mod render;
 
