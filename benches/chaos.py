@@ -175,6 +175,19 @@ def s3_keys(port):
         token = t.group(1)
 
 
+def savepoint_id(metadata):
+    """The checkpoint id in a `_metadata` header (magic 0x4960672d, version, id; big-endian),
+    or None while the file is being written."""
+    try:
+        with open(metadata, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if len(head) < 16 or int.from_bytes(head[:4], "big") != 0x4960672D:
+        return None
+    return int.from_bytes(head[8:16], "big")
+
+
 def durable_ids(keys):
     pattern = re.compile(r"/jobs/" + JOB + r"/chk-(\d+)/manifest\.json$")
     return {int(m.group(1)) for m in map(pattern.search, keys) if m}
@@ -302,6 +315,11 @@ class Watcher:
             ids.add(int(p.split("chk-")[-1].split("/")[0]))
         for p in glob.glob(os.path.join(self.node.state, "**", "chk-*", "staged.json"), recursive=True):
             ids.add(int(p.split("chk-")[-1].split("/")[0]))
+        # `jobs stop`'s savepoints: their id continues the checkpoints' and is only in the file.
+        for p in glob.glob(os.path.join(self.node.data, "savepoints", "savepoint-*", "_metadata")):
+            sid = savepoint_id(p)
+            if sid is not None:
+                ids.add(sid)
         return ids
 
     def _run(self):

@@ -10,6 +10,7 @@ use object_store::PutPayload;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A deployment as the operator declared it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,31 +224,56 @@ fn remote_stopped(remote: &Remote, name: &str) -> ObjectPath {
     crate::checkpoints::layout::job_stopped(&remote.root, name)
 }
 
+/// The stop marker is a few bytes: a store that has not answered in this time is not
+/// answering (a silently dead link), and `jobs stop`/`start` say so rather than wait out the
+/// client's whole-request timeout (two minutes, longer than the CLI waits).
+pub const MARKER_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Declares the job stopped in object storage too, so a node replacing this one leaves it
-/// stopped; `false` withdraws that.
+/// stopped; `false` withdraws that. Fails after [`MARKER_DEADLINE`].
 pub async fn set_stopped_remote(
     remote: &Remote,
     name: &str,
     stopped: bool,
 ) -> object_store::Result<()> {
     let key = remote_stopped(remote, name);
-    if !stopped {
-        return delete_if_exists(remote, &key).await;
-    }
-    remote
-        .store
-        .put(&key, PutPayload::from_static(b"{\"stopped\": true}\n"))
-        .await
-        .map(drop)
+    marker_deadline(async {
+        if !stopped {
+            return delete_if_exists(remote, &key).await;
+        }
+        remote
+            .store
+            .put(&key, PutPayload::from_static(b"{\"stopped\": true}\n"))
+            .await
+            .map(drop)
+    })
+    .await
 }
 
-/// Whether `jobs stop` declared the job stopped (on whichever node).
+/// Whether `jobs stop` declared the job stopped (on whichever node). Fails after
+/// [`MARKER_DEADLINE`].
 pub async fn is_stopped_remote(remote: &Remote, name: &str) -> object_store::Result<bool> {
-    match remote.store.head(&remote_stopped(remote, name)).await {
-        Ok(_) => Ok(true),
-        Err(object_store::Error::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
+    marker_deadline(async {
+        match remote.store.head(&remote_stopped(remote, name)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+async fn marker_deadline<T>(
+    op: impl std::future::Future<Output = object_store::Result<T>>,
+) -> object_store::Result<T> {
+    tokio::time::timeout(MARKER_DEADLINE, op)
+        .await
+        .unwrap_or_else(|_| {
+            Err(object_store::Error::Generic {
+                store: "object store",
+                source: format!("no answer within {} s", MARKER_DEADLINE.as_secs()).into(),
+            })
+        })
 }
 
 /// A job declared in object storage.

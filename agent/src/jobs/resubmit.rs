@@ -456,6 +456,69 @@ mod tests {
         }
     }
 
+    /// `jobs` with a store whose link is silently dead: it accepts connections (the kernel's
+    /// backlog) and never answers, for as long as the returned listener lives.
+    fn silent(jobs: Jobs, disk: &std::path::Path) -> (Jobs, std::net::TcpListener) {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let creds = disk.join("creds.toml");
+        std::fs::write(
+            &creds,
+            "aws_access_key_id = \"k\"\naws_secret_access_key = \"s\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let section = ObjectStoreSection {
+            url: "s3://bucket/p".into(),
+            region: Some("us-east-1".into()),
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            allow_http: true,
+            credentials_file: Some(creds),
+        };
+        let jobs = Jobs {
+            remote: Remote::build(&section, "c1").unwrap(),
+            ..jobs
+        };
+        (jobs, silent)
+    }
+
+    /// Found by `benches/chaos.py` (`jobs stop` while the store's link was silently dead): the
+    /// stop waited out the client's two-minute timeout on the stop marker, longer than the CLI
+    /// waits. The marker gets [`record::MARKER_DEADLINE`], then the stop goes on and says the
+    /// store did not record it.
+    #[tokio::test]
+    async fn a_stop_the_silent_store_cannot_record_is_reported_not_waited_for() {
+        let store = tempfile::tempdir().unwrap();
+        let disk = tempfile::tempdir().unwrap();
+        let jobs = node(store.path(), disk.path());
+        jobs.records.write(&record("paused"), b"PK").unwrap();
+        let run = RunState {
+            flink_job_ids: vec!["f1".into()],
+            stopped: true,
+            ..Default::default()
+        };
+        jobs.records.write_run_state("paused", &run).unwrap();
+        let (jobs, silent) = silent(jobs, disk.path());
+        let t = std::time::Instant::now();
+        let outcome = jobs.stop("paused").await.unwrap();
+        let warning = outcome.warning.unwrap();
+        assert!(warning.contains("no answer within 10 s"), "{warning}");
+        assert!(
+            t.elapsed() < record::MARKER_DEADLINE + Duration::from_secs(3),
+            "{:?}",
+            t.elapsed()
+        );
+        let e = jobs.start("paused").await.unwrap_err().to_string();
+        assert!(e.contains("`paused` stays stopped"), "{e}");
+        assert!(
+            t.elapsed() < record::MARKER_DEADLINE * 2 + Duration::from_secs(3),
+            "{:?}",
+            t.elapsed()
+        );
+        drop(silent);
+    }
+
     fn record(name: &str) -> JobRecord {
         JobRecord {
             name: name.into(),
@@ -509,34 +572,13 @@ mod tests {
     /// local checkpoint the store gets [`REMOTE_CHECK`], then the local one is restored.
     #[tokio::test]
     async fn a_silent_store_does_not_hold_back_a_local_restore() {
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = silent.local_addr().unwrap().port();
-        // Accepts (the kernel's backlog) and never answers.
         let store = tempfile::tempdir().unwrap();
         let disk = tempfile::tempdir().unwrap();
         let jobs = node(store.path(), disk.path());
         let chk = disk.path().join("data/checkpoints/f1/chk-7");
         std::fs::create_dir_all(&chk).unwrap();
         std::fs::write(chk.join("_metadata"), b"m").unwrap();
-        let creds = disk.path().join("creds.toml");
-        std::fs::write(
-            &creds,
-            "aws_access_key_id = \"k\"\naws_secret_access_key = \"s\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        let section = ObjectStoreSection {
-            url: "s3://bucket/p".into(),
-            region: Some("us-east-1".into()),
-            endpoint: Some(format!("http://127.0.0.1:{port}")),
-            allow_http: true,
-            credentials_file: Some(creds),
-        };
-        let jobs = Jobs {
-            remote: Remote::build(&section, "c1").unwrap(),
-            ..jobs
-        };
+        let (jobs, silent) = silent(jobs, disk.path());
         let run = RunState {
             flink_job_ids: vec!["f1".into()],
             ..Default::default()
