@@ -159,10 +159,29 @@ pub async fn release(
         Ok(s) => s,
         Err(skip) => return Ok(Release::Skipped(skip)),
     };
-    let owned = owned_by(client, flink_path, session).await?;
+    let order = deletion_order(owned_by(client, flink_path, session).await?, &latch_dir);
+    // One transaction: one commit (and one fsync on each server) rather than one per node.
+    let mut all = client.new_multi_writer();
+    for path in &order {
+        all.add_delete(path, None)?;
+    }
+    match all.commit().await {
+        Ok(_) => {
+            return Ok(Release::Released {
+                session,
+                nodes: order.len(),
+            })
+        }
+        // One went meanwhile (the session expired after all): delete the rest one by one.
+        Err(zk::MultiWriteError::OperationFailed {
+            source: zk::Error::NoNode,
+            ..
+        }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let mut nodes = 0;
-    for path in deletion_order(owned, &latch_dir) {
-        match client.delete(&path, None).await {
+    for path in &order {
+        match client.delete(path, None).await {
             Ok(()) => nodes += 1,
             Err(zk::Error::NoNode) => {}
             Err(e) => return Err(e),
