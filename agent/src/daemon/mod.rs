@@ -415,18 +415,13 @@ impl Daemon {
             // A fresh JobManager knows no jobs: declared ones come back from their checkpoints.
             Ok(SupervisorEvent::JobManagerHealthy { .. }) => self.jobs.on_jobmanager_healthy(),
             Ok(event) => {
-                if let (
-                    SupervisorEvent::ProcessExited {
-                        name,
-                        expected: false,
-                        ..
-                    },
-                    Some(cluster),
-                ) = (&event, &self.cluster)
-                {
-                    if *name == Kind::JobManager.name() {
-                        cluster.jobmanager_crashed();
-                    }
+                let jobmanager_crashed = matches!(
+                    &event,
+                    SupervisorEvent::ProcessExited { name, expected: false, .. }
+                        if *name == Kind::JobManager.name()
+                );
+                if let (true, Some(cluster)) = (jobmanager_crashed, &self.cluster) {
+                    cluster.jobmanager_crashed();
                 }
                 self.problems.on_event(&event);
             }

@@ -52,6 +52,15 @@ impl CoordinationSpec {
     pub fn flink_cluster_id(&self, incarnation: &str) -> String {
         flink_cluster_id(&self.cluster_id, incarnation)
     }
+
+    /// Flink's namespace in ZooKeeper for an incarnation (`/flink/<cluster-id>`).
+    fn flink_path(&self, incarnation: &str) -> String {
+        format!(
+            "{}{}",
+            crate::flinkconf::FLINK_HA_ROOT,
+            self.flink_cluster_id(incarnation)
+        )
+    }
 }
 
 /// `/<cluster.id>-<incarnation>`.
@@ -249,15 +258,14 @@ async fn hand_over(
     let Some(incarnation) = out.borrow().incarnation.clone() else {
         return;
     };
-    let flink = format!(
-        "{}{}",
-        crate::flinkconf::FLINK_HA_ROOT,
-        spec.flink_cluster_id(&incarnation)
-    );
+    let flink = spec.flink_path(&incarnation);
     let started = Instant::now();
-    // Past half the session timeout the release would be skipped anyway.
+    // The whole release ends within half a session timeout of the crash: the dead session
+    // cannot expire before two thirds of it (its last heartbeat was at most a third before the
+    // crash), so every node deleted is still the dead session's.
+    let budget = (spec.session_timeout / 2).saturating_sub(seen.elapsed());
     let result = tokio::time::timeout(
-        spec.session_timeout / 2,
+        budget,
         handover::release(
             client,
             &flink,
@@ -282,7 +290,7 @@ async fn hand_over(
             text = e.to_string();
             HandOver::Failed(&text)
         }
-        Err(_) => HandOver::Failed("no answer within half the session timeout"),
+        Err(_) => HandOver::Failed("not done within half a session timeout of the crash"),
     };
     JobManagerHandOver { outcome, took }.emit();
 }
@@ -363,11 +371,7 @@ async fn poll(
         }
     }
     // The leading JobManager.
-    let flink = format!(
-        "{}{}",
-        crate::flinkconf::FLINK_HA_ROOT,
-        spec.flink_cluster_id(&incarnation)
-    );
+    let flink = spec.flink_path(&incarnation);
     let leader = match client.get_data(&leader::rest_leader_path(&flink)).await {
         Ok((data, _)) => leader::parse_address(&data),
         Err(zk::Error::NoNode) => None,

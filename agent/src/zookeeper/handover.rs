@@ -14,9 +14,11 @@
 //! without guessing:
 //! - it owns the `rest_server/connection_info` node, whose address is this node's, and
 //! - it owns the lowest latch node (it still leads), and
-//! - the crash was seen less than half a session timeout ago: the dead session cannot have
-//!   expired yet, so no JobManager started since (this node's new one included) can lead, and
-//!   the leader's nodes are still the dead one's.
+//! - the release starts and ends within half a session timeout of the crash (the agent sees
+//!   an exit at once: it is the parent, or holds a pidfd). The dead session cannot expire before
+//!   two thirds of a timeout after the crash (the client heartbeats every third), so no
+//!   JobManager started since (this node's new one included) can lead meanwhile, and every
+//!   node deleted is still the dead session's.
 //!
 //! A JobManager that only hangs (SIGSTOP, a long GC) is never released: it has not exited and
 //! its session may come back; Flink's own timeout decides. A standby that crashes holds nothing
