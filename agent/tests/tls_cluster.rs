@@ -500,7 +500,8 @@ fn flink_speaks_only_mutual_tls_and_rotates_under_a_running_job() {
         "REST over TLS 1.1: {out}"
     );
 
-    // Passwords: only in Flink's config file and the agent's 0600 passwords file.
+    // Passwords: only in Flink's config file and the agent's 0600 passwords file. The
+    // fault-injection runner sweeps the S3 key but runs without TLS: the keystore's are swept here.
     let passwords: serde_json::Value =
         serde_json::from_slice(&std::fs::read(gen.join("passwords.json")).unwrap()).unwrap();
     let password = passwords["internal_keystore"].as_str().unwrap().to_string();
@@ -518,7 +519,26 @@ fn flink_speaks_only_mutual_tls_and_rotates_under_a_running_job() {
         "--socket",
         socket.to_str().unwrap(),
     ]);
+    // The metrics, and the environment of the agent and of both JVMs (`ps` covered their
+    // command lines above).
+    let metrics = Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&socket)
+        .arg("http://agent/v1/metrics")
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    assert!(metrics.contains("flink_agent_tls_enabled 1"), "{metrics}");
+    let mut environs = String::new();
+    let jvms = ["jobmanager", "taskmanager"].map(|p| agent.running_pid(p).expect(p));
+    for pid in [agent.pid(), jvms[0], jvms[1]] {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(!env.is_empty(), "no environment read for pid {pid}");
+        environs.push_str(&String::from_utf8_lossy(&env));
+    }
     for (what, text) in [
+        ("the metrics", metrics),
+        ("/proc/<pid>/environ of the agent and the JVMs", environs),
         ("status", status(&mut agent).to_string()),
         ("flink-agent config --json", config_view.clone()),
         ("flink-agent config", config_lines.clone()),
