@@ -1,13 +1,14 @@
 //! Early leadership hand-over after this node's leading JobManager crashed.
 //!
 //! Flink's JobManagers elect their leader with a Curator `LeaderLatch`: each one holds an
-//! ephemeral sequential node under `<flink path>/leader/latch`, the lowest one leads, and the leader
-//! also holds the ephemeral `leader/<component>/connection_info` nodes and lock nodes under the
-//! job graphs and checkpoints. When the leading JVM is killed, all of those stay until ZooKeeper
+//! ephemeral sequential node under `<flink path>/leader/latch`, the lowest one leads, and the
+//! leader also holds the ephemeral `leader/<component>/connection_info` nodes and lock nodes
+//! under the job graphs and checkpoints. When the leading JVM is killed, all of those stay until ZooKeeper
 //! expires its session (`ha.session_timeout_ms` after its last heartbeat), and only then does
 //! a standby lead: the whole session timeout is added to every JobManager crash.
 //!
-//! The agent knows at once that its JobManager died (it is the JVM's parent, or polls its pid).
+//! The agent knows at once that its JobManager died (it is the JVM's parent, or holds a pidfd
+//! of an adopted one).
 //! A dead process can never use its session again (no one else has the session's password), so
 //! deleting that session's ephemeral nodes in Flink's namespace does what the expiry will do,
 //! only earlier: the next JobManager in the latch leads at once. The session is identified
@@ -21,8 +22,9 @@
 //!   node deleted is still the dead session's.
 //!
 //! A JobManager that only hangs (SIGSTOP, a long GC) is never released: it has not exited and
-//! its session may come back; Flink's own timeout decides. A standby that crashes holds nothing
-//! to hand over.
+//! its session may come back; Flink's own timeout decides. A standby that crashes is left to the
+//! timeout too: nothing it owns names it (it publishes no address), and its latch node only
+//! matters if the leader also dies before it expires.
 
 use super::leader;
 use std::time::Duration;
