@@ -492,13 +492,7 @@ mod tests {
         let store = tempfile::tempdir().unwrap();
         let disk = tempfile::tempdir().unwrap();
         let jobs = node(store.path(), disk.path());
-        jobs.records.write(&record("paused"), b"PK").unwrap();
-        let run = RunState {
-            flink_job_ids: vec!["f1".into()],
-            stopped: true,
-            ..Default::default()
-        };
-        jobs.records.write_run_state("paused", &run).unwrap();
+        stopped_job(&jobs, None);
         let (jobs, silent) = silent(jobs, disk.path());
         let t = std::time::Instant::now();
         let outcome = jobs.stop("paused").await.unwrap();
@@ -517,6 +511,18 @@ mod tests {
             t.elapsed()
         );
         drop(silent);
+    }
+
+    /// `paused` declared on this node, run once as `f1` and stopped (with `savepoint`).
+    fn stopped_job(jobs: &Jobs, savepoint: Option<&str>) {
+        jobs.records.write(&record("paused"), b"PK").unwrap();
+        let run = RunState {
+            flink_job_ids: vec!["f1".into()],
+            stopped: true,
+            savepoint: savepoint.map(str::to_string),
+            ..Default::default()
+        };
+        jobs.records.write_run_state("paused", &run).unwrap();
     }
 
     fn record(name: &str) -> JobRecord {
@@ -540,14 +546,7 @@ mod tests {
         let store = tempfile::tempdir().unwrap();
         let disk = tempfile::tempdir().unwrap();
         let jobs = node(store.path(), disk.path());
-        jobs.records.write(&record("paused"), b"PK").unwrap();
-        let run = RunState {
-            flink_job_ids: vec!["f1".into()],
-            stopped: true,
-            savepoint: Some("file:/sp/savepoint-1".into()),
-            ..Default::default()
-        };
-        jobs.records.write_run_state("paused", &run).unwrap();
+        stopped_job(&jobs, Some("file:/sp/savepoint-1"));
         let outcome = jobs.stop("paused").await.unwrap();
         assert!(
             outcome.already_stopped && outcome.warning.is_none(),
@@ -607,12 +606,7 @@ mod tests {
         let store = tempfile::tempdir().unwrap();
         let disk = tempfile::tempdir().unwrap();
         let jobs = node(store.path(), disk.path());
-        jobs.records.write(&record("paused"), b"PK").unwrap();
-        let stopped = RunState {
-            stopped: true,
-            ..Default::default()
-        };
-        jobs.records.write_run_state("paused", &stopped).unwrap();
+        stopped_job(&jobs, None);
         let offline = offline(jobs);
         let e = offline.start("paused").await.unwrap_err().to_string();
         assert!(
