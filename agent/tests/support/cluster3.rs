@@ -107,6 +107,21 @@ impl Cluster3 {
         Ok(c)
     }
 
+    /// [`Self::new`] for a test: None, after saying why the test is skipped here, when the
+    /// namespaces cannot be built.
+    pub fn new_or_skip(opts: Options) -> Option<Cluster3> {
+        Cluster3::new(opts)
+            .map_err(|e| eprintln!("skipped: {e}"))
+            .ok()
+    }
+
+    /// Node `i`'s agent logged that it handed its crashed JobManager's leadership over.
+    pub fn handed_over(&self, i: usize) -> bool {
+        std::fs::read_to_string(self.nodes[i].log())
+            .unwrap_or_default()
+            .contains("the crashed JobManager led: its ZooKeeper session")
+    }
+
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i]
     }
