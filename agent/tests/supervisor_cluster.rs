@@ -274,11 +274,29 @@ async fn scenarios(reaper: &Reaper) {
         );
     }
 
-    // 2. kill -9 the TaskManager: restarted, and the *new* one registered (the old one is still
-    //    listed by Flink until its heartbeat times out). It runs from the learned command: the
-    //    very argv and environment the script gave its predecessor, but its own resource id.
+    // 2. kill -9 the TaskManager: the new one waits until Flink has dropped the dead one (it
+    //    stays listed until its heartbeat times out; a new one on the same RPC port before that
+    //    can fail to ever register), then starts and registers. It runs from the learned
+    //    command: the very argv and environment the script gave its predecessor, but its own
+    //    resource id.
+    let listed = rest.taskmanagers().await.expect("taskmanagers");
+    let [old] = &listed[..] else {
+        panic!("one TaskManager listed: {listed:?}")
+    };
     let t = Instant::now();
     signal::kill(Pid::from_raw(tm_pid), Signal::SIGKILL).expect("kill tm");
+    let waiting = wait_for(&handle, reaper, 30, "taskmanager waiting", |s| {
+        find(s, "taskmanager").state == ProcessState::Waiting
+    })
+    .await;
+    let reason = find(&waiting, "taskmanager")
+        .reason
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        reason.contains(&format!("drop the TaskManager that ended ({}", old.id)),
+        "{reason}"
+    );
     let after = wait_for(&handle, reaper, 150, "taskmanager restarted", |s| {
         let tm = find(s, "taskmanager");
         both_running(s) && tm.pid != Some(tm_pid) && tm.restarts == 1
@@ -299,8 +317,8 @@ async fn scenarios(reaper: &Reaper) {
     .await;
     let listed = rest.taskmanagers().await.expect("taskmanagers");
     assert!(
-        listed.iter().any(|t| t.slots_number == SLOTS),
-        "a TaskManager with {SLOTS} slots is registered: {listed:?}"
+        listed.iter().all(|t| t.id != old.id) && listed.iter().any(|t| t.slots_number == SLOTS),
+        "the dead TaskManager is gone and a new one with {SLOTS} slots is registered: {listed:?}"
     );
     let tm_pid = tm.pid.expect("new tm pid");
     let direct_tm = proc_launch(tm_pid);

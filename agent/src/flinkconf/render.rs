@@ -19,6 +19,10 @@ pub struct RenderedConf {
 
 /// The file Flink >= 1.19 reads (standard YAML).
 pub const CONFIG_YAML: &str = "config.yaml";
+
+/// Flink's `heartbeat.timeout` on every node (why 8 s: in `render`). The supervisor bounds its
+/// wait for the JobManager to drop a dead TaskManager by it.
+pub const HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
 /// The file Flink <= 1.18 reads (Flink's own line-based `key: value` format).
 pub const LEGACY_FLINK_CONF: &str = "flink-conf.yaml";
 
@@ -246,7 +250,10 @@ pub fn render(
     // TaskManager's slots at once. (Restarting the TaskManager with the JobManager instead was
     // measured slower on 2 cores: two JVMs booting at once, and tasks deployed to a cold one.)
     put("heartbeat.interval", "2000".into());
-    put("heartbeat.timeout", "8000".into());
+    put(
+        "heartbeat.timeout",
+        HEARTBEAT_TIMEOUT.as_millis().to_string(),
+    );
     // When the TaskManager tries the ResourceManager before the restarted JobManager has it up,
     // the registration is retried after this delay; Flink's 10 s default would add up to that
     // much to the recovery time.

@@ -34,6 +34,13 @@ const STARTING_PROBE: Duration = Duration::from_millis(200);
 /// How often a waiting process's precondition is checked again.
 const WAITING_RECHECK: Duration = Duration::from_secs(1);
 
+/// The longest a TaskManager's restart waits for the JobManager to drop its dead predecessor:
+/// Flink's heartbeat timeout, after which the ResourceManager drops it on its own, and a margin
+/// for the listing to catch up. Past it the JobManager is not answering as it should, and
+/// waiting longer would not help.
+const PREDECESSOR_LET_GO: Duration =
+    Duration::from_secs(crate::flinkconf::HEARTBEAT_TIMEOUT.as_secs() + 3);
+
 /// Where the task publishes what it sees.
 #[derive(Debug)]
 pub struct Outputs {
@@ -52,6 +59,8 @@ struct Slot {
     fingerprint: Option<Fingerprint>,
     /// The TaskManager's resource id of the last process.
     resource_id: Option<String>,
+    /// When the last process ended (it stays set while the next one runs).
+    ended: Option<Instant>,
     /// The conf dir the last process was started with.
     conf_dir: Option<std::path::PathBuf>,
     /// The JVM command key of a launch through the script: the command is learned under it once
@@ -76,6 +85,7 @@ impl Slot {
             live: None,
             fingerprint: None,
             resource_id: None,
+            ended: None,
             conf_dir: None,
             learn_key: None,
             proven: false,
@@ -375,6 +385,9 @@ impl Driver {
                 zkserver::may_start(&zk.server).await.map(|()| Vec::new())
             }
             Kind::JobManager | Kind::TaskManager => {
+                if kind == Kind::TaskManager {
+                    self.predecessor_let_go().await?;
+                }
                 let mut args = Vec::new();
                 if let Some(cluster) = &self.spec.ha_cluster_id {
                     let Some(incarnation) = self.incarnation.borrow().clone() else {
@@ -388,6 +401,30 @@ impl Driver {
                 }
                 Ok(args)
             }
+        }
+    }
+
+    /// A new TaskManager binds the same RPC port as the one that died. While the JobManager
+    /// still heartbeats the dead one it keeps connecting to that port, and if its connection and
+    /// the new TaskManager's own meet, Flink's RPC (Pekko's classic remoting) can leave the new
+    /// TaskManager unable to register at all ("Discarding inbound message … in read-only
+    /// association" in its log) until the start timeout kills it: 130.9 s to recover, twice in
+    /// the fault runs. So the new one starts once the JobManager no longer lists the old one
+    /// (at most [`PREDECESSOR_LET_GO`] after it ended); a listing that fails does not hold it.
+    async fn predecessor_let_go(&self) -> Result<(), String> {
+        let (Some(id), Some(ended), Some(rest)) = (&self.tm.resource_id, self.tm.ended, &self.rest)
+        else {
+            return Ok(());
+        };
+        if ended.elapsed() >= PREDECESSOR_LET_GO {
+            return Ok(());
+        }
+        match rest.taskmanagers().await {
+            Ok(list) if list.iter().any(|t| &t.id == id) => Err(format!(
+                "waiting for the JobManager to drop the TaskManager that ended ({id}; at most {} s): a new one on the same RPC port before that may never register",
+                PREDECESSOR_LET_GO.as_secs()
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -681,6 +718,7 @@ impl Driver {
         let now = Instant::now();
         let path = jvm_command::cache_path(&self.spec, kind);
         let slot = self.slot(kind);
+        slot.ended = Some(now);
         if let Some(live) = slot.live.take() {
             // The JVM led the group; anything it left behind goes with it.
             process::signal_group(live.pid, Signal::SIGKILL);
@@ -894,7 +932,9 @@ impl Driver {
         if let Some(live) = self.slot(kind).live.take() {
             log::info!("stopping {} (pid {})", kind.name(), live.pid);
             let how = process::terminate(live, grace).await;
-            self.slot(kind).machine.exited(Instant::now(), &how);
+            let slot = self.slot(kind);
+            slot.ended = Some(Instant::now());
+            slot.machine.exited(Instant::now(), &how);
             let _ = self.save();
             self.emit(SupervisorEvent::ProcessExited {
                 name: kind.name(),

@@ -38,6 +38,8 @@ pub struct Machine {
     /// Failures since the process was last healthy: the back-off exponent.
     consecutive: u32,
     restarts: u32,
+    /// Waiting on the way back from a failure: its launch is a restart.
+    restart_waits: bool,
     last_exit: Option<String>,
     reason: Option<String>,
 }
@@ -53,6 +55,7 @@ impl Machine {
             failures: VecDeque::new(),
             consecutive: 0,
             restarts: 0,
+            restart_waits: false,
             last_exit: None,
             reason: None,
         }
@@ -93,9 +96,15 @@ impl Machine {
         match self.state {
             ProcessState::BackingOff => self.restarts += 1,
             // What it waited for is there now.
-            ProcessState::Waiting => self.reason = None,
+            ProcessState::Waiting => {
+                self.reason = None;
+                if self.restart_waits {
+                    self.restarts += 1;
+                }
+            }
             _ => {}
         }
+        self.restart_waits = false;
         self.enter_starting(now);
     }
 
@@ -133,6 +142,7 @@ impl Machine {
     /// The process cannot start yet (`why`); the driver tries again at its next step. Not a
     /// failure: nothing ran.
     pub fn waiting(&mut self, why: &str) {
+        self.restart_waits |= self.state == ProcessState::BackingOff;
         self.state = ProcessState::Waiting;
         self.deadline = None;
         self.reason = Some(why.to_string());
@@ -200,6 +210,7 @@ impl Machine {
     /// A stop was asked for (shutdown, operator restart, config change).
     pub fn stopping(&mut self) {
         self.deadline = None;
+        self.restart_waits = false;
         self.state = if self.is_live() || self.state == ProcessState::Stopping {
             ProcessState::Stopping
         } else {
@@ -351,6 +362,27 @@ mod tests {
         assert_eq!(m.exited(t1, "killed by signal 9"), Action::Nothing);
         assert_eq!(m.tick(t1 + Duration::from_millis(999)), Action::Nothing);
         assert_eq!(m.tick(t1 + Duration::from_millis(1_000)), Action::Launch);
+    }
+
+    #[test]
+    fn a_restart_that_waits_for_its_precondition_still_counts() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        m.exited(t0, "killed by signal 9");
+        assert_eq!(m.tick(t0), Action::Launch);
+        m.waiting("waiting for the JobManager to drop the TaskManager that ended");
+        m.waiting("waiting for the JobManager to drop the TaskManager that ended");
+        assert_eq!(m.state(), ProcessState::Waiting);
+        m.launched(t0 + Duration::from_secs(8));
+        assert_eq!(
+            (m.state(), m.restarts(), m.reason()),
+            (ProcessState::Starting, 1, None)
+        );
+        // A first start that waited (a three-node cluster's quorum) is not a restart.
+        let mut first = Machine::new("taskmanager", settings());
+        first.waiting("waiting for the ZooKeeper quorum");
+        first.launched(t0);
+        assert_eq!(first.restarts(), 0);
     }
 
     #[test]
