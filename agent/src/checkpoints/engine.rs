@@ -511,6 +511,17 @@ impl SyncEngine {
             }
         }
         let deleted: BTreeSet<&object_store::path::Path> = deletions.iter().collect();
+        let retired: Vec<u64> = checkpoints
+            .iter()
+            .filter(|(_, c)| c.objects.iter().any(|o| deleted.contains(o)))
+            .map(|(id, _)| *id)
+            .collect();
+        if !retired.is_empty() {
+            log::debug!(
+                "job {job}: retention deleted checkpoints {retired:?} ({} objects)",
+                deletions.len()
+            );
+        }
         let remote: Vec<u64> = checkpoints
             .iter()
             .filter(|(_, c)| c.has_manifest && c.objects.iter().all(|o| !deleted.contains(o)))
