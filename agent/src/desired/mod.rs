@@ -228,6 +228,7 @@ pub fn derive(
         conf_dir: conf_dir.clone(),
         log_dir: f.log_dir.clone(),
         user: f.user.clone(),
+        node_id: config.node.id.clone(),
         endpoint: endpoint.clone(),
         expected_slots: config.advanced.number_of_task_slots,
         settings: config.supervisor.clone(),

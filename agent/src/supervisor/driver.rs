@@ -480,7 +480,7 @@ impl Driver {
         }
         self.launches += 1;
         let resource_id = (kind == Kind::TaskManager)
-            .then(|| format!("flink-agent-tm-{}-{:x}", self.launches, unix_millis()));
+            .then(|| resource_id(&self.spec.node_id, self.launches, unix_millis()));
         args.extend(launch_args(&self.spec, kind, resource_id.as_deref()));
         let (key, archive) = if kind == Kind::ZooKeeper {
             (None, None)
@@ -1043,10 +1043,30 @@ impl Driver {
 
 /// Dynamic properties of one launch: the process's own options, then the TaskManager's
 /// resource id, unique per launch.
+/// A TaskManager's resource id, unique in the cluster: Flink takes a second TaskManager with
+/// the same id for the first one restarted and keeps only one of them. Three agents started
+/// together once gave their third launches the same launch count and millisecond, so the node
+/// is part of it.
+fn resource_id(node_id: &str, launch: u64, unix_millis: u128) -> String {
+    format!("flink-agent-{node_id}-tm-{launch}-{unix_millis:x}")
+}
+
 fn launch_args(spec: &LaunchSpec, kind: Kind, resource_id: Option<&str>) -> Vec<String> {
     let mut args = spec.properties.args(kind);
     if let Some(id) = resource_id {
         args.extend(["-D".to_string(), format!("taskmanager.resource-id={id}")]);
     }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taskmanagers_of_two_nodes_launched_in_the_same_millisecond_have_distinct_ids() {
+        let (a, b) = (resource_id("node-1", 3, 7), resource_id("node-2", 3, 7));
+        assert_ne!(a, b);
+        assert_eq!(a, "flink-agent-node-1-tm-3-7");
+    }
 }

@@ -146,6 +146,8 @@ pub struct LaunchSpec {
     pub log_dir: PathBuf,
     /// Run the processes as this user (with its groups); None = as the agent.
     pub user: Option<String>,
+    /// `node.id`: part of the TaskManager's resource id, which must be unique in the cluster.
+    pub node_id: String,
     /// Flink's REST endpoint, for the health probes.
     pub endpoint: Endpoint,
     /// The TaskManager is healthy once registered with this many slots.
@@ -427,6 +429,7 @@ pub(crate) fn test_spec(flink_home: PathBuf, conf_dir: PathBuf, log_dir: PathBuf
         fingerprint: Fingerprint::new(&[], "config.yaml", []),
         ha_cluster_id: None,
         zookeeper: None,
+        node_id: "test-node".into(),
     }
 }
 
