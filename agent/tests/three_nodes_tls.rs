@@ -23,7 +23,7 @@ mod cluster3;
 
 mod common;
 
-use cluster3::{deploy_counter, deployed_id, poll, Cluster3, Options};
+use cluster3::{deploy_counter, deployed_id, healthy, poll, Cluster3, Options};
 use flink_agent::tls::issue::new_ca;
 use flink_agent::tls::pem::write_private;
 use serde_json::Value;
@@ -32,22 +32,6 @@ use std::time::{Duration, Instant, SystemTime};
 const START: Duration = Duration::from_secs(420);
 const RECOVER: Duration = Duration::from_secs(240);
 const DAY: Duration = Duration::from_secs(86_400);
-
-/// Every agent ready, the quorum healthy, three TaskManagers registered, one leader.
-fn healthy(c: &Cluster3) -> Option<usize> {
-    for i in 0..3 {
-        let s = c.status(i)?;
-        let registered = s["cluster"]["nodes"]
-            .as_array()?
-            .iter()
-            .filter(|n| n["taskmanager_registered"] == true)
-            .count();
-        if s["ready"] != true || s["cluster"]["quorum_healthy"] != true || registered != 3 {
-            return None;
-        }
-    }
-    c.leader(&[0, 1, 2])
-}
 
 /// The declared job as node `i`'s agent reports it (through Flink's REST API over TLS).
 fn job(c: &Cluster3, i: usize) -> Option<Value> {
@@ -89,7 +73,7 @@ fn three_nodes_run_everything_between_them_over_mutual_tls() {
     for i in 0..3 {
         c.start(i);
     }
-    let leader = poll(START, || healthy(&c))
+    let leader = poll(START, || healthy(&c, &[0, 1, 2]))
         .unwrap_or_else(|| panic!("no healthy TLS cluster; node-1: {}", c.log_tail(0, 30)));
     eprintln!(
         "1. three TLS nodes → ready cluster: {:.1} s (leader node-{})",
@@ -168,5 +152,5 @@ fn three_nodes_run_everything_between_them_over_mutual_tls() {
         leader + 1,
         c.log_tail(leader, 40)
     );
-    poll(RECOVER, || healthy(&c)).expect("the killed JobManager back as a standby");
+    poll(RECOVER, || healthy(&c, &[0, 1, 2])).expect("the killed JobManager back as a standby");
 }

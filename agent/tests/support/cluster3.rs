@@ -15,6 +15,7 @@ use super::netns::{v4, Net};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const NODES: [u8; 3] = [1, 2, 3];
@@ -402,6 +403,88 @@ impl Drop for Cluster3 {
             ));
         }
     }
+}
+
+/// Every node's agent says ready, the quorum is healthy, one leader, three TaskManagers.
+pub fn healthy(c: &Cluster3, nodes: &[usize]) -> Option<usize> {
+    for &i in nodes {
+        let s = c.status(i)?;
+        let cluster = &s["cluster"];
+        if s["ready"] != true || cluster["quorum_healthy"] != true {
+            return None;
+        }
+        let registered = cluster["nodes"]
+            .as_array()?
+            .iter()
+            .filter(|n| n["taskmanager_registered"] == true)
+            .count();
+        if registered != nodes.len() {
+            return None;
+        }
+    }
+    c.leader(nodes)
+}
+
+/// Flink's view of job `id` through node `i`: (state, all tasks running, start time).
+pub fn job(c: &Cluster3, i: usize, id: &str) -> Option<(String, bool, i64)> {
+    let j = c.rest(i, &format!("/jobs/{id}"))?;
+    let running = j["vertices"]
+        .as_array()?
+        .iter()
+        .all(|v| v["status"] == "RUNNING");
+    Some((
+        j["state"].as_str()?.into(),
+        running,
+        j["start-time"].as_i64()?,
+    ))
+}
+
+/// (last completed, last restored) checkpoint ids of job `id` through node `i`.
+pub fn checkpoints(c: &Cluster3, i: usize, id: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let v = c.rest(i, &format!("/jobs/{id}/checkpoints"))?;
+    Some((
+        v["latest"]["completed"]["id"].as_u64(),
+        v["latest"]["restored"]["id"].as_u64(),
+    ))
+}
+
+/// What one node's REST said of the job: (state, all tasks running, start time).
+pub type Seen = Option<(String, bool, i64)>;
+/// One sample of every node: (seconds since sampling began, what each node said).
+pub type Sample = (f64, Vec<Seen>);
+
+/// Samples the job on every node every 200 ms until `stop`.
+pub fn sample_copies(c: &Cluster3, id: &str, stop: &AtomicBool) -> Vec<Sample> {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let seen: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3).map(|i| s.spawn(move || job(c, i, id))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        out.push((t0.elapsed().as_secs_f64(), seen));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    out
+}
+
+/// The most distinct running copies (by the JobMaster's start time) seen in one sample.
+pub fn max_copies(samples: &[Sample]) -> usize {
+    samples
+        .iter()
+        .map(|(_, seen)| {
+            let mut starts: Vec<i64> = seen
+                .iter()
+                .flatten()
+                .filter(|(state, all, _)| state == "RUNNING" && *all)
+                .map(|(_, _, start)| *start)
+                .collect();
+            starts.sort_unstable();
+            starts.dedup();
+            starts.len()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Pids whose command line names `marker`.
