@@ -195,6 +195,17 @@ impl Jobs {
         }
         let flink_job_id = match self.submit(&record, jar.clone(), None).await {
             Ok(id) => id,
+            // Three nodes: the owner's round saw the declaration first and submitted it under
+            // the same id. Undoing the declaration now would leave Flink running a job no
+            // agent declares.
+            Err(e) if super::cluster::is_duplicate(&e) && self.ha.is_some() => {
+                let id = self.submission_id(&record)?.unwrap_or_default();
+                log::info!(
+                    "job {}: Flink job {id} was submitted already (by the owner agent, from this declaration)",
+                    record.name
+                );
+                id
+            }
             Err(e) => {
                 let _ = record::delete_remote(&self.remote, &record.name).await;
                 return Err(e);
@@ -592,6 +603,99 @@ mod tests {
         // Nothing left anywhere: the job is unknown again.
         let err = jobs.delete_local("counter").await.unwrap_err();
         assert!(matches!(err, JobError::Unknown { .. }), "{err:?}");
+    }
+
+    /// A JobManager that takes any jar and refuses to run it: the job id is taken.
+    async fn flink_with_the_job_submitted() -> crate::flinkrest::Endpoint {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 65536];
+                    let line = loop {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                        let text = String::from_utf8_lossy(&request);
+                        // The upload's body is not needed: answer once the headers are in.
+                        if text.contains("\r\n\r\n") {
+                            break text.lines().next().unwrap_or_default().to_string();
+                        }
+                    };
+                    let (status, body) = if line.starts_with("POST /jars/upload") {
+                        (
+                            "200 OK",
+                            r#"{"filename":"/tmp/x/abc_job.jar","status":"success"}"#,
+                        )
+                    } else if line.starts_with("POST /jars/abc_job.jar/run") {
+                        (
+                            "400 Bad Request",
+                            r#"{"errors":["org.apache.flink.runtime.rest.handler.RestHandlerException: Could not execute application. (root cause: org.apache.flink.runtime.client.DuplicateApplicationSubmissionException: Application has already been submitted.)"]}"#,
+                        )
+                    } else {
+                        ("200 OK", "{}")
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        crate::flinkrest::Endpoint::new("127.0.0.1", port)
+    }
+
+    /// Found by the three-node fault runner: a deploy through a non-owner agent raced the
+    /// owner's round, which saw the declaration and submitted the job first; the deploy took
+    /// Flink's duplicate refusal for a failure and deleted the declaration of a running job.
+    #[tokio::test]
+    async fn a_deploy_the_owner_submitted_first_stays_declared() {
+        let store = Arc::new(FaultyStore::new(Arc::new(
+            object_store::memory::InMemory::new(),
+        )));
+        let disk = tempfile::tempdir().unwrap();
+        let (_tx, coordination) = tokio::sync::watch::channel(crate::zookeeper::Coordination {
+            connected: true,
+            incarnation: Some("3f2a9c1d0b7e".into()),
+            ..Default::default()
+        });
+        let jobs = Jobs::new(
+            &disk.path().join("state"),
+            &disk.path().join("data"),
+            store.remote(),
+            crate::flinkrest::FlinkRest::new(&flink_with_the_job_submitted().await).unwrap(),
+            JobNames::default(),
+            Some(super::super::cluster::Ha {
+                cluster_id: "prod".into(),
+                coordination,
+            }),
+        );
+        let jar = disk.path().join("job.jar");
+        std::fs::write(&jar, b"PK\x03\x04 a jar").unwrap();
+        let req = DeployRequest {
+            name: "counter".into(),
+            jar,
+            entry_class: None,
+            parallelism: None,
+            args: Vec::new(),
+        };
+        let status = jobs.deploy(&req).await.unwrap();
+        let record = jobs.records.read("counter").unwrap().unwrap();
+        assert_eq!(
+            status.flink_job_id,
+            Some(super::super::cluster::ha_job_id(
+                "prod",
+                "3f2a9c1d0b7e",
+                &record
+            ))
+        );
+        let declared = record::fetch_remote_records(&jobs.remote).await.unwrap();
+        assert_eq!(declared.len(), 1, "the job is still declared");
     }
 
     /// What this thread logged, once [`capture_logs`] ran: the agent's warnings and errors are
