@@ -20,6 +20,10 @@ Faults (`--kinds` to choose; each drawn from `random.Random(seed)`, so a seed re
   reload-good, reload-bad         a valid config change, and an invalid one (must be refused
                                   naming the field, the last good config kept)
   jobs-restart                    `jobs stop` (savepoint) then `jobs start`
+  store-corrupt                   the newest published checkpoint's data overwritten with other
+                                  bytes or deleted behind the agent's back, then node-replaced:
+                                  the new node must skip it (restore verification) and restore
+                                  from the newest intact one
   node-replaced                   agent and Flink killed, the state and data dirs wiped (a new
                                   disk), the agent started again on the same config
 A timed fault has another fault injected in its window with probability 0.3 (overlap).
@@ -39,9 +43,11 @@ At the end: every published manifest's files exist with their SHA-256, retention
 S3 secret key shows nowhere: the agent's and Flink's logs, `status`, `config`, the metrics, the
 command line and environment of every process on the node.
 
-usage: benches/chaos.py [--seed S] [--faults N] [--duration SECS] [--nodes 1] [--kinds a,b]
+usage: benches/chaos.py [--seed S] [--faults N] [--duration SECS] [--nodes 1|3] [--kinds a,b]
                         [--agent BIN] [--keep]
        (FLINK_HOME; the agent built with `cargo build --release -p flink-agent` unless --agent)
+       --nodes 3 runs the three-node runner, `agent/benches/chaos3.rs` (its faults and
+       invariants are described there; root: it builds network namespaces).
 """
 import argparse, collections, glob, hashlib, json, os, random, re, select, shutil, signal, socket, statistics
 import subprocess, sys, tempfile, threading, time, urllib.error, urllib.parse, urllib.request
@@ -57,7 +63,8 @@ RATE = 20
 PORTS = dict(rest=20270, jobmanager_rpc=20271, blob=20272, taskmanager_rpc=20273, taskmanager_data=20274,
              taskmanager_collect=20275, metrics_query=20276)
 REST = PORTS["rest"]
-INSTANT = ["kill-jm", "kill-tm", "kill-agent", "reload-good", "reload-bad", "jobs-restart", "node-replaced"]
+INSTANT = ["kill-jm", "kill-tm", "kill-agent", "reload-good", "reload-bad", "jobs-restart", "node-replaced",
+           "store-corrupt"]
 TIMED = ["hang-jm", "hang-tm", "hang-agent", "s3-outage", "s3-slow", "s3-drop", "s3-5xx", "s3-blackhole",
          "disk-full"]
 # What may land inside another fault's window (a disk swap inside a window proves nothing more).
@@ -151,9 +158,9 @@ def _answer_503(client):
     _reset(client)
 
 
-def s3(port, method, path):
+def s3(port, method, path, data=None):
     # moto (auth off) answers anonymous reads of the agent's objects 403: any signature passes.
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers={
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=data, headers={
         "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, "
                          "SignedHeaders=host, Signature=0"})
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -278,7 +285,7 @@ restart_window_secs = 60
 
     def start_agent(self):
         self.agent = self.procs.start([self.args.agent, "run", "--config", self.config],
-                                      os.path.join(self.d, "agent.log"), env=dict(os.environ, FLINK_AGENT_LOG="info"))
+                                      os.path.join(self.d, "agent.log"), env=dict(os.environ, FLINK_AGENT_LOG="debug"))
 
     def flink_pids(self):
         """Flink JVMs of this node (class-data dumps, which the agent runs and reaps, aside)."""
@@ -413,6 +420,8 @@ class Chaos:
         self.pending_start = False
         # Faults injected inside the current one's window: they recover when it does.
         self.overlapped = []
+        # store-corrupt: the checkpoint it damaged, and the newest intact one left.
+        self.damaged = None
 
     # -- one fault
     def inject(self, kind, window):
@@ -455,6 +464,9 @@ class Chaos:
             elif (rc != 0 or rc2 != 0) and not self.agent_hung:
                 self.violate(f"jobs-restart: stop exit {rc} ({out.strip()[:200]}), "
                              f"start exit {rc2} ({out2.strip()[:200]})")
+        elif kind == "store-corrupt":
+            self.damaged = self.damage_newest()
+            self.inject("node-replaced", 0)
         elif kind == "node-replaced":
             self.watcher.paused.set()
             os.kill(n.agent.pid, signal.SIGKILL)
@@ -505,6 +517,25 @@ class Chaos:
             self.during(window, kind)
             os.remove(filler)
 
+    def damage_newest(self):
+        """Overwrites (same size, other bytes) or deletes a data file of the newest published
+        checkpoint, straight on the server; returns (its id, the newest intact one, what)."""
+        moto = self.watcher.moto
+        keys = s3_keys(moto)
+        ids = sorted(durable_ids(keys))
+        newest = ids[-1]
+        files = sorted(k for k in keys if f"/jobs/{JOB}/chk-{newest}/data/" in k)
+        victim = self.rng.choice(files)
+        path = f"/{BUCKET}/{urllib.parse.quote(victim)}"
+        if self.rng.random() < 0.5:
+            s3(moto, "PUT", path, bytes(b ^ 0x5A for b in s3(moto, "GET", path)))
+            what = "overwritten"
+        else:
+            s3(moto, "DELETE", path)
+            what = "deleted"
+        print(f"    chk-{newest}: {victim.rsplit('/data/', 1)[-1]} {what}", flush=True)
+        return newest, max(ids[:-1], default=0), what
+
     def during(self, window, kind):
         """Waits out a timed fault's window, injecting a second fault in it now and then."""
         t_end = time.monotonic() + window
@@ -543,13 +574,21 @@ class Chaos:
         # Flink's REST caches checkpoint statistics for 3 s: ask about the restore after that.
         time.sleep(3.5)
         restored = restored_checkpoint(injected_ms)
+        if kind == "store-corrupt":
+            damaged, intact, what = self.damaged
+            # What the new node could restore: the newest checkpoint the runner left intact.
+            durable_before = intact
+            if restored and restored[1] == damaged:
+                self.violate(f"store-corrupt: restored from checkpoint {damaged}, whose data was {what}")
+            elif restored:
+                self.totals["damaged checkpoints skipped by the restore"] += 1
         if restored:
             self.figures[kind]["restores"] += 1
             cp = restored[1]
             if cp < durable_before:
                 self.totals["durable checkpoints lost"] += durable_before - cp
                 self.violate(f"{kind}: restored from {cp}, older than the newest durable {durable_before}")
-            if kind != "node-replaced" and cp < completed_before:
+            if kind not in ("node-replaced", "store-corrupt") and cp < completed_before:
                 self.totals["completed checkpoints lost"] += completed_before - cp
                 self.violate(f"{kind}: restored from {cp}, older than the newest completed {completed_before}")
         return took
@@ -557,7 +596,7 @@ class Chaos:
     def catch_up(self, kind, t0):
         """Times how long after the fault's end the newest checkpoint completed once the job runs
         again became durable (bounded from the moment it runs again)."""
-        target = self.watcher.snapshot()[0] if kind != "node-replaced" else 1
+        target = self.watcher.snapshot()[0] if kind not in ("node-replaced", "store-corrupt") else 1
         deadline = time.monotonic() + self.args.durable_bound
         while self.watcher.snapshot()[1] < target:
             if time.monotonic() > deadline:
@@ -665,12 +704,12 @@ class Chaos:
         self.totals["published checkpoints verified"] = verified
         self.totals["published checkpoints retired by retention while being verified"] = retired
         # Between a publish and its retention pass there may be one more than `retain`.
-        count = len(listed())
-        if count > retain:
+        if len(listed()) > retain:
             time.sleep(5)
-            count = len(listed())
-            if count > retain:
-                self.violate(f"retention: {count} published checkpoints, retain = {retain}")
+            left = listed()
+            if len(left) > retain:
+                ids = [int(k.split("/chk-")[-1].split("/")[0]) for k in left]
+                self.violate(f"retention: {len(left)} published checkpoints {ids}, retain = {retain}")
 
     def check_secrets(self):
         """The S3 secret appears nowhere the agent writes or shows: its log, Flink's logs,
@@ -721,12 +760,12 @@ class Chaos:
         for k in ["completed checkpoints lost", "durable checkpoints lost", "output gaps", "orphan processes",
                   "left the node before durable", "API failures", "bad reloads",
                   "bad reloads refused naming the field", "starts refused during a store fault, retried after it",
-                  "published checkpoints verified",
+                  "damaged checkpoints skipped by the restore", "published checkpoints verified",
                   "published checkpoints retired by retention while being verified",
                   "places searched for the secret", "places the secret was found", "replays", "torn lines"]:
             print(f"{k}: {self.totals[k]}")
         needed = (self.node.restarts_by_runner - self.figures["kill-agent"]["injected"]
-                  - self.figures["node-replaced"]["injected"])
+                  - self.figures["node-replaced"]["injected"] - self.figures["store-corrupt"]["injected"])
         print(f"agent restarts needed: {needed} (the runner restarted it {self.node.restarts_by_runner} times, "
               "each after killing it)")
         print(f"agent max RSS {self.max_rss} MiB, max open files {self.max_fds}")
@@ -745,9 +784,17 @@ def main():
     ap.add_argument("--durable-bound", type=float, default=30)
     ap.add_argument("--agent", default=os.path.join(ROOT, "target/release/flink-agent"))
     ap.add_argument("--keep", action="store_true")
-    args = ap.parse_args()
-    if args.nodes != 1:
-        sys.exit("--nodes 3: the three-node faults are not built yet (issue #13); run with --nodes 1")
+    args, rest = ap.parse_known_args()
+    if args.nodes == 3:
+        # The three-node runner needs the namespaces and the cluster harness of the Rust tests.
+        forward = ["--faults", str(args.faults), "--recovery-bound", str(int(args.recovery_bound)),
+                   "--durable-bound", str(int(args.durable_bound))]
+        forward += ["--seed", str(args.seed)] if args.seed is not None else []
+        forward += ["--duration", str(int(args.duration))] if args.duration else []
+        forward += ["--kinds", args.kinds] if args.kinds != ap.get_default("kinds") else []
+        os.execvp("cargo", ["cargo", "bench", "-q", "-p", "flink-agent", "--bench", "chaos3", "--"] + forward + rest)
+    if args.nodes != 1 or rest:
+        sys.exit(f"--nodes: 1 or 3; unknown arguments: {rest}" if rest else "--nodes: 1 or 3")
     args.kinds = args.kinds.split(",")
     unknown = set(args.kinds) - set(INSTANT + TIMED)
     if unknown:
