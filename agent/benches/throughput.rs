@@ -117,6 +117,18 @@ struct Bench {
     /// Bucket-wide client for clean-up between runs.
     admin: Remote,
     runs: u32,
+    /// Per shape, the most the agent's upload added to this process's resident memory.
+    upload_rss_growth_kib: std::cell::RefCell<BTreeMap<&'static str, u64>>,
+}
+
+/// A `VmRSS`-style field of this process's `/proc/self/status`, in KiB.
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Bench {
@@ -207,6 +219,9 @@ impl Bench {
                     cluster_id: CLUSTER.into(),
                     flink_version: "2.3.0".into(),
                 };
+                // Peak RSS from here on: writing 5 to clear_refs resets VmHWM (Linux).
+                let _ = std::fs::write("/proc/self/clear_refs", "5");
+                let before = status_kib("VmRSS:");
                 started = Instant::now();
                 self.rt
                     .block_on(publish(
@@ -216,6 +231,10 @@ impl Bench {
                         UploadSettings::default(),
                     ))
                     .unwrap();
+                let growth = status_kib("VmHWM:").saturating_sub(before);
+                let mut most = self.upload_rss_growth_kib.borrow_mut();
+                let entry = most.entry(shape.key).or_default();
+                *entry = (*entry).max(growth);
             }
             Direction::Download => {
                 started = Instant::now();
@@ -345,6 +364,7 @@ fn main() {
         rt,
         admin,
         runs: args.runs,
+        upload_rss_growth_kib: Default::default(),
     };
 
     let scale = if args.quick { 8 } else { 1 };
@@ -405,6 +425,16 @@ fn main() {
                 fig("aws"),
                 fig("agent") / best_peer,
                 fig("agent") / best
+            );
+        }
+    }
+    println!();
+    for shape in &shapes {
+        if let Some(kib) = bench.upload_rss_growth_kib.borrow().get(shape.key) {
+            println!(
+                "agent upload of {}: resident memory grew by at most {:.1} MiB (peak over the runs)",
+                shape.name,
+                *kib as f64 / 1024.0
             );
         }
     }
