@@ -37,6 +37,9 @@ mod netns;
 #[path = "../tests/support/cluster3.rs"]
 mod cluster3;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use cluster3::{
     checkpoints, deploy_counter, deployed_id, healthy, job, max_copies, poll, sample_copies,
     Cluster3, Options,
@@ -45,7 +48,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -343,6 +345,15 @@ impl Run<'_> {
         }
     }
 
+    /// The leader's node half the time (the faults that matter most), else any node.
+    fn leader_or_any(&mut self, leader: usize) -> usize {
+        if self.rng.chance(0.5) {
+            leader
+        } else {
+            self.rng.below(3)
+        }
+    }
+
     /// Lets a timed fault on node `i` last `length`, injecting an overlapping instant fault on a node other than
     /// `i` with probability 0.3.
     fn timed_window(&mut self, i: usize, length: Duration) -> Option<Kind> {
@@ -392,11 +403,7 @@ impl Run<'_> {
                 )
             }
             Kind::NodeLoss => {
-                let i = if self.rng.chance(0.5) {
-                    leader
-                } else {
-                    self.rng.below(3)
-                };
+                let i = self.leader_or_any(leader);
                 let length = self.rng.secs(5.0, 30.0);
                 let zk_led = self.c.zookeeper_mode(i).as_deref() == Some("leader");
                 self.c.kill_node(i);
@@ -415,11 +422,7 @@ impl Run<'_> {
                 )
             }
             Kind::Partition => {
-                let i = if self.rng.chance(0.5) {
-                    leader
-                } else {
-                    self.rng.below(3)
-                };
+                let i = self.leader_or_any(leader);
                 let length = self.rng.secs(10.0, 40.0);
                 self.c.link(i, false);
                 let overlap = self.timed_window(i, length);
@@ -656,15 +659,7 @@ fn main() {
         "FLINK_HOME (tests/setup/flink.sh prints it)"
     );
     let c = Cluster3::new(opts).unwrap_or_else(|e| panic!("cannot build the namespaces: {e}"));
-    let built = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/jobs/build.sh"
-        ))
-        .arg(c.root.path().join("jobs-build"))
-        .output()
-        .unwrap();
-    let jar = PathBuf::from(String::from_utf8_lossy(&built.stdout).trim());
+    let jar = common::build_test_jobs(&c.root.path().join("jobs-build"));
     let started = Instant::now();
     for i in ALL {
         c.start(i);

@@ -21,6 +21,9 @@ mod netns;
 #[path = "../tests/support/cluster3.rs"]
 mod cluster3;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use cluster3::{deploy_counter, deployed_id, poll, Cluster3, Options};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -550,15 +553,7 @@ fn main() {
         extra: "[advanced.flink_config]\n\"taskmanager.load-balance.mode\" = \"SLOTS\"\n".into(),
     };
     let c = Cluster3::new(opts).unwrap_or_else(|e| panic!("cannot build the namespaces: {e}"));
-    let built = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/jobs/build.sh"
-        ))
-        .arg(c.root.path().join("jobs-build"))
-        .output()
-        .unwrap();
-    let jar = PathBuf::from(String::from_utf8_lossy(&built.stdout).trim());
+    let jar = common::build_test_jobs(&c.root.path().join("jobs-build"));
     let skip_agent = args.iter().any(|a| a == "--skip-agent");
     let (agent_cold, agent_jm, agent_node) = if skip_agent {
         (f64::NAN, Vec::new(), Vec::new())

@@ -231,37 +231,8 @@ fn tasks_not_running(message: &str) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::Endpoint;
+    use super::super::testing::fake_flink;
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A stand-in for the JobManager: answers every request with `answer(request line)`.
-    async fn fake_flink(answer: fn(&str) -> &'static str) -> Endpoint {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&request);
-                    let body = answer(text.lines().next().unwrap_or_default());
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = conn.write_all(response.as_bytes()).await;
-                });
-            }
-        });
-        Endpoint::new("127.0.0.1", port)
-    }
 
     #[test]
     fn deploying_tasks_are_told_apart_from_other_savepoint_failures() {
@@ -276,11 +247,12 @@ mod tests {
     #[tokio::test]
     async fn a_stop_answer_without_request_id_is_a_decode_error_at_once() {
         let endpoint = fake_flink(|line| {
-            if line.starts_with("POST ") {
+            let body = if line.starts_with("POST ") {
                 r#"{"unexpected": true}"#
             } else {
                 r#"{"status": {"id": "IN_PROGRESS"}}"#
-            }
+            };
+            ("200 OK", body)
         })
         .await;
         let rest = FlinkRest::new(&endpoint).unwrap();

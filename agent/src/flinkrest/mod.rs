@@ -216,6 +216,44 @@ impl FlinkRest {
     }
 }
 
+/// Stand-ins for Flink in unit tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod testing {
+    use super::Endpoint;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A stand-in for the JobManager: answers every request with `answer(request line)`, a
+    /// status line ("200 OK") and a JSON body, once the request's headers are in (a body, an
+    /// upload's jar, is not read).
+    pub async fn fake_flink(answer: fn(&str) -> (&'static str, &'static str)) -> Endpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&request);
+                    let (status, body) = answer(text.lines().next().unwrap_or_default());
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        Endpoint::new("127.0.0.1", port)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

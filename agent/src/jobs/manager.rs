@@ -502,6 +502,7 @@ impl Jobs {
 mod tests {
     use super::*;
     use crate::checkpoints::testing::FaultyStore;
+    use crate::flinkrest::testing::fake_flink;
     use futures::TryStreamExt;
     use std::sync::Arc;
 
@@ -605,51 +606,6 @@ mod tests {
         assert!(matches!(err, JobError::Unknown { .. }), "{err:?}");
     }
 
-    /// A JobManager that takes any jar and refuses to run it: the job id is taken.
-    async fn flink_with_the_job_submitted() -> crate::flinkrest::Endpoint {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 65536];
-                    let line = loop {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                        let text = String::from_utf8_lossy(&request);
-                        // The upload's body is not needed: answer once the headers are in.
-                        if text.contains("\r\n\r\n") {
-                            break text.lines().next().unwrap_or_default().to_string();
-                        }
-                    };
-                    let (status, body) = if line.starts_with("POST /jars/upload") {
-                        (
-                            "200 OK",
-                            r#"{"filename":"/tmp/x/abc_job.jar","status":"success"}"#,
-                        )
-                    } else if line.starts_with("POST /jars/abc_job.jar/run") {
-                        (
-                            "400 Bad Request",
-                            r#"{"errors":["org.apache.flink.runtime.rest.handler.RestHandlerException: Could not execute application. (root cause: org.apache.flink.runtime.client.DuplicateApplicationSubmissionException: Application has already been submitted.)"]}"#,
-                        )
-                    } else {
-                        ("200 OK", "{}")
-                    };
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = conn.write_all(response.as_bytes()).await;
-                });
-            }
-        });
-        crate::flinkrest::Endpoint::new("127.0.0.1", port)
-    }
-
     /// Found by the three-node fault runner: a deploy through a non-owner agent raced the
     /// owner's round, which saw the declaration and submitted the job first; the deploy took
     /// Flink's duplicate refusal for a failure and deleted the declaration of a running job.
@@ -668,7 +624,18 @@ mod tests {
             &disk.path().join("state"),
             &disk.path().join("data"),
             store.remote(),
-            crate::flinkrest::FlinkRest::new(&flink_with_the_job_submitted().await).unwrap(),
+            crate::flinkrest::FlinkRest::new(&fake_flink(|line| {
+                if line.starts_with("POST /jars/upload") {
+                    ("200 OK", r#"{"filename":"/tmp/x/abc_job.jar","status":"success"}"#)
+                } else if line.starts_with("POST /jars/abc_job.jar/run") {
+                    // The job id is taken: the owner agent submitted it.
+                    ("400 Bad Request", r#"{"errors":["org.apache.flink.runtime.rest.handler.RestHandlerException: Could not execute application. (root cause: org.apache.flink.runtime.client.DuplicateApplicationSubmissionException: Application has already been submitted.)"]}"#)
+                } else {
+                    ("200 OK", "{}")
+                }
+            })
+            .await)
+            .unwrap(),
             JobNames::default(),
             Some(super::super::cluster::Ha {
                 cluster_id: "prod".into(),
