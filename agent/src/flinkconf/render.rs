@@ -23,6 +23,7 @@ pub const CONFIG_YAML: &str = "config.yaml";
 /// Flink's `heartbeat.timeout` on every node (why 8 s: in `render`). The supervisor bounds its
 /// wait for the JobManager to drop a dead TaskManager by it.
 pub const HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// The file Flink <= 1.18 reads (Flink's own line-based `key: value` format).
 pub const LEGACY_FLINK_CONF: &str = "flink-conf.yaml";
 

@@ -1041,8 +1041,6 @@ impl Driver {
     }
 }
 
-/// Dynamic properties of one launch: the process's own options, then the TaskManager's
-/// resource id, unique per launch.
 /// A TaskManager's resource id, unique in the cluster: Flink takes a second TaskManager with
 /// the same id for the first one restarted and keeps only one of them. Three agents started
 /// together once gave their third launches the same launch count and millisecond, so the node
@@ -1051,6 +1049,8 @@ fn resource_id(node_id: &str, launch: u64, unix_millis: u128) -> String {
     format!("flink-agent-{node_id}-tm-{launch}-{unix_millis:x}")
 }
 
+/// Dynamic properties of one launch: the process's own options, then the TaskManager's
+/// resource id, unique per launch.
 fn launch_args(spec: &LaunchSpec, kind: Kind, resource_id: Option<&str>) -> Vec<String> {
     let mut args = spec.properties.args(kind);
     if let Some(id) = resource_id {
