@@ -274,8 +274,16 @@ fn read_staged(dir: &Path) -> io::Result<Option<Staged>> {
     }
 }
 
-/// Every complete staged checkpoint; half-built `.partial` dirs (a crash while linking) are
-/// removed, since the checkpoint is re-staged from Flink's dir if it still matters.
+/// How old a `.partial` dir must be before [`list_staged`] takes it for a crash's leftover:
+/// staging is hard links and one small file, done in well under a second, while a `.partial`
+/// this young may be one being staged right now (the detector and `jobs stop`'s savepoint stage
+/// while the uploader lists; removing it under them failed the listing with ENOTEMPTY, seen in
+/// the booted-Debian test's journal, and would fail the stage).
+const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Every complete staged checkpoint. Half-built `.partial` dirs older than [`STALE_PARTIAL`]
+/// (a crash while linking) are removed: the checkpoint is re-staged from Flink's dir if it
+/// still matters (staging it again also clears its own leftover first).
 pub fn list_staged(staging_root: &Path) -> io::Result<Vec<Staged>> {
     let mut out = Vec::new();
     for job in read_dir_or_empty(staging_root)? {
@@ -283,7 +291,15 @@ pub fn list_staged(staging_root: &Path) -> io::Result<Vec<Staged>> {
         for chk in read_dir_or_empty(&job.path())? {
             let chk = chk?;
             if chk.file_name().to_string_lossy().ends_with(".partial") {
-                remove_dir_all_if_exists(&chk.path())?;
+                let stale = chk
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= STALE_PARTIAL);
+                if stale {
+                    remove_dir_all_if_exists(&chk.path())?;
+                }
             } else if let Some(staged) = read_staged(&chk.path())? {
                 out.push(staged);
             }
@@ -426,8 +442,18 @@ pub(crate) mod tests {
         let staging = tmp.path().join("staging");
         let err = stage(&local, "wc", &staging).unwrap_err();
         assert!(matches!(err, StageError::Vanished { .. }), "{err}");
-        fs::create_dir_all(staging.join("wc/.chk-9.partial")).unwrap();
+        // One being staged right now is left alone; a crash's leftover (old) goes.
+        let (young, old) = (
+            staging.join("wc/.chk-9.partial"),
+            staging.join("wc/.chk-8.partial"),
+        );
+        fs::create_dir_all(&young).unwrap();
+        fs::create_dir_all(&old).unwrap();
+        fs::File::open(&old)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - STALE_PARTIAL)
+            .unwrap();
         assert!(list_staged(&staging).unwrap().is_empty());
-        assert!(!staging.join("wc/.chk-9.partial").exists());
+        assert!(young.exists() && !old.exists());
     }
 }
