@@ -41,8 +41,8 @@ mod cluster3;
 mod common;
 
 use cluster3::{
-    checkpoints, deploy_counter, deployed_id, healthy, job, max_copies, poll, sample_copies,
-    Cluster3, Options,
+    deploy_counter, deployed_id, healthy, job, max_copies, poll, progress, sample_copies, Cluster3,
+    Options,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -258,23 +258,6 @@ fn output_gaps(counts: &Path) -> (usize, u64) {
     (lines, gaps)
 }
 
-/// (newest completed, when it completed, latest restore id, when it restored; ms) of job `id`
-/// through node `i`.
-fn progress(c: &Cluster3, i: usize, id: &str) -> Option<(Option<u64>, i64, Option<u64>, i64)> {
-    let v = c.rest(i, &format!("/jobs/{id}/checkpoints"))?;
-    let latest = &v["latest"];
-    Some((
-        latest["completed"]["id"].as_u64(),
-        latest["completed"]["latest_ack_timestamp"]
-            .as_i64()
-            .unwrap_or(0),
-        latest["restored"]["id"].as_u64(),
-        latest["restored"]["restore_timestamp"]
-            .as_i64()
-            .unwrap_or(0),
-    ))
-}
-
 /// Job `id` runs: every task RUNNING and a checkpoint completed after `since_ms` (a checkpoint
 /// needs every task, so the job provably works; a RUNNING state alone can be what Flink shows
 /// before it noticed a lost TaskManager, or what a cut-off leader still believes).
@@ -467,11 +450,7 @@ impl Run<'_> {
                     ));
                 }
                 if comm.trim() == "flink-agent" {
-                    let rss = proc_text(p, "status")
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                        .unwrap_or(0);
+                    let rss = common::status_kib(&p.to_string(), "VmRSS:");
                     self.max_rss_kib = self.max_rss_kib.max(rss);
                     let fds = std::fs::read_dir(format!("/proc/{p}/fd"))
                         .map(|d| d.count())
@@ -669,7 +648,7 @@ fn main() {
     assert_eq!(code, 0, "{out}{err}");
     let id = deployed_id(&out);
     poll(Duration::from_secs(240), || {
-        checkpoints(&c, leader, &id).and_then(|(completed, _)| completed)
+        progress(&c, leader, &id).and_then(|p| p.0)
     })
     .expect("a first completed checkpoint");
     println!(

@@ -14,6 +14,9 @@
 #[path = "../tests/s3/mod.rs"]
 mod s3;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use flink_agent::checkpoints::{
     publish, restore_newest, stage, LocalCheckpoint, Origin, Remote, UploadSettings, CONCURRENCY,
 };
@@ -121,16 +124,6 @@ struct Bench {
     upload_rss_growth_kib: std::cell::RefCell<BTreeMap<&'static str, u64>>,
 }
 
-/// A `VmRSS`-style field of this process's `/proc/self/status`, in KiB.
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 impl Bench {
     fn remote(&self, prefix: &str) -> Remote {
         let section = s3::s3_section(&self.moto.endpoint(), BUCKET, prefix, self.tmp.path());
@@ -221,7 +214,7 @@ impl Bench {
                 };
                 // Peak RSS from here on: writing 5 to clear_refs resets VmHWM (Linux).
                 let _ = std::fs::write("/proc/self/clear_refs", "5");
-                let before = status_kib("VmRSS:");
+                let before = common::status_kib("self", "VmRSS:");
                 started = Instant::now();
                 self.rt
                     .block_on(publish(
@@ -231,7 +224,7 @@ impl Bench {
                         UploadSettings::default(),
                     ))
                     .unwrap();
-                let growth = status_kib("VmHWM:").saturating_sub(before);
+                let growth = common::status_kib("self", "VmHWM:").saturating_sub(before);
                 let mut most = self.upload_rss_growth_kib.borrow_mut();
                 let entry = most.entry(shape.key).or_default();
                 *entry = (*entry).max(growth);

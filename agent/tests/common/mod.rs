@@ -203,6 +203,17 @@ enabled = false
 
 use std::os::unix::process::CommandExt;
 
+/// A KiB field (`VmRSS:`, `VmHWM:`) of `/proc/<process>/status` (`process`: a pid or `self`);
+/// 0 once the process is gone.
+pub fn status_kib(process: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Compiles the repository's test jobs (`tests/jobs`) into `out`; returns the jar.
 pub fn build_test_jobs(out: &Path) -> PathBuf {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/jobs/build.sh");

@@ -441,10 +441,23 @@ pub fn job(c: &Cluster3, i: usize, id: &str) -> Option<(String, bool, i64)> {
 
 /// (last completed, last restored) checkpoint ids of job `id` through node `i`.
 pub fn checkpoints(c: &Cluster3, i: usize, id: &str) -> Option<(Option<u64>, Option<u64>)> {
+    progress(c, i, id).map(|(completed, _, restored, _)| (completed, restored))
+}
+
+/// (newest completed, when it completed, latest restore id, when it restored; ms) of job `id`
+/// through node `i`.
+pub fn progress(c: &Cluster3, i: usize, id: &str) -> Option<(Option<u64>, i64, Option<u64>, i64)> {
     let v = c.rest(i, &format!("/jobs/{id}/checkpoints"))?;
+    let latest = &v["latest"];
     Some((
-        v["latest"]["completed"]["id"].as_u64(),
-        v["latest"]["restored"]["id"].as_u64(),
+        latest["completed"]["id"].as_u64(),
+        latest["completed"]["latest_ack_timestamp"]
+            .as_i64()
+            .unwrap_or(0),
+        latest["restored"]["id"].as_u64(),
+        latest["restored"]["restore_timestamp"]
+            .as_i64()
+            .unwrap_or(0),
     ))
 }
 
