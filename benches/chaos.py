@@ -22,8 +22,9 @@ Faults (`--kinds` to choose; each drawn from `random.Random(seed)`, so a seed re
   jobs-restart                    `jobs stop` (savepoint) then `jobs start`
   store-corrupt                   the newest published checkpoint's data overwritten with other
                                   bytes or deleted behind the agent's back, then node-replaced:
-                                  the new node must skip it (restore verification) and restore
-                                  from the newest intact one
+                                  the new node must skip it (restore verification), restore
+                                  from the newest intact one, and withdraw the damaged one (no
+                                  longer published as it was, not named durable by `status`)
   node-replaced                   agent and Flink killed, the state and data dirs wiped (a new
                                   disk), the agent started again on the same config
 A timed fault has another fault injected in its window with probability 0.3 (overlap).
@@ -193,6 +194,19 @@ def savepoint_id(metadata):
     if len(head) < 16 or int.from_bytes(head[:4], "big") != 0x4960672D:
         return None
     return int.from_bytes(head[8:16], "big")
+
+
+def published_problems(port, manifest_key):
+    """The files of a published checkpoint that do not match its manifest (HTTPError 404 when
+    the manifest or a file is missing)."""
+    base = manifest_key[: -len("manifest.json")] + "data/"
+    manifest = json.loads(s3(port, "GET", f"/{BUCKET}/{manifest_key}"))
+    problems = []
+    for f in manifest["files"]:
+        body = s3(port, "GET", f"/{BUCKET}/{urllib.parse.quote(base + f['path'])}")
+        if len(body) != f["size"] or hashlib.sha256(body).hexdigest() != f["sha256"]:
+            problems.append(f"published {manifest_key}: {f['path']} does not match its manifest")
+    return problems
 
 
 def durable_ids(keys):
@@ -582,6 +596,7 @@ class Chaos:
                 self.violate(f"store-corrupt: restored from checkpoint {damaged}, whose data was {what}")
             elif restored:
                 self.totals["damaged checkpoints skipped by the restore"] += 1
+                self.check_withdrawn(damaged)
         if restored:
             self.figures[kind]["restores"] += 1
             cp = restored[1]
@@ -592,6 +607,26 @@ class Chaos:
                 self.totals["completed checkpoints lost"] += completed_before - cp
                 self.violate(f"{kind}: restored from {cp}, older than the newest completed {completed_before}")
         return took
+
+    def check_withdrawn(self, damaged):
+        """After a restore skipped the damaged checkpoint: the store no longer publishes it as it
+        was (withdrawn, or published again whole by the restored job, whose checkpoint ids go on
+        from the one it restored), and `status` names it as the newest durable one only then."""
+        port = self.watcher.moto
+        st = ((self.node.status() or {}).get("checkpoints") or {}).get("jobs", {}).get(JOB, {})
+        keys = [k for k in s3_keys(port) if k.endswith(f"/jobs/{JOB}/chk-{damaged}/manifest.json")]
+        try:
+            problems = published_problems(port, keys[0]) if keys else None
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
+            problems = None  # withdrawn, or retired by retention, meanwhile
+        if problems:
+            self.violate(f"store-corrupt: damaged checkpoint {damaged} still published: {problems[0]}")
+        elif problems is None and st.get("last_durable") == damaged:
+            self.violate(f"store-corrupt: status names the withdrawn checkpoint {damaged} as the newest durable")
+        else:
+            self.totals["damaged checkpoints withdrawn or replaced whole"] += 1
 
     def catch_up(self, kind, t0):
         """Times how long after the fault's end the newest checkpoint completed once the job runs
@@ -686,13 +721,9 @@ class Chaos:
         newest = max(manifests, key=lambda k: int(k.split("/chk-")[-1].split("/")[0]), default=None)
         verified = retired = 0
         for m in manifests:
-            base = m[: -len("manifest.json")] + "data/"
             try:
-                manifest = json.loads(s3(moto_port, "GET", f"/{BUCKET}/{m}"))
-                for f in manifest["files"]:
-                    body = s3(moto_port, "GET", f"/{BUCKET}/{urllib.parse.quote(base + f['path'])}")
-                    if len(body) != f["size"] or hashlib.sha256(body).hexdigest() != f["sha256"]:
-                        self.violate(f"published {m}: {f['path']} does not match its manifest")
+                for problem in published_problems(moto_port, m):
+                    self.violate(problem)
                 verified += 1
             except urllib.error.HTTPError as e:
                 if e.code != 404:
@@ -760,7 +791,8 @@ class Chaos:
         for k in ["completed checkpoints lost", "durable checkpoints lost", "output gaps", "orphan processes",
                   "left the node before durable", "API failures", "bad reloads",
                   "bad reloads refused naming the field", "starts refused during a store fault, retried after it",
-                  "damaged checkpoints skipped by the restore", "published checkpoints verified",
+                  "damaged checkpoints skipped by the restore",
+                  "damaged checkpoints withdrawn or replaced whole", "published checkpoints verified",
                   "published checkpoints retired by retention while being verified",
                   "places searched for the secret", "places the secret was found", "replays", "torn lines"]:
             print(f"{k}: {self.totals[k]}")

@@ -18,7 +18,8 @@ mod s3;
 mod common;
 
 use flink_agent::checkpoints::{
-    publish, restore_newest, stage, LocalCheckpoint, Origin, Remote, UploadSettings, CONCURRENCY,
+    publish, restore_newest, stage, LocalCheckpoint, Origin, Remote, UploadSettings, Withdrawn,
+    CONCURRENCY,
 };
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
@@ -233,7 +234,13 @@ impl Bench {
                 started = Instant::now();
                 let restored = self
                     .rt
-                    .block_on(restore_newest(&remote, JOB, into, CONCURRENCY))
+                    .block_on(restore_newest(
+                        &remote,
+                        JOB,
+                        into,
+                        CONCURRENCY,
+                        &Withdrawn::default(),
+                    ))
                     .unwrap()
                     .expect("the agent's upload is there");
                 assert_eq!(restored.checkpoint_id, 1);

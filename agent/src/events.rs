@@ -58,6 +58,9 @@ pub struct Counters {
     /// `flink_agent_checkpoint_restore_duration_seconds`: download and verification of one
     /// remote checkpoint.
     pub restore_duration: Histogram,
+    /// `flink_agent_checkpoint_withdrawn_total`: remote checkpoints a restore found damaged
+    /// and deleted from the store (whether or not the deletion succeeded).
+    pub withdrawn: Counter,
     /// `flink_agent_jobmanager_handovers_total{result="released|skipped|failed"}`: what the
     /// agent did when its JobManager crashed in a three-node cluster.
     pub handovers: Family<ResultLabel, Counter>,
@@ -80,6 +83,7 @@ static COUNTERS: LazyLock<Counters> = LazyLock::new(|| Counters {
     restores: Family::default(),
     restore_bytes: Counter::default(),
     restore_duration: seconds_buckets(),
+    withdrawn: Counter::default(),
     handovers: Family::default(),
 });
 
@@ -178,6 +182,34 @@ impl Event for CheckpointDownloaded<'_> {
         let c = counters();
         c.restore_bytes.inc_by(self.bytes);
         c.restore_duration.observe(self.took.as_secs_f64());
+    }
+}
+
+/// A restore found remote checkpoint `checkpoint_id` damaged (`reason`) and deleted it from
+/// the store; `failed` is why that deletion did not finish (the next restore tries again).
+#[derive(Debug)]
+pub struct CheckpointWithdrawn<'a> {
+    pub job: &'a str,
+    pub checkpoint_id: u64,
+    pub url: &'a str,
+    pub reason: &'a str,
+    pub failed: Option<&'a object_store::Error>,
+}
+
+impl Event for CheckpointWithdrawn<'_> {
+    fn emit(self) {
+        let (job, id, url, reason) = (self.job, self.checkpoint_id, self.url, self.reason);
+        match self.failed {
+            None => log::warn!(
+                target: "flink_agent::checkpoints",
+                "job {job}: remote checkpoint {id} in {url} is damaged ({reason}): skipped, and withdrawn from the store"
+            ),
+            Some(e) => log::warn!(
+                target: "flink_agent::checkpoints",
+                "job {job}: remote checkpoint {id} in {url} is damaged ({reason}): skipped; withdrawing it from the store failed ({e}), the next restore tries again"
+            ),
+        }
+        counters().withdrawn.inc();
     }
 }
 

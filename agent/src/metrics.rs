@@ -491,6 +491,11 @@ fn events(r: &mut Registry) {
         sentence("Time to download and verify one remote checkpoint for a restore."),
         c.restore_duration,
     );
+    r.register(
+        "flink_agent_checkpoint_withdrawn",
+        sentence("Remote checkpoints a restore found damaged (a file missing, of another size or content than its manifest says) and deleted from the store."),
+        c.withdrawn,
+    );
 }
 
 /// OpenMetrics as the classic text format: counter families are named with `_total` there,

@@ -10,7 +10,7 @@ use azurite::{az_section, Azurite};
 use flink_agent::checkpoints::layout::{group_checkpoints, job_prefix};
 use flink_agent::checkpoints::{
     restore_newest, JobNames, Manifest, Origin, PendingUpload, Remote, SyncConfig, SyncEngine,
-    UploadSettings,
+    UploadSettings, Withdrawn,
 };
 use flink_agent::config::ObjectStoreSection;
 use futures::TryStreamExt;
@@ -151,9 +151,14 @@ struct Running {
 
 impl Running {
     fn start(remote: Remote, cfg: SyncConfig) -> Self {
+        Self::reporting(remote, cfg, Withdrawn::default())
+    }
+
+    /// An engine told about the checkpoints restores withdraw through `withdrawn`.
+    fn reporting(remote: Remote, cfg: SyncConfig, withdrawn: Withdrawn) -> Self {
         let names = JobNames::default();
         names.set(JOB_ID, JOB);
-        let engine = SyncEngine::new(remote, cfg, names);
+        let engine = SyncEngine::new(remote, cfg, names, withdrawn);
         let (stop, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(engine.clone().run(rx));
         Running { engine, stop, task }
@@ -351,7 +356,7 @@ async fn roundtrip(remote: Remote, dir: &Path) {
     );
     running.stop().await;
 
-    let restored = restore_newest(&remote, JOB, &dir.join("restore"), 4)
+    let restored = restore_newest(&remote, JOB, &dir.join("restore"), 4, &Withdrawn::default())
         .await
         .unwrap()
         .unwrap();
@@ -488,10 +493,16 @@ async fn corrupt_newest_checkpoint_is_skipped_on_restore() {
         .await
         .unwrap();
 
-    let restored = restore_newest(&remote, JOB, &tmp.path().join("restore"), 4)
-        .await
-        .unwrap()
-        .unwrap();
+    let restored = restore_newest(
+        &remote,
+        JOB,
+        &tmp.path().join("restore"),
+        4,
+        &Withdrawn::default(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(restored.checkpoint_id, 1);
     assert_eq!(restored.skipped.len(), 1);
     let (id, reason) = &restored.skipped[0];
@@ -502,6 +513,81 @@ async fn corrupt_newest_checkpoint_is_skipped_on_restore() {
     );
     assert_eq!(std::fs::read(restored.dir.join("op")).unwrap(), first["op"]);
     assert!(!tmp.path().join("restore").join(JOB).join("chk-2").exists());
+}
+
+/// A node restored past a damaged checkpoint 2 (from 1) makes its own checkpoint 2: that one
+/// must become durable in its place. The restore withdraws the damaged one from the store,
+/// and the running engine stops counting it durable at once: `status` no longer names it as
+/// the newest durable checkpoint, and the new 2 is uploaded rather than dropped as "durable
+/// already".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_checkpoint_is_withdrawn_and_its_id_made_durable_again() {
+    let (_moto, tmp, remote) = moto_bucket("withdraw");
+    let cfg = sync_config(tmp.path(), 3);
+    let withdrawn = Withdrawn::default();
+    let running = Running::reporting(remote.clone(), cfg.clone(), withdrawn.clone());
+    for id in [1, 2] {
+        write_checkpoint(&cfg, id, &[("op", bytes(id, 5000))]);
+        wait_until("the manifest", Duration::from_secs(30), || {
+            manifest(&remote, JOB, id)
+        })
+        .await;
+    }
+    wait_until("2 durable in status", Duration::from_secs(10), || async {
+        (running.engine.status().jobs.get(JOB)?.last_durable == Some(2)).then_some(())
+    })
+    .await;
+    // Damaged behind the agent's back, same size; then the node loses its disk.
+    let key = flink_agent::checkpoints::layout::data_path(&remote.root, JOB, 2, "op");
+    let mut data = remote
+        .store
+        .get(&key)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    data[100] ^= 0x01;
+    remote
+        .store
+        .put(&key, PutPayload::from(data))
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&cfg.checkpoints_dir).unwrap();
+
+    let restore_root = tmp.path().join("restore");
+    let restored = restore_newest(&remote, JOB, &restore_root, 4, &withdrawn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(restored.checkpoint_id, 1);
+    let (complete, objects) = remote_state(&remote, JOB).await;
+    assert_eq!(complete, vec![1], "the damaged 2 is withdrawn");
+    assert!(
+        !objects.iter().any(|o| o.contains("chk-2")),
+        "nothing of the damaged 2 is left for a retried upload to take for its own: {objects:?}"
+    );
+    let status = running.engine.status();
+    assert_eq!(
+        (status.jobs[JOB].last_durable, &status.jobs[JOB].remote),
+        (Some(1), &vec![1]),
+        "{status:?}"
+    );
+
+    // The job restored from 1 completes its own checkpoint 2.
+    let again = write_checkpoint(&cfg, 2, &[("op", bytes(22, 5000))]);
+    wait_until("the new 2 durable", Duration::from_secs(30), || async {
+        (running.engine.status().jobs.get(JOB)?.last_durable == Some(2)).then_some(())
+    })
+    .await;
+    running.stop().await;
+    let restored = restore_newest(&remote, JOB, &restore_root, 4, &withdrawn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((restored.checkpoint_id, restored.skipped.len()), (2, 0));
+    assert_eq!(std::fs::read(restored.dir.join("op")).unwrap(), again["op"]);
 }
 
 /// Issue test 4: the S3 endpoint goes away for 20 s while checkpoints keep completing.

@@ -7,8 +7,9 @@ use super::layout::{group_checkpoints, job_prefix};
 use super::local::{list_staged, scan_complete, stage, LocalCheckpoint, StageError, Staged};
 use super::plan::{plan_retention, plan_uploads, Key, UploadPlan};
 use super::remote::{advice, Remote};
-use super::status::{PendingUpload, SyncStatus};
+use super::status::{JobSync, PendingUpload, SyncStatus};
 use super::upload::{publish, within, Origin, UploadError, UploadSettings};
+use super::withdrawn::Withdrawn;
 use crate::events::{CheckpointDurable, CheckpointUploadFailed, Event};
 use futures::TryStreamExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,6 +79,7 @@ pub struct SyncEngine {
     remote: Remote,
     config: Arc<SyncConfig>,
     names: JobNames,
+    withdrawn: Withdrawn,
     shared: Arc<Mutex<Shared>>,
     detect: Arc<Notify>,
     staged: Arc<Notify>,
@@ -87,7 +89,7 @@ pub struct SyncEngine {
 }
 
 impl SyncEngine {
-    pub fn new(remote: Remote, config: SyncConfig, names: JobNames) -> Self {
+    pub fn new(remote: Remote, config: SyncConfig, names: JobNames, withdrawn: Withdrawn) -> Self {
         let shared = Shared {
             status: SyncStatus {
                 url: remote.url.clone(),
@@ -99,6 +101,7 @@ impl SyncEngine {
             remote,
             config: Arc::new(config),
             names,
+            withdrawn,
             shared: Arc::new(Mutex::new(shared)),
             detect: Arc::new(Notify::new()),
             staged: Arc::new(Notify::new()),
@@ -107,11 +110,38 @@ impl SyncEngine {
     }
 
     pub fn status(&self) -> SyncStatus {
+        self.forget_withdrawn();
         self.lock().status.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops counting durable what a restore withdrew from the store, and lists the job's
+    /// store again before its next upload. The newest durable checkpoint's times and size
+    /// described the withdrawn one: they stay unknown until the next upload.
+    fn forget_withdrawn(&self) {
+        let withdrawn = self.withdrawn.take();
+        if withdrawn.is_empty() {
+            return;
+        }
+        let mut shared = self.lock();
+        for (job, id) in withdrawn {
+            shared.durable.remove(&(job.clone(), id));
+            shared.listed.remove(&job);
+            let Some(entry) = shared.status.jobs.get_mut(&job) else {
+                continue;
+            };
+            entry.remote.retain(|r| *r != id);
+            if entry.last_durable == Some(id) {
+                *entry = JobSync {
+                    last_durable: entry.remote.last().copied(),
+                    remote: std::mem::take(&mut entry.remote),
+                    ..JobSync::default()
+                };
+            }
+        }
     }
 
     /// Runs detector and uploader until `shutdown` turns true.
@@ -210,6 +240,7 @@ impl SyncEngine {
     /// One scan of Flink's dir: stages each complete checkpoint that is not durable yet and
     /// newer than the newest durable one of its job.
     pub fn detect_once(&self) {
+        self.forget_withdrawn();
         let found = match scan_complete(&self.config.checkpoints_dir) {
             Ok(found) => found,
             Err(e) => {
@@ -326,6 +357,7 @@ impl SyncEngine {
     /// Does one unit of work. `Ok(true)`: published one, look again at once; `Ok(false)`:
     /// nothing to do.
     pub async fn upload_step(&self) -> Result<bool, UploadError> {
+        self.forget_withdrawn();
         let staged = list_staged(&self.config.staging_root).map_err(|source| UploadError::Io {
             path: self.config.staging_root.display().to_string(),
             source,
@@ -630,7 +662,12 @@ mod tests {
             backoff_max: Duration::from_millis(10),
             rest: None,
         };
-        SyncEngine::new(store.remote(), config, JobNames::default())
+        SyncEngine::new(
+            store.remote(),
+            config,
+            JobNames::default(),
+            Withdrawn::default(),
+        )
     }
 
     /// Stages Flink's checkpoint `id` of job `j` (Flink job `f`).

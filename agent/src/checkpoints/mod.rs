@@ -45,6 +45,7 @@ mod restore;
 mod status;
 mod sync;
 mod upload;
+mod withdrawn;
 
 pub use engine::{JobNames, SyncConfig, SyncEngine};
 pub use local::{scan_complete, stage, LocalCheckpoint};
@@ -57,11 +58,12 @@ pub use restore::{
 pub use status::{JobSync, PendingUpload, SyncStatus};
 pub use sync::{Sync, SyncError, SyncSettings};
 pub use upload::{publish, Origin, UploadError, UploadSettings};
+pub use withdrawn::Withdrawn;
 
 /// What tests of other modules (the jobs' restore choice) build checkpoints with.
 #[cfg(test)]
 pub(crate) mod testing {
     pub use super::local::tests::fake_checkpoint;
-    pub use super::manifest::FORMAT;
     pub(crate) use super::remote::testing::FaultyStore;
+    pub(crate) use super::restore::testing::put_remote_checkpoint;
 }

@@ -346,13 +346,53 @@ pub(crate) mod testing {
 
     type Hook = Box<dyn Fn(&Path) + Send + Sync>;
 
-    /// Wraps a real store; deletes fail on request, and a hook runs before every put.
+    /// Which of the next requests of one kind fail.
+    #[derive(Default)]
+    struct Failing {
+        /// How many of the next requests for matching keys fail (`usize::MAX`: all of them).
+        count: AtomicUsize,
+        /// Requests for keys containing this text are the ones that fail (`""`: any key).
+        matching: Mutex<String>,
+    }
+
+    impl Failing {
+        fn set(&self, matching: &str, count: usize) {
+            *self.matching.lock().unwrap_or_else(|e| e.into_inner()) = matching.into();
+            self.count.store(count, Ordering::SeqCst);
+        }
+
+        /// The error for a request for `location` that is to fail, counting it.
+        fn check(&self, op: &str, location: &Path) -> Result<()> {
+            let matches = location.as_ref().contains(
+                self.matching
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_str(),
+            );
+            let failing = matches
+                && self
+                    .count
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                        0 => None,
+                        usize::MAX => Some(n),
+                        n => Some(n - 1),
+                    })
+                    .is_ok();
+            if failing {
+                return Err(object_store::Error::Generic {
+                    store: "faulty",
+                    source: format!("injected failure {op} {location}").into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// Wraps a real store; deletes and gets fail on request, and a hook runs before every put.
     pub(crate) struct FaultyStore {
         inner: Arc<dyn ObjectStore>,
-        /// How many of the next deletes of matching keys fail (`usize::MAX`: all of them).
-        failing_deletes: AtomicUsize,
-        /// Deletes of keys containing this text are the ones that fail (`""`: any key).
-        delete_matching: Mutex<String>,
+        deletes: Failing,
+        gets: Failing,
         before_put: Mutex<Option<Hook>>,
     }
 
@@ -360,19 +400,21 @@ pub(crate) mod testing {
         pub(crate) fn new(inner: Arc<dyn ObjectStore>) -> Self {
             Self {
                 inner,
-                failing_deletes: AtomicUsize::new(0),
-                delete_matching: Mutex::new(String::new()),
+                deletes: Failing::default(),
+                gets: Failing::default(),
                 before_put: Mutex::new(None),
             }
         }
 
         /// The next `count` deletes of keys containing `matching` fail.
         pub(crate) fn fail_deletes(&self, matching: &str, count: usize) {
-            *self
-                .delete_matching
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = matching.into();
-            self.failing_deletes.store(count, Ordering::SeqCst);
+            self.deletes.set(matching, count);
+        }
+
+        /// The next `count` gets of keys containing `matching` fail (as a store that does not
+        /// answer would: not with "not found").
+        pub(crate) fn fail_gets(&self, matching: &str, count: usize) {
+            self.gets.set(matching, count);
         }
 
         /// Runs `hook` with the key of every put, before the put.
@@ -426,31 +468,12 @@ pub(crate) mod testing {
         }
 
         async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            self.gets.check("reading", location)?;
             self.inner.get_opts(location, options).await
         }
 
         async fn delete(&self, location: &Path) -> Result<()> {
-            let matches = location.as_ref().contains(
-                self.delete_matching
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_str(),
-            );
-            let failing = matches
-                && self
-                    .failing_deletes
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
-                        0 => None,
-                        usize::MAX => Some(n),
-                        n => Some(n - 1),
-                    })
-                    .is_ok();
-            if failing {
-                return Err(object_store::Error::Generic {
-                    store: "faulty",
-                    source: format!("injected failure deleting {location}").into(),
-                });
-            }
+            self.deletes.check("deleting", location)?;
             self.inner.delete(location).await
         }
 

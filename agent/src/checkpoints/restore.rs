@@ -1,17 +1,21 @@
 //! Restoring a job's newest durable checkpoint: candidates are the complete remote checkpoints,
 //! newest first; each is downloaded into `<restore root>/<job>/chk-N/` and every file is checked
 //! against the manifest (size and SHA-256). A corrupt or incomplete one is skipped with its
-//! reason and the next older one is tried. The directory is built as `.chk-N.partial` and
+//! reason and the next older one is tried. One the store holds damaged (a file missing, of
+//! another size or content) is also withdrawn: deleted, so the store stops claiming it and the
+//! restored job's own checkpoint of that id is uploaded in its place (see [`Withdrawn`]); one
+//! that merely cannot be read now stays. The directory is built as `.chk-N.partial` and
 //! renamed only when every file verified, so Flink is never pointed at a half-written restore.
 //! A re-submission that also has a local checkpoint tries only the remote ones newer than it
 //! ([`restore_first`]): once those fail, the local one is the next newest.
 
-use super::layout::{data_path, group_checkpoints, job_prefix, manifest_path};
+use super::layout::{checkpoint_prefix, data_path, group_checkpoints, job_prefix, manifest_path};
 use super::manifest::{Manifest, ManifestFile};
 use super::plan::restore_order;
 use super::remote::Remote;
-use super::upload::read_manifest;
-use crate::events::{CheckpointDownloaded, Event};
+use super::upload::{read_manifest, within, UploadError};
+use super::withdrawn::Withdrawn;
+use crate::events::{CheckpointDownloaded, CheckpointWithdrawn, Event};
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -71,20 +75,23 @@ pub async fn restore_newest(
     job: &str,
     restore_root: &Path,
     concurrency: usize,
+    withdrawn: &Withdrawn,
 ) -> Result<Option<Restored>, RestoreError> {
     let ids = candidates(remote, job).await?;
-    restore_first(remote, job, &ids, restore_root, concurrency).await
+    restore_first(remote, job, &ids, restore_root, concurrency, withdrawn).await
 }
 
 /// Downloads and verifies the first usable of the remote checkpoints `ids`, tried in the given
 /// order (newest first); `None` if every one is corrupt or incomplete. The caller decides which
 /// ids are worth a download: a re-submission passes only those newer than its local checkpoint.
+/// The damaged ones are withdrawn from the store and recorded in `withdrawn`.
 pub async fn restore_first(
     remote: &Remote,
     job: &str,
     ids: &[u64],
     restore_root: &Path,
     concurrency: usize,
+    withdrawn: &Withdrawn,
 ) -> Result<Option<Restored>, RestoreError> {
     let mut skipped = Vec::new();
     for &id in ids {
@@ -119,9 +126,25 @@ pub async fn restore_first(
                     skipped,
                 }));
             }
-            Err(reason) => {
-                log::warn!("job {job}: skipping remote checkpoint {id}: {reason}");
+            Err(Unusable::Unreadable(reason)) => {
+                log::warn!("job {job}: skipping remote checkpoint {id} for now: {reason}");
                 let _ = remove_dir_if_exists(&partial);
+                skipped.push((id, reason));
+            }
+            Err(Unusable::Damaged(reason)) => {
+                let _ = remove_dir_if_exists(&partial);
+                let outcome = withdraw(remote, job, id).await;
+                if outcome.is_ok() {
+                    withdrawn.record(job, id);
+                }
+                CheckpointWithdrawn {
+                    job,
+                    checkpoint_id: id,
+                    url: &remote.url,
+                    reason: &reason,
+                    failed: outcome.err().as_ref(),
+                }
+                .emit();
                 skipped.push((id, reason));
             }
         }
@@ -157,28 +180,65 @@ fn remove_dir_if_exists(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Downloads checkpoint `id` into `into`; the reason it is unusable otherwise.
+/// Why a remote checkpoint cannot be restored.
+#[derive(Debug, PartialEq)]
+enum Unusable {
+    /// The store holds it damaged: a file missing or of other size or content than the
+    /// manifest says, or a manifest that is not one. No later attempt can restore it.
+    Damaged(String),
+    /// It could not be read or written now (the store, the link, the local disk, or it was
+    /// deleted meanwhile): it may well be intact, so it stays in the store.
+    Unreadable(String),
+}
+
+/// Deletes a damaged checkpoint from the store: the manifest first (from then on the store no
+/// longer claims it, and an interrupted withdrawal leaves only data that retention deletes
+/// after its grace), then the data, so the restored job's own checkpoint of the same id is
+/// uploaded into a clean prefix: a retried upload skips files already present at their size,
+/// and a damaged file may have that size.
+async fn withdraw(remote: &Remote, job: &str, id: u64) -> Result<(), object_store::Error> {
+    let manifest = manifest_path(&remote.root, job, id);
+    match within(0, remote.store.delete(&manifest)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let prefix = checkpoint_prefix(&remote.root, job, id);
+    let objects: Vec<_> = within(0, remote.store.list(Some(&prefix)).try_collect()).await?;
+    for object in objects {
+        match within(0, remote.store.delete(&object.location)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Downloads checkpoint `id` into `into`; why it is unusable otherwise.
 async fn fetch_verified(
     remote: &Remote,
     job: &str,
     id: u64,
     into: &Path,
     concurrency: usize,
-) -> Result<Manifest, String> {
+) -> Result<Manifest, Unusable> {
+    use Unusable::{Damaged, Unreadable};
     let key = manifest_path(&remote.root, job, id);
     let manifest = match read_manifest(remote, &key).await {
         Ok(Some(m)) => m,
-        Ok(None) => return Err("its manifest disappeared".into()),
-        Err(e) => return Err(format!("its manifest is unreadable: {e}")),
+        Ok(None) => return Err(Unreadable("its manifest disappeared".into())),
+        Err(e @ UploadError::Conflict { .. }) => {
+            return Err(Damaged(format!("its manifest is not one: {e}")))
+        }
+        Err(e) => return Err(Unreadable(format!("its manifest is unreadable: {e}"))),
     };
     if manifest.checkpoint_id != id || manifest.job != job {
-        return Err(format!(
+        return Err(Damaged(format!(
             "its manifest describes job {} checkpoint {}",
             manifest.job, manifest.checkpoint_id
-        ));
+        )));
     }
     if !manifest.files.iter().any(|f| f.path == "_metadata") {
-        return Err("its manifest lists no _metadata".into());
+        return Err(Damaged("its manifest lists no _metadata".into()));
     }
     let downloads: Vec<_> = manifest
         .files
@@ -198,66 +258,185 @@ async fn fetch_file(
     id: u64,
     file: &ManifestFile,
     into: &Path,
-) -> Result<(), String> {
+) -> Result<(), Unusable> {
+    use Unusable::{Damaged, Unreadable};
     if file
         .path
         .split('/')
         .any(|p| p.is_empty() || p == "." || p == "..")
     {
-        return Err(format!("the manifest names an unsafe path `{}`", file.path));
+        return Err(Damaged(format!(
+            "the manifest names an unsafe path `{}`",
+            file.path
+        )));
     }
     let key = data_path(&remote.root, job, id, &file.path);
     let target = into.join(&file.path);
-    let got = remote
-        .store
-        .get(&key)
-        .await
-        .map_err(|e| format!("{} cannot be read: {e}", file.path))?;
+    let got = match remote.store.get(&key).await {
+        Ok(got) => got,
+        Err(e @ object_store::Error::NotFound { .. }) => {
+            return Err(Damaged(format!("{} is missing: {e}", file.path)))
+        }
+        Err(e) => return Err(Unreadable(format!("{} cannot be read: {e}", file.path))),
+    };
+    let local = |e: std::io::Error| Unreadable(format!("{}: {e}", target.display()));
     if let Some(parent) = target.parent() {
         tokio::fs::create_dir_all(parent)
             .await
-            .map_err(|e| format!("{}: {e}", parent.display()))?;
+            .map_err(|e| Unreadable(format!("{}: {e}", parent.display())))?;
     }
-    let mut out = tokio::fs::File::create(&target)
-        .await
-        .map_err(|e| format!("{}: {e}", target.display()))?;
+    let mut out = tokio::fs::File::create(&target).await.map_err(&local)?;
     let mut stream = got.into_stream();
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(chunk) = stream
         .try_next()
         .await
-        .map_err(|e| format!("{} download failed: {e}", file.path))?
+        .map_err(|e| Unreadable(format!("{} download failed: {e}", file.path)))?
     {
         hasher.update(&chunk);
         size += chunk.len() as u64;
-        out.write_all(&chunk)
-            .await
-            .map_err(|e| format!("{}: {e}", target.display()))?;
+        out.write_all(&chunk).await.map_err(&local)?;
     }
-    out.sync_all()
-        .await
-        .map_err(|e| format!("{}: {e}", target.display()))?;
+    out.sync_all().await.map_err(&local)?;
     if size != file.size {
-        return Err(format!(
+        return Err(Damaged(format!(
             "{} is {size} bytes, the manifest says {}",
             file.path, file.size
-        ));
+        )));
     }
     let sha = hex::encode(hasher.finalize());
     if sha != file.sha256 {
-        return Err(format!(
+        return Err(Damaged(format!(
             "{} has SHA-256 {sha}, the manifest says {}",
             file.path, file.sha256
-        ));
+        )));
     }
     Ok(())
+}
+
+/// What tests of restores build remote checkpoints with.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Publishes checkpoint `id` of `job` with a `_metadata` holding `content`; the manifest
+    /// describes `described` (a different value makes the checkpoint corrupt).
+    pub(crate) async fn put_remote_checkpoint(
+        remote: &Remote,
+        job: &str,
+        id: u64,
+        content: &[u8],
+        described: &[u8],
+    ) {
+        let manifest = Manifest {
+            format: super::super::manifest::FORMAT,
+            cluster_id: "c1".into(),
+            job: job.into(),
+            flink_job_id: "f0".into(),
+            checkpoint_id: id,
+            flink_version: "2.3.0".into(),
+            completed_at: 0,
+            files: vec![ManifestFile {
+                path: "_metadata".into(),
+                size: described.len() as u64,
+                sha256: hex::encode(Sha256::digest(described)),
+            }],
+        };
+        let store = &remote.store;
+        store
+            .put(
+                &data_path(&remote.root, job, id, "_metadata"),
+                content.to_vec().into(),
+            )
+            .await
+            .unwrap();
+        store
+            .put(
+                &manifest_path(&remote.root, job, id),
+                serde_json::to_vec(&manifest).unwrap().into(),
+            )
+            .await
+            .unwrap();
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    use super::testing::put_remote_checkpoint;
+    use crate::checkpoints::testing::FaultyStore;
+    use std::sync::Arc;
+
+    /// A store in a temp dir, faults on request, with intact checkpoints 1 and 2 of `j`.
+    async fn store_with_two(dir: &Path) -> (Arc<FaultyStore>, Remote) {
+        std::fs::create_dir_all(dir).unwrap();
+        let local = object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap();
+        let store = Arc::new(FaultyStore::new(Arc::new(local)));
+        let remote = store.remote();
+        for id in [1, 2] {
+            let meta = format!("meta {id}");
+            put_remote_checkpoint(&remote, "j", id, meta.as_bytes(), meta.as_bytes()).await;
+        }
+        (store, remote)
+    }
+
+    /// A checkpoint the store does not give now may be intact: it is skipped, never deleted.
+    #[tokio::test]
+    async fn a_checkpoint_that_cannot_be_read_now_stays_in_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, remote) = store_with_two(&dir.path().join("store")).await;
+        let restore_root = dir.path().join("restore");
+        let withdrawn = Withdrawn::default();
+        store.fail_gets("chk-2/data", 1);
+        let restored = restore_newest(&remote, "j", &restore_root, 4, &withdrawn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(restored.checkpoint_id, 1);
+        assert!(
+            restored.skipped[0].1.contains("cannot be read"),
+            "{:?}",
+            restored.skipped
+        );
+        assert!(withdrawn.take().is_empty());
+        assert_eq!(candidates(&remote, "j").await.unwrap(), [2, 1]);
+        let again = restore_newest(&remote, "j", &restore_root, 4, &withdrawn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.checkpoint_id, 2);
+    }
+
+    /// A damaged checkpoint whose withdrawal fails stays claimed by the store, so the engine
+    /// is not told; the next restore that meets it withdraws it.
+    #[tokio::test]
+    async fn a_failed_withdrawal_is_not_reported_and_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, remote) = store_with_two(&dir.path().join("store")).await;
+        put_remote_checkpoint(&remote, "j", 3, b"meta 3", b"other").await;
+        let restore_root = dir.path().join("restore");
+        let withdrawn = Withdrawn::default();
+        store.fail_deletes("chk-3", 1);
+        let restored = restore_newest(&remote, "j", &restore_root, 4, &withdrawn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(restored.checkpoint_id, 2);
+        assert!(withdrawn.take().is_empty());
+        assert_eq!(candidates(&remote, "j").await.unwrap(), [3, 2, 1]);
+
+        let again = restore_newest(&remote, "j", &restore_root, 4, &withdrawn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.checkpoint_id, 2);
+        assert_eq!(withdrawn.take(), [("j".to_string(), 3)].into());
+        assert_eq!(candidates(&remote, "j").await.unwrap(), [2, 1]);
+    }
 
     #[test]
     fn pruning_keeps_only_the_checkpoint_in_use() {

@@ -10,6 +10,7 @@ use super::engine::{JobNames, SyncConfig, SyncEngine};
 use super::remote::{Remote, RemoteError};
 use super::status::SyncStatus;
 use super::upload::{Origin, UploadSettings};
+use super::withdrawn::Withdrawn;
 use crate::config::{CheckpointsSection, ObjectStoreSection};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -108,6 +109,7 @@ impl Running {
 #[derive(Debug, Clone)]
 pub struct Sync {
     names: JobNames,
+    withdrawn: Withdrawn,
     running: Arc<Mutex<Running>>,
     /// Whether the engine runs: always on one node; on three, only in the owner agent.
     active: Arc<std::sync::atomic::AtomicBool>,
@@ -118,12 +120,14 @@ impl Sync {
     /// unreachable store must not hold up the agent (the engine retries and `status` says why).
     /// `active`: whether the engine starts at once (see [`Sync::set_active`]).
     pub fn start(settings: SyncSettings, names: JobNames, active: bool) -> Result<Self, SyncError> {
-        let mut running = launch(settings, names.clone(), None)?;
+        let withdrawn = Withdrawn::default();
+        let mut running = launch(settings, names.clone(), withdrawn.clone(), None)?;
         if active {
             running.start();
         }
         Ok(Self {
             names,
+            withdrawn,
             running: Arc::new(Mutex::new(running)),
             active: Arc::new(std::sync::atomic::AtomicBool::new(active)),
         })
@@ -170,6 +174,11 @@ impl Sync {
         &self.names
     }
 
+    /// Where the jobs' restores report the damaged checkpoints they withdrew.
+    pub fn withdrawn(&self) -> &Withdrawn {
+        &self.withdrawn
+    }
+
     pub fn status(&self) -> SyncStatus {
         self.engine().status()
     }
@@ -190,7 +199,12 @@ impl Sync {
                 && running.settings.cluster_id == settings.cluster_id)
                 .then(|| running.remote.clone())
         };
-        let mut next = launch(settings, self.names.clone(), same_store)?;
+        let mut next = launch(
+            settings,
+            self.names.clone(),
+            self.withdrawn.clone(),
+            same_store,
+        )?;
         if self.active.load(std::sync::atomic::Ordering::SeqCst) {
             next.start();
         }
@@ -215,6 +229,7 @@ impl Sync {
 fn launch(
     settings: SyncSettings,
     names: JobNames,
+    withdrawn: Withdrawn,
     remote: Option<Remote>,
 ) -> Result<Running, SyncError> {
     let (remote, new) = match remote {
@@ -240,7 +255,7 @@ fn launch(
             }
         });
     }
-    let engine = SyncEngine::new(remote.clone(), config, names);
+    let engine = SyncEngine::new(remote.clone(), config, names, withdrawn);
     Ok(Running {
         settings,
         remote,

@@ -3,7 +3,7 @@
 
 use super::error::{io, store, JobError};
 use super::record::{self, validate_name, JobRecord, LocalRecords, RestoredFrom, RunState};
-use crate::checkpoints::{JobNames, Remote, SyncStatus};
+use crate::checkpoints::{JobNames, Remote, SyncStatus, Withdrawn};
 use crate::flinkrest::{FlinkRest, RunRequest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -76,6 +76,9 @@ pub struct Jobs {
     pub(super) restore_root: PathBuf,
     pub(super) savepoint_dir: PathBuf,
     pub(super) phase: super::Phase,
+    /// Where restores report the damaged checkpoints they withdrew from the store (the sync
+    /// engine's, see [`Jobs::with_withdrawn`]).
+    pub(super) withdrawn: Withdrawn,
     /// Three-node clusters (see `cluster`).
     pub(super) ha: Option<super::cluster::Ha>,
 }
@@ -100,6 +103,7 @@ impl Jobs {
             restore_root: flink_data_dir.join("restore"),
             savepoint_dir: flink_data_dir.join("savepoints"),
             phase: super::Phase::default(),
+            withdrawn: Withdrawn::default(),
             ha,
         };
         jobs.register_names();
@@ -139,6 +143,12 @@ impl Jobs {
     /// Reports long work (restores) through `phase`.
     pub fn with_phase(self, phase: super::Phase) -> Self {
         Self { phase, ..self }
+    }
+
+    /// Reports withdrawn checkpoints to `withdrawn` (the sync's): without it, the sync engine
+    /// goes on counting them durable until the job's next upload.
+    pub fn with_withdrawn(self, withdrawn: Withdrawn) -> Self {
+        Self { withdrawn, ..self }
     }
 
     /// Deploys a new job. Nothing is left behind on failure: the remote record and the jar in

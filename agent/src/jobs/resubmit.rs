@@ -266,6 +266,7 @@ impl Jobs {
             &newer_remote,
             &self.restore_root,
             CONCURRENCY,
+            &self.withdrawn,
         )
         .await?
         {
@@ -658,49 +659,6 @@ mod tests {
             .unwrap());
     }
 
-    /// Publishes checkpoint `id` of `job` with a `_metadata` holding `content`; the manifest
-    /// describes `described` (a different value makes the checkpoint corrupt).
-    async fn put_remote_checkpoint(
-        remote: &Remote,
-        job: &str,
-        id: u64,
-        content: &[u8],
-        described: &[u8],
-    ) {
-        use crate::checkpoints::layout::{data_path, manifest_path};
-        use crate::checkpoints::{Manifest, ManifestFile};
-        use sha2::{Digest, Sha256};
-        let manifest = Manifest {
-            format: crate::checkpoints::testing::FORMAT,
-            cluster_id: "c1".into(),
-            job: job.into(),
-            flink_job_id: "f0".into(),
-            checkpoint_id: id,
-            flink_version: "2.3.0".into(),
-            completed_at: 0,
-            files: vec![ManifestFile {
-                path: "_metadata".into(),
-                size: described.len() as u64,
-                sha256: hex::encode(Sha256::digest(described)),
-            }],
-        };
-        let store = &remote.store;
-        store
-            .put(
-                &data_path(&remote.root, job, id, "_metadata"),
-                content.to_vec().into(),
-            )
-            .await
-            .unwrap();
-        store
-            .put(
-                &manifest_path(&remote.root, job, id),
-                serde_json::to_vec(&manifest).unwrap().into(),
-            )
-            .await
-            .unwrap();
-    }
-
     /// The newest remote checkpoint is corrupt and the next remote one is older than the local
     /// one: the local one wins, not the older remote one.
     #[tokio::test]
@@ -708,8 +666,22 @@ mod tests {
         let store = tempfile::tempdir().unwrap();
         let disk = tempfile::tempdir().unwrap();
         let jobs = node(store.path(), disk.path());
-        put_remote_checkpoint(&jobs.remote, "counter", 9, b"meta 9", b"other").await;
-        put_remote_checkpoint(&jobs.remote, "counter", 5, b"meta 5", b"meta 5").await;
+        crate::checkpoints::testing::put_remote_checkpoint(
+            &jobs.remote,
+            "counter",
+            9,
+            b"meta 9",
+            b"other",
+        )
+        .await;
+        crate::checkpoints::testing::put_remote_checkpoint(
+            &jobs.remote,
+            "counter",
+            5,
+            b"meta 5",
+            b"meta 5",
+        )
+        .await;
         let local = crate::checkpoints::testing::fake_checkpoint(
             &jobs.checkpoints_dir,
             "f1",
@@ -731,7 +703,14 @@ mod tests {
         );
 
         // A newer remote one that verifies still wins over the local one.
-        put_remote_checkpoint(&jobs.remote, "counter", 8, b"meta 8", b"meta 8").await;
+        crate::checkpoints::testing::put_remote_checkpoint(
+            &jobs.remote,
+            "counter",
+            8,
+            b"meta 8",
+            b"meta 8",
+        )
+        .await;
         let from = jobs
             .newest_checkpoint("counter", &run)
             .await

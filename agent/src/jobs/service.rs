@@ -355,5 +355,6 @@ fn build(
         sync.names().clone(),
         ha,
     )
-    .with_phase(phase.clone()))
+    .with_phase(phase.clone())
+    .with_withdrawn(sync.withdrawn().clone()))
 }
