@@ -29,7 +29,10 @@
 //! 7. **Verified restore.** Complete checkpoints are tried newest first; every file is checked
 //!    against the manifest's size and SHA-256; a corrupt or incomplete one is skipped with a
 //!    logged reason and the next older one is used (`restore`) — a re-submission orders its
-//!    local checkpoint among the remote ones, so that next one may be the local one.
+//!    local checkpoint among the remote ones, so that next one may be the local one. One the
+//!    store holds damaged is withdrawn (deleted, manifest first) and the engine told
+//!    (`withdrawn`), so its id is uploaded again from the restored job; one that merely cannot
+//!    be read now is kept.
 //! 8. **HashMap backend only.** Its `chk-N` dir is self-contained and relocatable (state files
 //!    are referenced relative to `_metadata`); the config refuses keys that would make Flink
 //!    write incremental state to `shared/` (see `config::OWNED_KEY_PREFIXES`).
