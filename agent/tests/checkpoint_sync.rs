@@ -14,7 +14,6 @@ use flink_agent::checkpoints::{
 };
 use flink_agent::config::ObjectStoreSection;
 use futures::TryStreamExt;
-use object_store::path::Path as ObjectPath;
 use object_store::PutPayload;
 use s3::{s3_remote, s3_section, Moto, Proxy};
 use std::collections::BTreeMap;
@@ -233,31 +232,7 @@ async fn object_store_conformance_against_moto() {
     multipart_race_condition(store, true).await;
     put_get_attributes(store).await;
     // The manifest relies on PutMode::Create (If-None-Match: *) from a single writer.
-    let key = ObjectPath::from("manifest-like.json");
-    let create = || object_store::PutOptions {
-        mode: object_store::PutMode::Create,
-        ..Default::default()
-    };
-    store
-        .put_opts(&key, PutPayload::from("a"), create())
-        .await
-        .unwrap();
-    let again = store.put_opts(&key, PutPayload::from("b"), create()).await;
-    assert!(
-        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
-        "{again:?}"
-    );
-    assert_eq!(
-        store
-            .get(&key)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .as_ref(),
-        b"a"
-    );
+    s3::create_only_put(store).await;
 }
 
 /// object_store's full conditional-put conformance, which includes 5 writers racing

@@ -138,6 +138,56 @@ impl Drop for Moto {
     }
 }
 
+/// A running `s3s-fs` (installed by `benches/setup-s3s.sh`) serving the directory `root`, with
+/// the credentials [`s3_section`] writes; killed by PID on drop. The throughput benchmark's
+/// server: it is not the bottleneck moto is.
+#[derive(Debug)]
+pub struct S3sFs {
+    child: Child,
+    pub port: u16,
+    root: PathBuf,
+}
+
+impl S3sFs {
+    pub fn start(root: &std::path::Path) -> Self {
+        let binary = PathBuf::from(run_setup("benches/setup-s3s.sh").trim());
+        std::fs::create_dir_all(root).unwrap();
+        let port = free_port();
+        let child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "testing", "--secret-key", "testing"])
+            .arg(root)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = S3sFs {
+            child,
+            port,
+            root: root.to_path_buf(),
+        };
+        wait_listening(port, Duration::from_secs(30));
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A bucket is a directory of the root.
+    pub fn create_bucket(&self, bucket: &str) {
+        std::fs::create_dir_all(self.root.join(bucket)).unwrap();
+    }
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn raw_http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -275,4 +325,122 @@ async fn pump(
     };
     let answers = tokio::io::copy(&mut server_rx, &mut client_tx);
     tokio::try_join!(requests, answers).map(drop)
+}
+
+/// The S3 server of a benchmark: every tool talks to it.
+pub enum Server {
+    Moto(Moto),
+    S3sFs(S3sFs),
+}
+
+impl Server {
+    /// `name`: `s3s-fs` (its objects under `dir`) or `moto`.
+    pub fn start(name: &str, dir: &std::path::Path) -> Self {
+        match name {
+            "s3s-fs" => Server::S3sFs(S3sFs::start(&dir.join("s3s-fs"))),
+            "moto" => Server::Moto(Moto::start()),
+            _ => panic!("--server s3s-fs|moto, not {name}"),
+        }
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        match self {
+            Server::Moto(m) => m.create_bucket(bucket),
+            Server::S3sFs(s) => s.create_bucket(bucket),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Server::Moto(_) => "moto",
+            Server::S3sFs(_) => "s3s-fs",
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        match self {
+            Server::Moto(m) => m.endpoint(),
+            Server::S3sFs(s) => s.endpoint(),
+        }
+    }
+}
+
+/// object_store's conformance tests of what the agent and the peers do with a store (put, get
+/// with ranges, list, delete, copy, streaming, multipart in and out of order, create-only puts),
+/// on an empty bucket; each failure by name, with its panic message.
+pub async fn conformance(remote: &Remote) -> Vec<(&'static str, String)> {
+    use futures::FutureExt;
+    use object_store::integration::*;
+    let store = &*remote.store;
+    let multipart_store = remote.multipart.clone().unwrap();
+    let checks: Vec<(&'static str, futures::future::BoxFuture<'_, ()>)> = vec![
+        ("put_get_delete_list", put_get_delete_list(store).boxed()),
+        ("get_opts", get_opts(store).boxed()),
+        (
+            "list_uses_directories_correctly",
+            list_uses_directories_correctly(store).boxed(),
+        ),
+        ("list_with_delimiter", list_with_delimiter(store).boxed()),
+        ("rename_and_copy", rename_and_copy(store).boxed()),
+        ("stream_get", stream_get(store).boxed()),
+        ("multipart", multipart(store, &*multipart_store).boxed()),
+        (
+            "multipart_out_of_order",
+            multipart_out_of_order(store).boxed(),
+        ),
+        ("create-only put", create_only_put(store).boxed()),
+    ];
+    // The checks assert by panicking: caught here and reported, not printed with a backtrace.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut failed = Vec::new();
+    for (name, check) in checks {
+        if let Err(panic) = std::panic::AssertUnwindSafe(check).catch_unwind().await {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push((name, message));
+        }
+    }
+    std::panic::set_hook(hook);
+    failed
+}
+
+/// The agent's manifests are published with `PutMode::Create` (`If-None-Match: *`): a second
+/// create of one key must be refused and leave the first content. (object_store's `put_opts`
+/// check also covers conditional updates, which the agent does not use.)
+pub async fn create_only_put(store: &dyn object_store::ObjectStore) {
+    use object_store::{path::Path, PutMode, PutOptions};
+    let key = Path::from("create-only.json");
+    let create = || PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    store.put_opts(&key, "a".into(), create()).await.unwrap();
+    let again = store.put_opts(&key, "b".into(), create()).await;
+    assert!(
+        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    let got = store.get(&key).await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.as_ref(), b"a");
+    store.delete(&key).await.unwrap();
+}
+
+/// Runs [`conformance`] on `remote` (an empty bucket of `server`) and prints the result; what
+/// a failure means for the benchmarks is said in `agent/benches/throughput.rs`.
+pub async fn print_conformance(server: &Server, remote: &Remote) {
+    let failed = conformance(remote).await;
+    if failed.is_empty() {
+        println!("object_store conformance against {}: passed", server.name());
+    }
+    for (check, message) in &failed {
+        let first = message.lines().next().unwrap_or_default();
+        println!(
+            "object_store conformance against {}: {check} failed: {first:.200}",
+            server.name()
+        );
+    }
 }
