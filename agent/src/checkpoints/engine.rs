@@ -3,7 +3,7 @@
 //! back-off, raises an alert after repeated failures, and applies retention after each publish.
 //! Staging on disk is the queue: a restarted agent picks up exactly where it stopped.
 
-use super::layout::{group_checkpoints, job_prefix};
+use super::layout::{group_checkpoints, job_prefix, MANIFEST};
 use super::local::{list_staged, scan_complete, stage, LocalCheckpoint, StageError, Staged};
 use super::plan::{plan_retention, plan_uploads, Key, UploadPlan};
 use super::remote::{advice, Remote};
@@ -11,7 +11,7 @@ use super::status::{JobSync, PendingUpload, SyncStatus};
 use super::upload::{publish, within, Origin, UploadError, UploadSettings};
 use super::withdrawn::Withdrawn;
 use crate::events::{CheckpointDurable, CheckpointUploadFailed, Event};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -530,18 +530,14 @@ impl SyncEngine {
             self.config.orphan_grace.as_secs() as i64,
             &in_flight,
         );
-        for path in &deletions {
-            match within(0, self.remote.store.delete(path)).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(UploadError::Store {
-                        op: "deleting",
-                        path: path.to_string(),
-                        source,
-                    })
-                }
-            }
-        }
+        // Manifests first, all of them gone before any data file goes: an interrupted pass
+        // never leaves a manifest whose files are missing.
+        let (manifests, data): (Vec<_>, Vec<_>) = deletions
+            .iter()
+            .cloned()
+            .partition(|p| p.filename() == Some(MANIFEST));
+        self.delete_all(manifests).await?;
+        self.delete_all(data).await?;
         let deleted: BTreeSet<&object_store::path::Path> = deletions.iter().collect();
         let retired: Vec<u64> = checkpoints
             .iter()
@@ -572,6 +568,34 @@ impl SyncEngine {
         entry.last_durable = remote.last().copied().or(entry.last_durable);
         entry.remote = remote;
         Ok(())
+    }
+}
+
+impl SyncEngine {
+    /// Deletes `paths` in as few requests as the store allows (S3: one per 1000 keys), each
+    /// answer within the request deadline. A checkpoint of 2000 small files expired one DELETE
+    /// at a time held the uploader, and so the next checkpoint's upload, for seconds.
+    async fn delete_all(&self, paths: Vec<object_store::path::Path>) -> Result<(), UploadError> {
+        let what = match paths.as_slice() {
+            [one] => one.to_string(),
+            [first, ..] => format!("{} expired objects ({first}, ...)", paths.len()),
+            [] => return Ok(()),
+        };
+        let requests = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let mut answers = self.remote.store.delete_stream(requests);
+        loop {
+            match within(0, async { answers.next().await.transpose() }).await {
+                Ok(Some(_)) | Err(object_store::Error::NotFound { .. }) => {}
+                Ok(None) => return Ok(()),
+                Err(source) => {
+                    return Err(UploadError::Store {
+                        op: "deleting",
+                        path: what,
+                        source,
+                    })
+                }
+            }
+        }
     }
 }
 
@@ -796,5 +820,35 @@ mod tests {
         assert!(engine.upload_step().await.unwrap());
         assert_eq!(engine.status().jobs["j"].last_durable, Some(2));
         store.head(&partial).await.unwrap();
+    }
+
+    /// Retention deletes every expired manifest before any data file, in bulk: a manifest that
+    /// cannot be deleted leaves its checkpoint whole (still restorable), never a manifest that
+    /// names missing files; the next pass finishes the job.
+    #[tokio::test]
+    async fn retention_takes_manifests_before_data_and_stops_at_a_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = tmp.path().join("store");
+        std::fs::create_dir_all(&files).unwrap();
+        let local = object_store::local::LocalFileSystem::new_with_prefix(&files).unwrap();
+        let store = Arc::new(FaultyStore::new(Arc::new(local)));
+        let engine = engine(&store, tmp.path());
+        for id in 1..=3 {
+            stage_checkpoint(&engine, id);
+            assert!(engine.upload_step().await.unwrap());
+        }
+        let chk1 = files.join("c1/jobs/j/chk-1");
+        store.fail_deletes("chk-1/manifest.json", 1);
+        stage_checkpoint(&engine, 4);
+        let failed = engine.upload_step().await.unwrap_err();
+        assert!(
+            failed.to_string().contains("chk-1/manifest.json"),
+            "{failed}"
+        );
+        assert!(chk1.join("manifest.json").exists() && chk1.join("data/_metadata").exists());
+
+        engine.apply_retention("j", &[]).await.unwrap();
+        assert!(!chk1.join("manifest.json").exists() && !chk1.join("data/_metadata").exists());
+        assert_eq!(engine.status().jobs["j"].remote, [2, 3, 4]);
     }
 }
