@@ -193,7 +193,7 @@ pub struct CheckpointWithdrawn<'a> {
     pub checkpoint_id: u64,
     pub url: &'a str,
     pub reason: &'a str,
-    pub failed: Option<&'a object_store::Error>,
+    pub failed: Option<&'a crate::checkpoints::UploadError>,
 }
 
 impl Event for CheckpointWithdrawn<'_> {

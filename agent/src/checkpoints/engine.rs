@@ -8,10 +8,10 @@ use super::local::{list_staged, scan_complete, stage, LocalCheckpoint, StageErro
 use super::plan::{plan_retention, plan_uploads, Key, UploadPlan};
 use super::remote::{advice, Remote};
 use super::status::{JobSync, PendingUpload, SyncStatus};
-use super::upload::{publish, within, Origin, UploadError, UploadSettings};
+use super::upload::{delete_all, publish, within, Origin, UploadError, UploadSettings};
 use super::withdrawn::Withdrawn;
 use crate::events::{CheckpointDurable, CheckpointUploadFailed, Event};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -536,8 +536,8 @@ impl SyncEngine {
             .iter()
             .cloned()
             .partition(|p| p.filename() == Some(MANIFEST));
-        self.delete_all(manifests).await?;
-        self.delete_all(data).await?;
+        delete_all(&self.remote, manifests).await?;
+        delete_all(&self.remote, data).await?;
         let deleted: BTreeSet<&object_store::path::Path> = deletions.iter().collect();
         let retired: Vec<u64> = checkpoints
             .iter()
@@ -568,34 +568,6 @@ impl SyncEngine {
         entry.last_durable = remote.last().copied().or(entry.last_durable);
         entry.remote = remote;
         Ok(())
-    }
-}
-
-impl SyncEngine {
-    /// Deletes `paths` in as few requests as the store allows (S3: one per 1000 keys), each
-    /// answer within the request deadline. A checkpoint of 2000 small files expired one DELETE
-    /// at a time held the uploader, and so the next checkpoint's upload, for seconds.
-    async fn delete_all(&self, paths: Vec<object_store::path::Path>) -> Result<(), UploadError> {
-        let what = match paths.as_slice() {
-            [one] => one.to_string(),
-            [first, ..] => format!("{} expired objects ({first}, ...)", paths.len()),
-            [] => return Ok(()),
-        };
-        let requests = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
-        let mut answers = self.remote.store.delete_stream(requests);
-        loop {
-            match within(0, async { answers.next().await.transpose() }).await {
-                Ok(Some(_)) | Err(object_store::Error::NotFound { .. }) => {}
-                Ok(None) => return Ok(()),
-                Err(source) => {
-                    return Err(UploadError::Store {
-                        op: "deleting",
-                        path: what,
-                        source,
-                    })
-                }
-            }
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::layout::{checkpoint_prefix, data_path, group_checkpoints, job_prefix,
 use super::manifest::{Manifest, ManifestFile};
 use super::plan::restore_order;
 use super::remote::Remote;
-use super::upload::{read_manifest, within, UploadError};
+use super::upload::{delete_all, read_manifest, within, UploadError};
 use super::withdrawn::Withdrawn;
 use crate::events::{CheckpointDownloaded, CheckpointWithdrawn, Event};
 use futures::{StreamExt, TryStreamExt};
@@ -181,7 +181,7 @@ fn remove_dir_if_exists(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Why a remote checkpoint cannot be restored.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 enum Unusable {
     /// The store holds it damaged: a file missing or of other size or content than the
     /// manifest says, or a manifest that is not one. No later attempt can restore it.
@@ -196,21 +196,17 @@ enum Unusable {
 /// after its grace), then the data, so the restored job's own checkpoint of the same id is
 /// uploaded into a clean prefix: a retried upload skips files already present at their size,
 /// and a damaged file may have that size.
-async fn withdraw(remote: &Remote, job: &str, id: u64) -> Result<(), object_store::Error> {
-    let manifest = manifest_path(&remote.root, job, id);
-    match within(0, remote.store.delete(&manifest)).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => return Err(e),
-    }
+async fn withdraw(remote: &Remote, job: &str, id: u64) -> Result<(), UploadError> {
+    delete_all(remote, vec![manifest_path(&remote.root, job, id)]).await?;
     let prefix = checkpoint_prefix(&remote.root, job, id);
-    let objects: Vec<_> = within(0, remote.store.list(Some(&prefix)).try_collect()).await?;
-    for object in objects {
-        match within(0, remote.store.delete(&object.location)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    let objects: Vec<_> = within(0, remote.store.list(Some(&prefix)).try_collect())
+        .await
+        .map_err(|source| UploadError::Store {
+            op: "listing",
+            path: prefix.to_string(),
+            source,
+        })?;
+    delete_all(remote, objects.into_iter().map(|o| o.location).collect()).await
 }
 
 /// Downloads checkpoint `id` into `into`; why it is unusable otherwise.
