@@ -58,8 +58,8 @@ pub struct Counters {
     /// `flink_agent_checkpoint_restore_duration_seconds`: download and verification of one
     /// remote checkpoint.
     pub restore_duration: Histogram,
-    /// `flink_agent_checkpoint_withdrawn_total`: remote checkpoints a restore found damaged
-    /// and deleted from the store (whether or not the deletion succeeded).
+    /// `flink_agent_checkpoint_withdrawn_total`: damaged remote checkpoints restores met and
+    /// deleted; one whose deletion failed is met, and counted, again by the next restore.
     pub withdrawn: Counter,
     /// `flink_agent_jobmanager_handovers_total{result="released|skipped|failed"}`: what the
     /// agent did when its JobManager crashed in a three-node cluster.

@@ -493,7 +493,7 @@ fn events(r: &mut Registry) {
     );
     r.register(
         "flink_agent_checkpoint_withdrawn",
-        sentence("Remote checkpoints a restore found damaged (a file missing, of another size or content than its manifest says) and deleted from the store."),
+        sentence("Damaged remote checkpoints (a file missing, or of another size or content than its manifest says) restores met and deleted from the store."),
         c.withdrawn,
     );
 }
