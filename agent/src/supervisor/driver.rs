@@ -760,6 +760,12 @@ impl Driver {
                 process::signal_group(live.pid, Signal::SIGKILL);
             }
         }
+        if action == Action::Kill {
+            // A hung process or one past its start timeout: the exit that follows is taken
+            // with the restart, so this is the journal's one line about it.
+            let reason = slot.machine.reason().unwrap_or_default();
+            log::warn!("{} killed: {reason}", kind.name());
+        }
         if action == Action::GiveUp {
             let reason = slot.machine.reason().unwrap_or_default().to_string();
             log::error!("{}: {reason}", kind.name());
