@@ -556,7 +556,8 @@ pub struct SupervisorSection {
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
     /// Failure budget: more than `max_restarts` failures within `restart_window_secs` marks the
-    /// process `failed` and stops restarting it until an operator asks.
+    /// process `failed`: it is tried again once that window has passed, or at once when an
+    /// operator asks (`flink-agent restart`).
     pub max_restarts: u32,
     pub restart_window_secs: u64,
     /// Grace period between SIGTERM and SIGKILL on stop.

@@ -147,7 +147,7 @@ impl AgentStatus {
             match p.state {
                 ProcessState::Running | ProcessState::Stopping => {}
                 ProcessState::Failed => steps.push(format!(
-                    "{} failed: read why with `{}`, then `flink-agent restart {}`",
+                    "{} failed (tried again once its failure window has passed): read why with `{}`, then `flink-agent restart {}`",
                     p.name,
                     output(&p.name),
                     p.name
@@ -449,7 +449,7 @@ node-3  10.0.0.3  unreachable  unknown     not registered
         let expected = "\
 ● ready: 1 TaskManager(s), 2 slot(s) (1 free), 1 job(s) running, none declared
 web UI: http://10.0.0.5:8081
-next: taskmanager failed: read why with `journalctl -t flink-taskmanager -e`, then `flink-agent restart taskmanager`
+next: taskmanager failed (tried again once its failure window has passed): read why with `journalctl -t flink-taskmanager -e`, then `flink-agent restart taskmanager`
 next: fix the file and `flink-agent validate --config /etc/flink-agent/agent.toml`, then `flink-agent reload`
 
 node node-1, cluster demo

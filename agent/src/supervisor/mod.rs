@@ -238,7 +238,8 @@ pub enum SupervisorEvent {
         how: String,
         expected: bool,
     },
-    /// The failure budget is exhausted; no more restarts until an operator asks.
+    /// The failure budget is exhausted: the process is parked until the window has passed (or
+    /// an operator restarts it).
     ProcessFailed { name: &'static str, reason: String },
 }
 

@@ -20,7 +20,8 @@ pub enum Action {
     /// Kill the process group: it counts as failed (start timeout, hung); the exit that follows
     /// is only recorded.
     Kill,
-    /// The budget is exhausted (the state is `Failed` now, with `reason`); kill the group.
+    /// The budget is exhausted (the state is `Failed` now, with `reason`, until the window
+    /// has passed); kill the group.
     GiveUp,
 }
 
@@ -30,7 +31,7 @@ pub struct Machine {
     name: &'static str,
     settings: SupervisorSection,
     state: ProcessState,
-    /// Start timeout (Starting) or end of the back-off (BackingOff).
+    /// Start timeout (Starting), end of the back-off (BackingOff), or the next try (Failed).
     deadline: Option<Instant>,
     probe_failures: u32,
     /// Failures inside the budget window, oldest first.
@@ -94,7 +95,7 @@ impl Machine {
     /// The process was started.
     pub fn launched(&mut self, now: Instant) {
         match self.state {
-            ProcessState::BackingOff => self.restarts += 1,
+            ProcessState::BackingOff | ProcessState::Failed => self.restarts += 1,
             // What it waited for is there now.
             ProcessState::Waiting => {
                 self.reason = None;
@@ -202,7 +203,7 @@ impl Machine {
                 );
                 self.fail(now, cause)
             }
-            ProcessState::BackingOff if due => Action::Launch,
+            ProcessState::BackingOff | ProcessState::Failed if due => Action::Launch,
             _ => Action::Nothing,
         }
     }
@@ -244,7 +245,7 @@ impl Machine {
             .saturating_sub(u32::try_from(recent).unwrap_or(u32::MAX))
     }
 
-    /// Counts one failure against the budget: back off, or give up.
+    /// Counts one failure against the budget: back off, or park the process for a window.
     fn fail(&mut self, now: Instant, cause: String) -> Action {
         let window = Duration::from_secs(self.settings.restart_window_secs);
         while self
@@ -258,11 +259,16 @@ impl Machine {
         self.consecutive += 1;
         self.probe_failures = 0;
         if self.failures.len() > self.settings.max_restarts as usize {
+            // Parked, not abandoned: a burst of outside faults (a partition that cost the
+            // JobManager its ZooKeeper session, hangs, kills) spends the budget as surely as a
+            // crash loop, and a node must heal from the first by itself. One try per window
+            // keeps a real crash loop cheap; the alert says it is parked.
             self.state = ProcessState::Failed;
-            self.deadline = None;
+            self.deadline = Some(now + window);
             self.reason = Some(format!(
-                "crashed {} times in {} s (last: {cause}); run `flink-agent restart {}` after fixing the cause",
+                "crashed {} times in {} s (last: {cause}); trying again in {} s, or at once with `flink-agent restart {}` after fixing the cause",
                 self.failures.len(),
+                self.settings.restart_window_secs,
                 self.settings.restart_window_secs,
                 self.name
             ));
@@ -415,11 +421,39 @@ mod tests {
         assert_eq!(
             m.reason(),
             Some(
-                "crashed 6 times in 300 s (last: exited with status 1); run \
-                 `flink-agent restart taskmanager` after fixing the cause"
+                "crashed 6 times in 300 s (last: exited with status 1); trying again in 300 s, \
+                 or at once with `flink-agent restart taskmanager` after fixing the cause"
             )
         );
-        assert_eq!(m.tick(t0 + Duration::from_secs(3_600)), Action::Nothing);
+        assert_eq!(m.tick(t0 + Duration::from_secs(299)), Action::Nothing);
+    }
+
+    /// Found by the three-node fault runner: a JobManager's budget spent by outside faults
+    /// (hung, then its ZooKeeper session lost in a partition, then killed) left the node without
+    /// one until an operator came. A parked process is tried again once the window has passed,
+    /// with the budget that window frees; a restart on the way counts as a restart.
+    #[test]
+    fn a_failed_process_is_tried_again_after_the_window() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("jobmanager", settings());
+        for _ in 0..6 {
+            m.launched(t0);
+            m.healthy();
+            m.exited(t0, "killed by signal 9");
+        }
+        assert_eq!(m.state(), ProcessState::Failed);
+        assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(300)));
+        let later = t0 + Duration::from_secs(300);
+        assert_eq!(m.tick(later), Action::Launch);
+        let restarts = m.restarts();
+        m.launched(later);
+        assert_eq!(
+            (m.state(), m.restarts()),
+            (ProcessState::Starting, restarts + 1)
+        );
+        m.healthy();
+        assert_eq!(m.state(), ProcessState::Running);
+        assert_eq!(m.budget_remaining(later), 5);
     }
 
     #[test]

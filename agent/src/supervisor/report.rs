@@ -21,7 +21,8 @@ pub enum ProcessState {
     Unhealthy,
     /// Crashed; waiting out the back-off before the next start.
     BackingOff,
-    /// Failure budget exhausted: no more restarts until an operator asks.
+    /// Failure budget exhausted: parked until the budget's window has passed (then tried
+    /// again) or an operator restarts it.
     Failed,
     /// SIGTERM sent; waiting for it to exit.
     Stopping,
