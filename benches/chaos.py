@@ -197,13 +197,19 @@ def savepoint_id(metadata):
 
 
 def published_problems(port, manifest_key):
-    """The files of a published checkpoint that do not match its manifest (HTTPError 404 when
-    the manifest or a file is missing)."""
+    """The files of a published checkpoint that are missing or do not match its manifest
+    (HTTPError 404 when the manifest itself is gone)."""
     base = manifest_key[: -len("manifest.json")] + "data/"
     manifest = json.loads(s3(port, "GET", f"/{BUCKET}/{manifest_key}"))
     problems = []
     for f in manifest["files"]:
-        body = s3(port, "GET", f"/{BUCKET}/{urllib.parse.quote(base + f['path'])}")
+        try:
+            body = s3(port, "GET", f"/{BUCKET}/{urllib.parse.quote(base + f['path'])}")
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
+            problems.append(f"published {manifest_key}: {f['path']} is missing")
+            continue
         if len(body) != f["size"] or hashlib.sha256(body).hexdigest() != f["sha256"]:
             problems.append(f"published {manifest_key}: {f['path']} does not match its manifest")
     return problems
@@ -584,6 +590,10 @@ class Chaos:
             self.violate(f"{kind}: the job did not run again within {self.args.recovery_bound:.0f} s")
             return None
         took = time.monotonic() - t0
+        if kind == "store-corrupt":
+            # At once: retention would retire an unwithdrawn damaged checkpoint a few
+            # checkpoints later, hiding it.
+            self.check_withdrawn(self.damaged[0])
         self.catch_up(kind, t0)
         # Flink's REST caches checkpoint statistics for 3 s: ask about the restore after that.
         time.sleep(3.5)
@@ -596,7 +606,6 @@ class Chaos:
                 self.violate(f"store-corrupt: restored from checkpoint {damaged}, whose data was {what}")
             elif restored:
                 self.totals["damaged checkpoints skipped by the restore"] += 1
-                self.check_withdrawn(damaged)
         if restored:
             self.figures[kind]["restores"] += 1
             cp = restored[1]
@@ -722,16 +731,17 @@ class Chaos:
         verified = retired = 0
         for m in manifests:
             try:
-                for problem in published_problems(moto_port, m):
-                    self.violate(problem)
-                verified += 1
+                problems = published_problems(moto_port, m)
             except urllib.error.HTTPError as e:
                 if e.code != 404:
                     raise
-                if m == newest or m in listed():
-                    self.violate(f"published {m}: {e.url} is missing")
-                else:
-                    retired += 1
+                problems = [f"published {m}: its manifest is missing"]
+            if problems and m != newest and m not in listed():
+                retired += 1
+                continue
+            for problem in problems:
+                self.violate(problem)
+            verified += 1
         self.totals["published checkpoints verified"] = verified
         self.totals["published checkpoints retired by retention while being verified"] = retired
         # Between a publish and its retention pass there may be one more than `retain`.
