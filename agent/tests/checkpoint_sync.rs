@@ -66,6 +66,20 @@ fn write_checkpoint(
     all
 }
 
+/// Damages `file` of checkpoint `id` in the store behind the agent's back: one bit of byte
+/// `at` flipped, the size unchanged.
+async fn flip_a_bit(remote: &Remote, id: u64, file: &str, at: usize) {
+    let key = flink_agent::checkpoints::layout::data_path(&remote.root, JOB, id, file);
+    let got = remote.store.get(&key).await.unwrap().bytes().await.unwrap();
+    let mut data = got.to_vec();
+    data[at] ^= 0x01;
+    remote
+        .store
+        .put(&key, PutPayload::from(data))
+        .await
+        .unwrap();
+}
+
 /// Deterministic pseudo-random bytes, so content mix-ups cannot go unnoticed.
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed
@@ -451,22 +465,7 @@ async fn corrupt_newest_checkpoint_is_skipped_on_restore() {
     .await;
     running.stop().await;
 
-    let key = flink_agent::checkpoints::layout::data_path(&remote.root, JOB, 2, "op");
-    let mut data = remote
-        .store
-        .get(&key)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    data[2500] ^= 0x01;
-    remote
-        .store
-        .put(&key, PutPayload::from(data))
-        .await
-        .unwrap();
+    flip_a_bit(&remote, 2, "op", 2500).await;
 
     let restored = restore_newest(
         &remote,
@@ -513,22 +512,7 @@ async fn a_damaged_checkpoint_is_withdrawn_and_its_id_made_durable_again() {
     })
     .await;
     // Damaged behind the agent's back, same size; then the node loses its disk.
-    let key = flink_agent::checkpoints::layout::data_path(&remote.root, JOB, 2, "op");
-    let mut data = remote
-        .store
-        .get(&key)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    data[100] ^= 0x01;
-    remote
-        .store
-        .put(&key, PutPayload::from(data))
-        .await
-        .unwrap();
+    flip_a_bit(&remote, 2, "op", 100).await;
     std::fs::remove_dir_all(&cfg.checkpoints_dir).unwrap();
 
     let restore_root = tmp.path().join("restore");

@@ -8,10 +8,9 @@ use super::local::{list_staged, scan_complete, stage, LocalCheckpoint, StageErro
 use super::plan::{plan_retention, plan_uploads, Key, UploadPlan};
 use super::remote::{advice, Remote};
 use super::status::{JobSync, PendingUpload, SyncStatus};
-use super::upload::{delete_all, publish, within, Origin, UploadError, UploadSettings};
+use super::upload::{delete_all, list_all, publish, Origin, UploadError, UploadSettings};
 use super::withdrawn::Withdrawn;
 use crate::events::{CheckpointDurable, CheckpointUploadFailed, Event};
-use futures::TryStreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -510,13 +509,7 @@ impl SyncEngine {
     /// durable ids from what remains.
     pub async fn apply_retention(&self, job: &str, staged: &[Staged]) -> Result<(), UploadError> {
         let prefix = job_prefix(&self.remote.root, job);
-        let listing: Vec<_> = within(0, self.remote.store.list(Some(&prefix)).try_collect())
-            .await
-            .map_err(|source| UploadError::Store {
-                op: "listing",
-                path: prefix.to_string(),
-                source,
-            })?;
+        let listing = list_all(&self.remote, &prefix).await?;
         let checkpoints = group_checkpoints(&prefix, &listing);
         let in_flight: BTreeSet<u64> = staged
             .iter()
@@ -682,8 +675,7 @@ mod tests {
     #[tokio::test]
     async fn forgetting_a_job_outlasts_a_brief_writer() {
         let tmp = tempfile::tempdir().unwrap();
-        let local = object_store::local::LocalFileSystem::new_with_prefix(tmp.path()).unwrap();
-        let store = Arc::new(FaultyStore::new(Arc::new(local)));
+        let store = FaultyStore::local(tmp.path());
         let engine = engine(&store, tmp.path());
         let dir = engine.config.staging_root.join("j");
         std::fs::create_dir_all(&dir).unwrap();
@@ -761,9 +753,7 @@ mod tests {
     async fn unreadable_staging_skips_retention_instead_of_deleting_what_is_in_flight() {
         let tmp = tempfile::tempdir().unwrap();
         let files = tmp.path().join("store");
-        std::fs::create_dir_all(&files).unwrap();
-        let local = object_store::local::LocalFileSystem::new_with_prefix(&files).unwrap();
-        let store = Arc::new(FaultyStore::new(Arc::new(local)));
+        let store = FaultyStore::local(&files);
         let engine = engine(&store, tmp.path());
         stage_checkpoint(&engine, 2);
         stage_checkpoint(&engine, 3);
@@ -801,9 +791,7 @@ mod tests {
     async fn retention_takes_manifests_before_data_and_stops_at_a_failure() {
         let tmp = tempfile::tempdir().unwrap();
         let files = tmp.path().join("store");
-        std::fs::create_dir_all(&files).unwrap();
-        let local = object_store::local::LocalFileSystem::new_with_prefix(&files).unwrap();
-        let store = Arc::new(FaultyStore::new(Arc::new(local)));
+        let store = FaultyStore::local(&files);
         let engine = engine(&store, tmp.path());
         for id in 1..=3 {
             stage_checkpoint(&engine, id);

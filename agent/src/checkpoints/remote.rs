@@ -406,6 +406,13 @@ pub(crate) mod testing {
             }
         }
 
+        /// Over a local directory (made if missing), the tests' real store.
+        pub(crate) fn local(dir: &std::path::Path) -> Arc<Self> {
+            std::fs::create_dir_all(dir).unwrap();
+            let local = object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap();
+            Arc::new(Self::new(Arc::new(local)))
+        }
+
         /// The next `count` deletes of keys containing `matching` fail.
         pub(crate) fn fail_deletes(&self, matching: &str, count: usize) {
             self.deletes.set(matching, count);

@@ -13,7 +13,7 @@ use super::layout::{checkpoint_prefix, data_path, group_checkpoints, job_prefix,
 use super::manifest::{Manifest, ManifestFile};
 use super::plan::restore_order;
 use super::remote::Remote;
-use super::upload::{delete_all, read_manifest, within, UploadError};
+use super::upload::{delete_all, list_all, read_manifest, UploadError};
 use super::withdrawn::Withdrawn;
 use crate::events::{CheckpointDownloaded, CheckpointWithdrawn, Event};
 use futures::{StreamExt, TryStreamExt};
@@ -199,13 +199,7 @@ enum Unusable {
 async fn withdraw(remote: &Remote, job: &str, id: u64) -> Result<(), UploadError> {
     delete_all(remote, vec![manifest_path(&remote.root, job, id)]).await?;
     let prefix = checkpoint_prefix(&remote.root, job, id);
-    let objects: Vec<_> = within(0, remote.store.list(Some(&prefix)).try_collect())
-        .await
-        .map_err(|source| UploadError::Store {
-            op: "listing",
-            path: prefix.to_string(),
-            source,
-        })?;
+    let objects = list_all(remote, &prefix).await?;
     delete_all(remote, objects.into_iter().map(|o| o.location).collect()).await
 }
 
@@ -369,9 +363,7 @@ mod tests {
 
     /// A store in a temp dir, faults on request, with intact checkpoints 1 and 2 of `j`.
     async fn store_with_two(dir: &Path) -> (Arc<FaultyStore>, Remote) {
-        std::fs::create_dir_all(dir).unwrap();
-        let local = object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap();
-        let store = Arc::new(FaultyStore::new(Arc::new(local)));
+        let store = FaultyStore::local(dir);
         let remote = store.remote();
         for id in [1, 2] {
             let meta = format!("meta {id}");

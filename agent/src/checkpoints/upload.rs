@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
-use object_store::{PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectMeta, PutMode, PutOptions, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -269,6 +269,16 @@ pub(crate) async fn read_manifest(
     }
 }
 
+/// Every object under `prefix`, listed within the request deadline.
+pub(super) async fn list_all(
+    remote: &Remote,
+    prefix: &Path,
+) -> Result<Vec<ObjectMeta>, UploadError> {
+    within(0, remote.store.list(Some(prefix)).try_collect())
+        .await
+        .map_err(store_err("listing", prefix))
+}
+
 /// Sizes of the data files already in the store, by path relative to `chk-N`.
 async fn list_sizes(
     remote: &Remote,
@@ -276,10 +286,8 @@ async fn list_sizes(
     id: u64,
 ) -> Result<BTreeMap<String, u64>, UploadError> {
     let prefix = checkpoint_prefix(&remote.root, job, id).child("data");
-    let listing: Vec<_> = within(0, remote.store.list(Some(&prefix)).try_collect())
-        .await
-        .map_err(store_err("listing", &prefix))?;
-    Ok(listing
+    Ok(list_all(remote, &prefix)
+        .await?
         .into_iter()
         .filter_map(|m| {
             let rel: Vec<String> = m

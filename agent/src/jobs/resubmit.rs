@@ -418,6 +418,7 @@ impl Jobs {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::checkpoints::testing::put_remote_checkpoint;
     use crate::checkpoints::{JobNames, Remote};
     use crate::config::ObjectStoreSection;
     use crate::jobs::JobRecord;
@@ -666,22 +667,8 @@ mod tests {
         let store = tempfile::tempdir().unwrap();
         let disk = tempfile::tempdir().unwrap();
         let jobs = node(store.path(), disk.path());
-        crate::checkpoints::testing::put_remote_checkpoint(
-            &jobs.remote,
-            "counter",
-            9,
-            b"meta 9",
-            b"other",
-        )
-        .await;
-        crate::checkpoints::testing::put_remote_checkpoint(
-            &jobs.remote,
-            "counter",
-            5,
-            b"meta 5",
-            b"meta 5",
-        )
-        .await;
+        put_remote_checkpoint(&jobs.remote, "counter", 9, b"meta 9", b"other").await;
+        put_remote_checkpoint(&jobs.remote, "counter", 5, b"meta 5", b"meta 5").await;
         let local = crate::checkpoints::testing::fake_checkpoint(
             &jobs.checkpoints_dir,
             "f1",
@@ -703,14 +690,7 @@ mod tests {
         );
 
         // A newer remote one that verifies still wins over the local one.
-        crate::checkpoints::testing::put_remote_checkpoint(
-            &jobs.remote,
-            "counter",
-            8,
-            b"meta 8",
-            b"meta 8",
-        )
-        .await;
+        put_remote_checkpoint(&jobs.remote, "counter", 8, b"meta 8", b"meta 8").await;
         let from = jobs
             .newest_checkpoint("counter", &run)
             .await
