@@ -618,9 +618,10 @@ class Chaos:
         return took
 
     def check_withdrawn(self, damaged):
-        """After a restore skipped the damaged checkpoint: the store no longer publishes it as it
-        was (withdrawn, or published again whole by the restored job, whose checkpoint ids go on
-        from the one it restored), and `status` names it as the newest durable one only then."""
+        """Once the job runs again on the new disk (its restore met the damaged checkpoint): the
+        store no longer publishes it as it was (withdrawn, or published again whole by the
+        restored job, whose checkpoint ids go on from the one it restored), and `status` names it
+        as the newest durable one only then."""
         port = self.watcher.moto
         st = ((self.node.status() or {}).get("checkpoints") or {}).get("jobs", {}).get(JOB, {})
         keys = [k for k in s3_keys(port) if k.endswith(f"/jobs/{JOB}/chk-{damaged}/manifest.json")]
