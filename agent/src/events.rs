@@ -193,7 +193,7 @@ pub struct CheckpointWithdrawn<'a> {
     pub checkpoint_id: u64,
     pub url: &'a str,
     pub reason: &'a str,
-    pub failed: Option<&'a crate::checkpoints::UploadError>,
+    pub failed: Option<&'a str>,
 }
 
 impl Event for CheckpointWithdrawn<'_> {

@@ -133,8 +133,8 @@ pub async fn restore_first(
             }
             Err(Unusable::Damaged(reason)) => {
                 let _ = remove_dir_if_exists(&partial);
-                let outcome = withdraw(remote, job, id).await;
-                if outcome.is_ok() {
+                let failed = withdraw(remote, job, id).await.err().map(|e| e.to_string());
+                if failed.is_none() {
                     withdrawn.record(job, id);
                 }
                 CheckpointWithdrawn {
@@ -142,7 +142,7 @@ pub async fn restore_first(
                     checkpoint_id: id,
                     url: &remote.url,
                     reason: &reason,
-                    failed: outcome.err().as_ref(),
+                    failed: failed.as_deref(),
                 }
                 .emit();
                 skipped.push((id, reason));
