@@ -230,24 +230,52 @@ async fn fetch_verified(
     if !manifest.files.iter().any(|f| f.path == "_metadata") {
         return Err(Damaged("its manifest lists no _metadata".into()));
     }
-    let downloads: Vec<_> = manifest
-        .files
-        .iter()
-        .map(|f| fetch_file(remote, job, id, f, into))
+    // Large files go one at a time, each as `concurrency` ranges in flight, beside the small
+    // ones: at most twice `concurrency` requests, and `concurrency` ranges held in memory.
+    let (large, small): (Vec<_>, Vec<_>) = manifest.files.iter().partition(|f| f.size > RANGE_SIZE);
+    let small: Vec<_> = small
+        .into_iter()
+        .map(|f| fetch_file(remote, job, id, f, into, 1))
         .collect();
-    futures::stream::iter(downloads)
+    let small = futures::stream::iter(small)
         .buffer_unordered(concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+        .try_collect::<Vec<()>>();
+    let large = async {
+        for f in large {
+            fetch_file(remote, job, id, f, into, concurrency).await?;
+        }
+        Ok(())
+    };
+    futures::try_join!(small, large)?;
     Ok(manifest)
 }
 
+/// Files larger than this are fetched as ranges of this size, several at once: one GET stream
+/// is bound by one connection (0.30× the best peer tool on a 1 GiB file, the throughput
+/// bench), where s5cmd and rclone fetch ranges in parallel. Ranges come back in order, so the
+/// file is still written and hashed in one pass.
+const RANGE_SIZE: u64 = 8 << 20;
+
+/// A store error reading `path`: a missing object damages the checkpoint, anything else may
+/// pass.
+fn read_error(path: &str, e: object_store::Error) -> Unusable {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            Unusable::Damaged(format!("{path} is missing: {e}"))
+        }
+        e => Unusable::Unreadable(format!("{path} cannot be read: {e}")),
+    }
+}
+
+/// Downloads one file of checkpoint `id` into `into`, `ranges` ranges at once when it is larger
+/// than [`RANGE_SIZE`], and checks its size and SHA-256 against the manifest.
 async fn fetch_file(
     remote: &Remote,
     job: &str,
     id: u64,
     file: &ManifestFile,
     into: &Path,
+    ranges: usize,
 ) -> Result<(), Unusable> {
     use Unusable::{Damaged, Unreadable};
     if file
@@ -262,28 +290,49 @@ async fn fetch_file(
     }
     let key = data_path(&remote.root, job, id, &file.path);
     let target = into.join(&file.path);
-    let got = match remote.store.get(&key).await {
-        Ok(got) => got,
-        Err(e @ object_store::Error::NotFound { .. }) => {
-            return Err(Damaged(format!("{} is missing: {e}", file.path)))
-        }
-        Err(e) => return Err(Unreadable(format!("{} cannot be read: {e}", file.path))),
-    };
     let local = |e: std::io::Error| Unreadable(format!("{}: {e}", target.display()));
+    let failed = |e| Unreadable(format!("{} download failed: {e}", file.path));
+    let mut chunks = if file.size > RANGE_SIZE {
+        // The size first: a shorter object would otherwise fail its last range as unreadable.
+        let meta = remote
+            .store
+            .head(&key)
+            .await
+            .map_err(|e| read_error(&file.path, e))?;
+        if meta.size != file.size {
+            return Err(Damaged(format!(
+                "{} is {} bytes, the manifest says {}",
+                file.path, meta.size, file.size
+            )));
+        }
+        let requests: Vec<_> = (0..file.size)
+            .step_by(RANGE_SIZE as usize)
+            .map(|start| {
+                let end = (start + RANGE_SIZE).min(file.size);
+                remote.store.get_range(&key, start..end)
+            })
+            .collect();
+        futures::stream::iter(requests)
+            .buffered(ranges.max(1))
+            .map_err(failed)
+            .boxed()
+    } else {
+        let got = remote
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| read_error(&file.path, e))?;
+        got.into_stream().map_err(failed).boxed()
+    };
     if let Some(parent) = target.parent() {
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|e| Unreadable(format!("{}: {e}", parent.display())))?;
     }
     let mut out = tokio::fs::File::create(&target).await.map_err(&local)?;
-    let mut stream = got.into_stream();
     let mut hasher = Sha256::new();
     let mut size = 0u64;
-    while let Some(chunk) = stream
-        .try_next()
-        .await
-        .map_err(|e| Unreadable(format!("{} download failed: {e}", file.path)))?
-    {
+    while let Some(chunk) = chunks.try_next().await? {
         hasher.update(&chunk);
         size += chunk.len() as u64;
         out.write_all(&chunk).await.map_err(&local)?;
@@ -320,6 +369,17 @@ pub(crate) mod testing {
         content: &[u8],
         described: &[u8],
     ) {
+        put_remote_files(remote, job, id, &[("_metadata", content, described)]).await;
+    }
+
+    /// Publishes checkpoint `id` of `job` with `files` as `(path, content, what the manifest
+    /// describes)`.
+    pub(crate) async fn put_remote_files(
+        remote: &Remote,
+        job: &str,
+        id: u64,
+        files: &[(&str, &[u8], &[u8])],
+    ) {
         let manifest = Manifest {
             format: super::super::manifest::FORMAT,
             cluster_id: "c1".into(),
@@ -328,20 +388,25 @@ pub(crate) mod testing {
             checkpoint_id: id,
             flink_version: "2.3.0".into(),
             completed_at: 0,
-            files: vec![ManifestFile {
-                path: "_metadata".into(),
-                size: described.len() as u64,
-                sha256: hex::encode(Sha256::digest(described)),
-            }],
+            files: files
+                .iter()
+                .map(|(path, _, described)| ManifestFile {
+                    path: path.to_string(),
+                    size: described.len() as u64,
+                    sha256: hex::encode(Sha256::digest(described)),
+                })
+                .collect(),
         };
         let store = &remote.store;
-        store
-            .put(
-                &data_path(&remote.root, job, id, "_metadata"),
-                content.to_vec().into(),
-            )
-            .await
-            .unwrap();
+        for (path, content, _) in files {
+            store
+                .put(
+                    &data_path(&remote.root, job, id, path),
+                    content.to_vec().into(),
+                )
+                .await
+                .unwrap();
+        }
         store
             .put(
                 &manifest_path(&remote.root, job, id),
@@ -357,7 +422,7 @@ pub(crate) mod testing {
 mod tests {
     use super::*;
 
-    use super::testing::put_remote_checkpoint;
+    use super::testing::{put_remote_checkpoint, put_remote_files};
     use crate::checkpoints::testing::FaultyStore;
     use std::sync::Arc;
 
@@ -424,6 +489,104 @@ mod tests {
         assert_eq!(again.checkpoint_id, 2);
         assert_eq!(withdrawn.take(), [("j".to_string(), 3)].into());
         assert_eq!(candidates(&remote, "j").await.unwrap(), [2, 1]);
+    }
+
+    /// Bytes that differ at every offset a range could start at (a range fetched twice or
+    /// out of place changes the hash).
+    fn large(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i % 251) as u8 ^ (i >> 20) as u8)
+            .collect()
+    }
+
+    /// A file larger than a range comes back whole and in order, beside small files.
+    #[tokio::test]
+    async fn a_large_file_is_fetched_in_ranges_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FaultyStore::local(&dir.path().join("store"));
+        let remote = store.remote();
+        let big = large(2 * RANGE_SIZE as usize + 12345);
+        put_remote_files(
+            &remote,
+            "j",
+            1,
+            &[("_metadata", b"m", b"m"), ("op/big", &big, &big)],
+        )
+        .await;
+        let restored = restore_newest(
+            &remote,
+            "j",
+            &dir.path().join("restore"),
+            3,
+            &Withdrawn::default(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(restored.checkpoint_id, 1);
+        assert!(std::fs::read(restored.dir.join("op/big")).unwrap() == big);
+    }
+
+    /// A large file of another size or content than its manifest says damages its checkpoint
+    /// (found by the size before any range, or by the hash after the last): skipped and
+    /// withdrawn, the older one restored.
+    #[tokio::test]
+    async fn a_damaged_large_file_is_found_before_and_after_its_ranges() {
+        for (stored, why) in [
+            (large(RANGE_SIZE as usize + 1), "bytes, the manifest says"),
+            (large(RANGE_SIZE as usize + 2), "has SHA-256"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (_store, remote) = store_with_two(&dir.path().join("store")).await;
+            let described = large(RANGE_SIZE as usize + 2);
+            let mut stored = stored;
+            if stored.len() == described.len() {
+                *stored.last_mut().unwrap() ^= 1;
+            }
+            put_remote_files(
+                &remote,
+                "j",
+                3,
+                &[("_metadata", b"m", b"m"), ("op/big", &stored, &described)],
+            )
+            .await;
+            let withdrawn = Withdrawn::default();
+            let restored = restore_newest(&remote, "j", &dir.path().join("restore"), 2, &withdrawn)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(restored.checkpoint_id, 2);
+            assert!(
+                restored.skipped[0].1.contains(why),
+                "{:?}",
+                restored.skipped
+            );
+            assert_eq!(withdrawn.take(), [("j".to_string(), 3)].into());
+        }
+    }
+
+    /// A large file the store does not give now leaves its checkpoint in the store.
+    #[tokio::test]
+    async fn a_large_file_that_cannot_be_read_now_stays_in_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, remote) = store_with_two(&dir.path().join("store")).await;
+        let big = large(RANGE_SIZE as usize + 1);
+        put_remote_files(
+            &remote,
+            "j",
+            3,
+            &[("_metadata", b"m", b"m"), ("op/big", &big, &big)],
+        )
+        .await;
+        store.fail_gets("chk-3/data/op/big", 1);
+        let withdrawn = Withdrawn::default();
+        let restored = restore_newest(&remote, "j", &dir.path().join("restore"), 2, &withdrawn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(restored.checkpoint_id, 2);
+        assert!(withdrawn.take().is_empty());
+        assert_eq!(candidates(&remote, "j").await.unwrap(), [3, 2, 1]);
     }
 
     #[test]
