@@ -330,6 +330,8 @@ class Watcher:
         self.node, self.moto = node, moto_port
         self.local, self.durable = set(), set()
         self.newest_completed = 0
+        # Bumped when the disk is replaced: a sample taken before that is of the old disk.
+        self.generation = 0
         self.violations = []
         self.paused = threading.Event()
         self.stop = threading.Event()
@@ -353,9 +355,15 @@ class Watcher:
         while not self.stop.is_set():
             if not self.paused.is_set():
                 try:
+                    with self.lock:
+                        generation = self.generation
                     local = self.local_ids()
                     durable = durable_ids(s3_keys(self.moto))
                     with self.lock:
+                        if generation != self.generation:
+                            # Sampled across a disk replacement (slow under load: fault 73 of
+                            # seed 20261129 was such a sample, stored after the replacement).
+                            continue
                         # Skipping a superseded checkpoint is fine while a newer one is still on
                         # the node; losing the newest before it is durable is not.
                         newest_kept = max(local | durable, default=0)
@@ -379,6 +387,7 @@ class Watcher:
         """The disk was replaced: what was on it is gone on purpose."""
         with self.lock:
             self.local, self.newest_completed = set(), 0
+            self.generation += 1
 
 
 def read_output(path):
