@@ -277,14 +277,21 @@ impl Bench {
         started.elapsed()
     }
 
-    /// Deletes everything under `prefix`: moto keeps objects in memory, s3s-fs on disk.
+    /// Deletes everything under `prefix`: moto keeps objects in memory, s3s-fs on disk. The
+    /// listing is complete before the first delete: s3s-fs answers 500 to a listing page whose
+    /// continuation token names a key deleted meanwhile.
     fn clear(&self, prefix: &str) {
         let store = &self.admin.store;
         let prefix = ObjectPath::from(prefix);
         self.rt.block_on(async {
-            let keys = store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+            let keys: Vec<_> = store
+                .list(Some(&prefix))
+                .map_ok(|m| m.location)
+                .try_collect()
+                .await
+                .unwrap();
             store
-                .delete_stream(keys)
+                .delete_stream(futures::stream::iter(keys.into_iter().map(Ok)).boxed())
                 .try_collect::<Vec<_>>()
                 .await
                 .unwrap();
