@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
-/// Files downloaded at once by a restore.
+/// Files a restore downloads at once, and ranges of one large file it fetches at once.
 pub const CONCURRENCY: usize = 8;
 
 /// Why a restore could not even look for candidates.
