@@ -499,6 +499,28 @@ mod tests {
             .collect()
     }
 
+    /// [`store_with_two`] in `dir` plus checkpoint 3 with a large file `stored`, which its
+    /// manifest describes as `described`.
+    async fn with_large_third(
+        dir: &Path,
+        stored: &[u8],
+        described: &[u8],
+    ) -> (Arc<FaultyStore>, Remote) {
+        let (store, remote) = store_with_two(&dir.join("store")).await;
+        let files: [(&str, &[u8], &[u8]); 2] =
+            [("_metadata", b"m", b"m"), ("op/big", stored, described)];
+        put_remote_files(&remote, "j", 3, &files).await;
+        (store, remote)
+    }
+
+    /// The newest usable checkpoint of `j`, restored under `dir` (two ranges at once).
+    async fn restore_in(remote: &Remote, dir: &Path, withdrawn: &Withdrawn) -> Restored {
+        restore_newest(remote, "j", &dir.join("restore"), 2, withdrawn)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     /// A file larger than a range comes back whole and in order, beside small files.
     #[tokio::test]
     async fn a_large_file_is_fetched_in_ranges_and_verified() {
@@ -537,24 +559,14 @@ mod tests {
             (large(RANGE_SIZE as usize + 2), "has SHA-256"),
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let (_store, remote) = store_with_two(&dir.path().join("store")).await;
             let described = large(RANGE_SIZE as usize + 2);
             let mut stored = stored;
             if stored.len() == described.len() {
                 *stored.last_mut().unwrap() ^= 1;
             }
-            put_remote_files(
-                &remote,
-                "j",
-                3,
-                &[("_metadata", b"m", b"m"), ("op/big", &stored, &described)],
-            )
-            .await;
+            let (_store, remote) = with_large_third(dir.path(), &stored, &described).await;
             let withdrawn = Withdrawn::default();
-            let restored = restore_newest(&remote, "j", &dir.path().join("restore"), 2, &withdrawn)
-                .await
-                .unwrap()
-                .unwrap();
+            let restored = restore_in(&remote, dir.path(), &withdrawn).await;
             assert_eq!(restored.checkpoint_id, 2);
             assert!(
                 restored.skipped[0].1.contains(why),
@@ -569,21 +581,11 @@ mod tests {
     #[tokio::test]
     async fn a_large_file_that_cannot_be_read_now_stays_in_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, remote) = store_with_two(&dir.path().join("store")).await;
         let big = large(RANGE_SIZE as usize + 1);
-        put_remote_files(
-            &remote,
-            "j",
-            3,
-            &[("_metadata", b"m", b"m"), ("op/big", &big, &big)],
-        )
-        .await;
+        let (store, remote) = with_large_third(dir.path(), &big, &big).await;
         store.fail_gets("chk-3/data/op/big", 1);
         let withdrawn = Withdrawn::default();
-        let restored = restore_newest(&remote, "j", &dir.path().join("restore"), 2, &withdrawn)
-            .await
-            .unwrap()
-            .unwrap();
+        let restored = restore_in(&remote, dir.path(), &withdrawn).await;
         assert_eq!(restored.checkpoint_id, 2);
         assert!(withdrawn.take().is_empty());
         assert_eq!(candidates(&remote, "j").await.unwrap(), [3, 2, 1]);
