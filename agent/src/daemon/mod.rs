@@ -313,7 +313,22 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 if let Some(c) = &daemon.cluster {
                     c.publish(&daemon.supervisor.statuses());
                 }
-                let mut summary = supervisor::summary(&daemon.supervisor.statuses());
+                let statuses = daemon.supervisor.statuses();
+                if !ready_sent {
+                    // A parked process waits minutes, longer than systemd waits for READY: the
+                    // agent would be killed and restarted until its unit failed, and with it
+                    // the API and metrics that tell why.
+                    if let Some(parked) = statuses.iter().find(|p| p.state == supervisor::ProcessState::Failed) {
+                        ready_sent = true;
+                        log::warn!(
+                            "ready with the {} parked ({}): serving the API and metrics while it waits",
+                            parked.name,
+                            parked.reason.as_deref().unwrap_or("its failure budget is spent")
+                        );
+                        notify("READY=1");
+                    }
+                }
+                let mut summary = supervisor::summary(&statuses);
                 if let Some(phase) = daemon.jobs.phase() {
                     summary = format!("{phase}; {summary}");
                     if !ready_sent {

@@ -13,7 +13,7 @@ use super::adopt;
 use super::cds;
 use super::fingerprint::{restart_set, Fingerprint, RestartSet};
 use super::jvm_command::{self, JvmCommand};
-use super::persist::{Persisted, Record, StateFile};
+use super::persist::{self, Budget, Budgets, Persisted, Record, StateFile};
 use super::placement::Placement;
 use super::policy::{Action, Machine};
 use super::process::{self, Launch, Live};
@@ -280,6 +280,51 @@ impl Driver {
             jobmanager: self.jm.record(),
             taskmanager: self.tm.record(),
             zookeeper: self.zk.record(),
+            budgets: Some(self.budgets()),
+        }
+    }
+
+    /// Every process's failure budget, for the next agent (see [`persist::Budget`]).
+    fn budgets(&self) -> Budgets {
+        let (now, clock_ms) = (Instant::now(), persist::clock_ms());
+        let processes = [&self.zk, &self.jm, &self.tm]
+            .into_iter()
+            .map(|slot| {
+                let history = slot.machine.history(now);
+                let budget = Budget::of(history, slot.fingerprint.clone(), clock_ms);
+                (slot.kind.name().to_string(), budget)
+            })
+            .collect();
+        Budgets {
+            boot_id: crate::procfs::boot_id().unwrap_or_default(),
+            processes,
+        }
+    }
+
+    /// Goes on with the failure budgets an earlier agent left. A process that is not running
+    /// and had spent its budget stays parked; `reconcile` then restarts it at once if the
+    /// config changed since it last ran, as it does after a reload.
+    fn resume(&mut self, budgets: Option<Budgets>) {
+        let Some(budgets) = budgets else { return };
+        let same_boot = crate::procfs::boot_id().is_ok_and(|b| b == budgets.boot_id);
+        let (now, clock_ms) = (Instant::now(), persist::clock_ms());
+        for kind in [Kind::ZooKeeper, Kind::JobManager, Kind::TaskManager] {
+            let Some(budget) = budgets.processes.get(kind.name()) else {
+                continue;
+            };
+            let slot = self.slot(kind);
+            if slot.fingerprint.is_none() {
+                slot.fingerprint.clone_from(&budget.fingerprint);
+            }
+            slot.machine
+                .resume(budget.history(clock_ms, same_boot), now);
+            if slot.machine.state() == ProcessState::Failed {
+                log::warn!(
+                    "{} stays parked: {}",
+                    kind.name(),
+                    slot.machine.reason().unwrap_or_default()
+                );
+            }
         }
     }
 
@@ -316,6 +361,7 @@ impl Driver {
                 Err(e) => log::info!("not adopting the recorded {}: {e}", kind.name()),
             }
         }
+        self.resume(persisted.budgets);
         let keep: Vec<i32> = [&self.zk, &self.jm, &self.tm]
             .iter()
             .filter_map(|s| s.live.as_ref().map(|l| l.pid))

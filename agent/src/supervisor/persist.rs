@@ -4,13 +4,18 @@
 //! the counters that must not repeat (JobManager generation, launch numbers, the TaskManager's
 //! resource id). Written atomically (write, fsync, rename) before a launched process is let
 //! through its gate and after every exit, so the file always names every Flink process that may
-//! be running. Mode 0600: it holds no secret (values are hashed) but is nobody else's business.
+//! be running. It also keeps each process's failure budget ([`Budget`]), so a restarted agent
+//! goes on where the last one stopped. Mode 0600: it holds no secret (values are hashed) but is
+//! nobody else's business.
 
 use super::fingerprint::Fingerprint;
+use super::policy::History;
 use crate::procfs::ProcessIdentity;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The file's content.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -24,6 +29,77 @@ pub struct Persisted {
     /// Three-node clusters: the node's ZooKeeper server.
     #[serde(default)]
     pub zookeeper: Option<Record>,
+    /// Each process's failure budget, by process name (files of earlier versions have none).
+    #[serde(default)]
+    pub budgets: Option<Budgets>,
+}
+
+/// The failure budgets as they stood, on the clock of one boot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budgets {
+    /// The boot the times are of: `CLOCK_MONOTONIC` starts again at every boot, and a reboot
+    /// drops the failures (the restart counts stay).
+    pub boot_id: String,
+    pub processes: BTreeMap<String, Budget>,
+}
+
+/// One process's [`History`], its failures as `CLOCK_MONOTONIC` milliseconds: the clock
+/// `Instant` reads on Linux, which no wall-clock step moves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub failures_ms: Vec<u64>,
+    pub consecutive: u32,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    /// What the process last ran with: a config changed while no agent ran gives a parked
+    /// process a new try, as a reload does.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl Budget {
+    /// `history` as of `clock_ms` (now on `CLOCK_MONOTONIC`).
+    pub fn of(history: History, fingerprint: Option<Fingerprint>, clock_ms: u64) -> Self {
+        let failures_ms = history
+            .failure_ages
+            .iter()
+            .map(|age| clock_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
+            .collect();
+        Budget {
+            failures_ms,
+            consecutive: history.consecutive,
+            restarts: history.restarts,
+            last_exit: history.last_exit,
+            fingerprint,
+        }
+    }
+
+    /// The history as of `clock_ms`; `same_boot` false keeps only the restart count and the
+    /// last exit.
+    pub fn history(&self, clock_ms: u64, same_boot: bool) -> History {
+        let failure_ages = if same_boot {
+            self.failures_ms
+                .iter()
+                .map(|t| Duration::from_millis(clock_ms.saturating_sub(*t)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        History {
+            failure_ages,
+            consecutive: if same_boot { self.consecutive } else { 0 },
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+        }
+    }
+}
+
+/// Now on `CLOCK_MONOTONIC`, in milliseconds (0 if the clock cannot be read, which Linux does
+/// not do).
+pub fn clock_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        let ms = Duration::from(t).as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    })
 }
 
 /// One process an agent started.
@@ -130,11 +206,59 @@ mod tests {
             }),
             taskmanager: None,
             zookeeper: None,
+            budgets: Some(Budgets {
+                boot_id: "b".into(),
+                processes: [("jobmanager".to_string(), Budget::default())].into(),
+            }),
         };
         file.save(&state).expect("save");
         assert_eq!(file.load(), state);
         std::fs::write(file.path(), b"{not json").expect("corrupt");
         assert_eq!(file.load(), Persisted::default());
+    }
+
+    /// A file written by an agent before budgets were kept still loads, with none.
+    #[test]
+    fn a_file_without_budgets_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = StateFile::in_dir(dir.path());
+        std::fs::write(
+            file.path(),
+            br#"{"generation": 2, "launches": 4, "jobmanager": null, "taskmanager": null}"#,
+        )
+        .expect("write");
+        let state = file.load();
+        assert_eq!((state.generation, state.budgets), (2, None));
+    }
+
+    #[test]
+    fn a_budget_keeps_the_ages_of_failures_on_its_boot_and_only_the_counts_after_a_reboot() {
+        let history = History {
+            failure_ages: vec![Duration::from_secs(30), Duration::from_millis(1500)],
+            consecutive: 2,
+            restarts: 7,
+            last_exit: Some("killed by signal 9".into()),
+        };
+        let budget = Budget::of(history.clone(), None, 100_000);
+        assert_eq!(budget.failures_ms, vec![70_000, 98_500]);
+        // 20 s later, read by the next agent.
+        let later = budget.history(120_000, true);
+        assert_eq!(
+            later.failure_ages,
+            vec![Duration::from_secs(50), Duration::from_millis(21_500)]
+        );
+        assert_eq!((later.consecutive, later.restarts), (2, 7));
+        let rebooted = budget.history(5_000, false);
+        assert_eq!(
+            rebooted,
+            History {
+                failure_ages: Vec::new(),
+                consecutive: 0,
+                restarts: 7,
+                last_exit: Some("killed by signal 9".into()),
+            }
+        );
+        assert!(clock_ms() > 0);
     }
 
     #[test]

@@ -25,6 +25,19 @@ pub enum Action {
     GiveUp,
 }
 
+/// What a restarted agent must not forget of a process's supervision. An agent restart (a
+/// crash, a watchdog abort, `systemctl restart`, an upgrade) is no evidence that the process got
+/// better: without this, every agent restart handed a crash-looping process a new budget and
+/// un-parked a parked one. Ages, not instants: `Instant`s mean nothing to another process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// How long ago each failure inside the window happened.
+    pub failure_ages: Vec<Duration>,
+    pub consecutive: u32,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+}
+
 /// One process's supervision state: where it is, and the failures it has used up.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -232,6 +245,48 @@ impl Machine {
         self.consecutive = 0;
     }
 
+    /// What a later agent needs to go on where this one stopped (see [`History`]).
+    pub fn history(&self, now: Instant) -> History {
+        History {
+            failure_ages: self
+                .failures
+                .iter()
+                .map(|t| now.duration_since(*t))
+                .collect(),
+            consecutive: self.consecutive,
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+        }
+    }
+
+    /// Takes over an earlier agent's [`History`] of this process. A process that is not
+    /// running and had spent its budget stays parked for the rest of its window, as it would
+    /// have under the earlier agent; an adopted process keeps its state.
+    pub fn resume(&mut self, history: History, now: Instant) {
+        let window = Duration::from_secs(self.settings.restart_window_secs);
+        let mut failures: Vec<Instant> = history
+            .failure_ages
+            .iter()
+            .filter(|age| **age < window)
+            .filter_map(|age| now.checked_sub(*age))
+            .collect();
+        failures.sort();
+        self.failures = failures.into();
+        self.consecutive = history.consecutive;
+        self.restarts = history.restarts;
+        self.last_exit = history.last_exit.or(self.last_exit.take());
+        let spent = self.failures.len() > self.settings.max_restarts as usize;
+        if let (ProcessState::Stopped, true, Some(newest)) =
+            (self.state, spent, self.failures.back().copied())
+        {
+            let cause = format!(
+                "{}, before the agent restarted",
+                self.last_exit.as_deref().unwrap_or("failed")
+            );
+            self.park(newest + window, now, &cause);
+        }
+    }
+
     /// Failures it may still have within the window before it is marked `failed`.
     pub fn budget_remaining(&self, now: Instant) -> u32 {
         let window = Duration::from_secs(self.settings.restart_window_secs);
@@ -263,15 +318,7 @@ impl Machine {
             // JobManager its ZooKeeper session, hangs, kills) spends the budget as surely as a
             // crash loop, and a node must heal from the first by itself. One try per window
             // keeps a real crash loop cheap; the alert says it is parked.
-            self.state = ProcessState::Failed;
-            self.deadline = Some(now + window);
-            self.reason = Some(format!(
-                "crashed {} times in {} s (last: {cause}); trying again in {} s, or at once with `flink-agent restart {}` after fixing the cause",
-                self.failures.len(),
-                self.settings.restart_window_secs,
-                self.settings.restart_window_secs,
-                self.name
-            ));
+            self.park(now + window, now, &cause);
             return Action::GiveUp;
         }
         let delay = backoff(&self.settings, self.consecutive);
@@ -282,6 +329,19 @@ impl Machine {
             delay.as_secs_f64()
         ));
         Action::Kill
+    }
+
+    /// The budget is spent: `Failed` until `until`, with the reason the alert shows.
+    fn park(&mut self, until: Instant, now: Instant, cause: &str) {
+        self.state = ProcessState::Failed;
+        self.deadline = Some(until);
+        self.reason = Some(format!(
+            "crashed {} times in {} s (last: {cause}); trying again in {} s, or at once with `flink-agent restart {}` after fixing the cause",
+            self.failures.len(),
+            self.settings.restart_window_secs,
+            until.saturating_duration_since(now).as_secs(),
+            self.name
+        ));
     }
 
     fn start_timeout(&self) -> Duration {
@@ -454,6 +514,71 @@ mod tests {
         m.healthy();
         assert_eq!(m.state(), ProcessState::Running);
         assert_eq!(m.budget_remaining(later), 5);
+    }
+
+    #[test]
+    fn a_restarted_agent_keeps_the_budget_and_a_parked_process_stays_parked() {
+        let t0 = Instant::now();
+        let mut before = Machine::new("jobmanager", settings());
+        for _ in 0..6 {
+            before.launched(t0);
+            before.healthy();
+            before.exited(t0, "killed by signal 9");
+        }
+        let t1 = t0 + Duration::from_secs(100);
+        let mut after = Machine::new("jobmanager", settings());
+        after.resume(before.history(t1), t1);
+        assert_eq!(after.state(), ProcessState::Failed);
+        assert_eq!(after.deadline(), Some(t0 + Duration::from_secs(300)));
+        assert_eq!(
+            (after.budget_remaining(t1), after.restarts()),
+            (0, before.restarts())
+        );
+        assert_eq!(
+            after.reason(),
+            Some(
+                "crashed 6 times in 300 s (last: killed by signal 9, before the agent restarted); \
+                 trying again in 200 s, or at once with `flink-agent restart jobmanager` after \
+                 fixing the cause"
+            )
+        );
+        assert_eq!(after.tick(t0 + Duration::from_secs(300)), Action::Launch);
+    }
+
+    #[test]
+    fn a_resumed_history_keeps_the_back_off_and_forgets_what_left_the_window() {
+        let t0 = Instant::now();
+        let mut before = Machine::new("taskmanager", settings());
+        for i in 0..3u64 {
+            let t = t0 + Duration::from_secs(200 * i);
+            before.launched(t);
+            before.exited(t, "exited with status 1");
+        }
+        // At t0 + 450 s the first failure (t0) is out of the 300 s window.
+        let t1 = t0 + Duration::from_secs(450);
+        let mut after = Machine::new("taskmanager", settings());
+        after.resume(before.history(t1), t1);
+        assert_eq!(
+            after.state(),
+            ProcessState::Stopped,
+            "not parked: launch it"
+        );
+        assert_eq!(after.budget_remaining(t1), 3);
+        after.launched(t1);
+        after.exited(t1, "exited with status 1");
+        assert_eq!(
+            after.deadline(),
+            Some(t1 + backoff(&settings(), 4)),
+            "the fourth consecutive failure backs off as the fourth"
+        );
+        // An adopted process keeps running whatever its history says.
+        let mut adopted = Machine::new("taskmanager", settings());
+        adopted.launched(t1);
+        let mut spent = before.history(t1);
+        spent.failure_ages = vec![Duration::from_secs(1); 6];
+        adopted.resume(spent, t1);
+        assert_eq!(adopted.state(), ProcessState::Starting);
+        assert_eq!(adopted.budget_remaining(t1), 0);
     }
 
     #[test]

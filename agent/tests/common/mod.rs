@@ -124,6 +124,11 @@ impl AgentDir {
 
     /// Writes the config with `extra` TOML appended (sections the test needs).
     pub fn write_config(&self, extra: &str) {
+        self.write_config_for(&flink_home(), extra);
+    }
+
+    /// [`Self::write_config`] with another Flink distribution (`home`).
+    pub fn write_config_for(&self, home: &Path, extra: &str) {
         let d = self.path().display();
         let text = format!(
             r#"[agent]
@@ -157,7 +162,7 @@ enabled = false
 
 {ports}
 {extra}"#,
-            home = flink_home().display(),
+            home = home.display(),
             java = java_home().display(),
             ports = self.ports.toml(),
         );
@@ -172,6 +177,11 @@ enabled = false
     /// Starts `flink-agent run` under `wrapper` (e.g. `ip netns exec NS`, which execs it, so
     /// the pid is still the agent's).
     pub fn start_with(&self, wrapper: &[&str]) -> RunningAgent {
+        self.start_env(wrapper, &[])
+    }
+
+    /// [`Self::start_with`], with `env` set for the agent.
+    pub fn start_env(&self, wrapper: &[&str], env: &[(&str, &Path)]) -> RunningAgent {
         let log = std::fs::File::create(self.path().join("agent.log")).expect("log file");
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
@@ -185,6 +195,7 @@ enabled = false
             .args(["run", "--config"])
             .arg(self.config_path())
             .env("FLINK_AGENT_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .process_group(0)
