@@ -318,7 +318,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                     // A parked process waits minutes, longer than systemd waits for READY: the
                     // agent would be killed and restarted until its unit failed, and with it
                     // the API and metrics that tell why.
-                    if let Some(parked) = statuses.iter().find(|p| p.state == supervisor::ProcessState::Failed) {
+                    let parked = statuses
+                        .iter()
+                        .find(|p| p.state == supervisor::ProcessState::Failed);
+                    if let Some(parked) = parked {
                         ready_sent = true;
                         log::warn!(
                             "ready with the {} parked ({}): serving the API and metrics while it waits",

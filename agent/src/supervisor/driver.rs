@@ -287,8 +287,10 @@ impl Driver {
     /// Every process's failure budget, for the next agent (see [`persist::Budget`]).
     fn budgets(&self) -> Budgets {
         let (now, clock_ms) = (Instant::now(), persist::clock_ms());
+        let runs = kinds(&self.spec);
         let processes = [&self.zk, &self.jm, &self.tm]
             .into_iter()
+            .filter(|slot| runs.contains(&slot.kind))
             .map(|slot| {
                 let history = slot.machine.history(now);
                 let budget = Budget::of(history, slot.fingerprint.clone(), clock_ms);
@@ -301,14 +303,14 @@ impl Driver {
         }
     }
 
-    /// Goes on with the failure budgets an earlier agent left. A process that is not running
-    /// and had spent its budget stays parked; `reconcile` then restarts it at once if the
-    /// config changed since it last ran, as it does after a reload.
+    /// Goes on with the failure budgets an earlier agent left, for the processes this node
+    /// runs. A process that is not running and had spent its budget stays parked; `reconcile`
+    /// then restarts it at once if the config changed since it last ran, as after a reload.
     fn resume(&mut self, budgets: Option<Budgets>) {
         let Some(budgets) = budgets else { return };
         let same_boot = crate::procfs::boot_id().is_ok_and(|b| b == budgets.boot_id);
         let (now, clock_ms) = (Instant::now(), persist::clock_ms());
-        for kind in [Kind::ZooKeeper, Kind::JobManager, Kind::TaskManager] {
+        for kind in kinds(&self.spec) {
             let Some(budget) = budgets.processes.get(kind.name()) else {
                 continue;
             };
