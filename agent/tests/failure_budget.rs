@@ -75,7 +75,7 @@ fn a_parked_process_stays_parked_across_an_agent_restart() {
     let after = parked(&mut agent);
     let reason = after["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.contains("crashed 6 times in 300 s")
+        reason.contains("crashed 6 times in 300 s, never healthy for 10 s")
             && reason.contains("before the agent restarted")
             && reason.contains("`flink-agent restart jobmanager`"),
         "{after}"

@@ -400,7 +400,9 @@ async fn scenarios(reaper: &Reaper) {
     let tm = find(&failed, "taskmanager");
     let reason = tm.reason.as_deref().expect("reason");
     assert!(
-        reason.starts_with("crashed 2 times in 300 s (last: exited with status ")
+        reason.starts_with(
+            "crashed 2 times in 300 s, never healthy for 10 s (last: exited with status ",
+        )
             && reason.ends_with(
                 "trying again in 300 s, or at once with `flink-agent restart taskmanager` after fixing the cause"
             ),

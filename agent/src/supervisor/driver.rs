@@ -863,7 +863,7 @@ impl Driver {
         match zkserver::probe(&server).await {
             Ok(role) => {
                 let was = self.zk.machine.state();
-                self.zk.machine.healthy();
+                self.zk.machine.healthy(Instant::now());
                 if was == ProcessState::Starting {
                     log::info!("zookeeper answers ({})", role.name());
                     self.proved_healthy(Kind::ZooKeeper).await;
@@ -902,7 +902,7 @@ impl Driver {
         match result {
             Ok(()) => {
                 let was = self.jm.machine.state();
-                self.jm.machine.healthy();
+                self.jm.machine.healthy(Instant::now());
                 if was == ProcessState::Starting {
                     log::info!("jobmanager healthy (generation {})", self.generation);
                     self.emit(SupervisorEvent::JobManagerHealthy {
@@ -943,7 +943,7 @@ impl Driver {
         let registered = ours.is_some_and(|t| t.slots_number == self.spec.expected_slots);
         if registered {
             let was = self.tm.machine.state();
-            self.tm.machine.healthy();
+            self.tm.machine.healthy(Instant::now());
             if was == ProcessState::Starting {
                 log::info!(
                     "taskmanager {id} registered with {} slots",

@@ -11,6 +11,14 @@ use std::time::{Duration, Instant};
 /// probe is noise (a GC pause, a slow REST handler); three in a row is a hung process.
 pub const UNHEALTHY_PROBES: u32 = 3;
 
+/// A process that stayed healthy this long before it failed was not crash-looping: restarting
+/// brought it back, so its failure does not spend the budget. Found by the three-node fault
+/// runner: standby JobManagers killed, hung or cut off from ZooKeeper six times in five minutes,
+/// healthy again after each restart, were parked for 300 s, and the cluster ran without a
+/// standby for as long. A crash loop that reaches health (a job that brings its JobManager
+/// down as it is recovered) fails within seconds of it and still spends the budget.
+pub const PROVEN_HEALTHY: Duration = Duration::from_secs(10);
+
 /// What the driver must do after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -49,6 +57,8 @@ pub struct Machine {
     probe_failures: u32,
     /// Failures inside the budget window, oldest first.
     failures: VecDeque<Instant>,
+    /// Since when the current process has been healthy.
+    healthy_since: Option<Instant>,
     /// Failures since the process was last healthy: the back-off exponent.
     consecutive: u32,
     restarts: u32,
@@ -66,6 +76,7 @@ impl Machine {
             state: ProcessState::Stopped,
             deadline: None,
             probe_failures: 0,
+            healthy_since: None,
             failures: VecDeque::new(),
             consecutive: 0,
             restarts: 0,
@@ -134,6 +145,7 @@ impl Machine {
         self.state = ProcessState::Starting;
         self.deadline = Some(now + self.start_timeout());
         self.probe_failures = 0;
+        self.healthy_since = None;
     }
 
     /// The process still runs but has to prove its health again from scratch without it being
@@ -163,11 +175,12 @@ impl Machine {
     }
 
     /// A health probe succeeded.
-    pub fn healthy(&mut self) {
+    pub fn healthy(&mut self, now: Instant) {
         if matches!(self.state, ProcessState::Starting | ProcessState::Unhealthy) {
             self.state = ProcessState::Running;
             self.deadline = None;
             self.consecutive = 0;
+            self.healthy_since.get_or_insert(now);
         }
         self.probe_failures = 0;
     }
@@ -310,14 +323,21 @@ impl Machine {
         {
             self.failures.pop_front();
         }
-        self.failures.push_back(now);
+        let proven = self
+            .healthy_since
+            .take()
+            .is_some_and(|t| now.duration_since(t) >= PROVEN_HEALTHY);
+        if !proven {
+            self.failures.push_back(now);
+        }
         self.consecutive += 1;
         self.probe_failures = 0;
         if self.failures.len() > self.settings.max_restarts as usize {
-            // Parked, not abandoned: a burst of outside faults (a partition that cost the
-            // JobManager its ZooKeeper session, hangs, kills) spends the budget as surely as a
-            // crash loop, and a node must heal from the first by itself. One try per window
-            // keeps a real crash loop cheap; the alert says it is parked.
+            // Parked, not abandoned: a burst of outside faults that hit a process before it
+            // is healthy for long (a partition that costs a starting JobManager its ZooKeeper
+            // session) spends the budget as surely as a crash loop, and a node must heal from
+            // the first by itself. One try per window keeps a real crash loop cheap; the alert
+            // says it is parked.
             self.park(now + window, now, &cause);
             return Action::GiveUp;
         }
@@ -336,9 +356,10 @@ impl Machine {
         self.state = ProcessState::Failed;
         self.deadline = Some(until);
         self.reason = Some(format!(
-            "crashed {} times in {} s (last: {cause}); trying again in {} s, or at once with `flink-agent restart {}` after fixing the cause",
+            "crashed {} times in {} s, never healthy for {} s (last: {cause}); trying again in {} s, or at once with `flink-agent restart {}` after fixing the cause",
             self.failures.len(),
             self.settings.restart_window_secs,
+            PROVEN_HEALTHY.as_secs(),
             until.saturating_duration_since(now).as_secs(),
             self.name
         ));
@@ -384,7 +405,7 @@ mod tests {
     fn running(now: Instant) -> Machine {
         let mut m = Machine::new("taskmanager", settings());
         m.launched(now);
-        m.healthy();
+        m.healthy(now);
         m
     }
 
@@ -406,7 +427,7 @@ mod tests {
         assert_eq!(m.state(), ProcessState::Stopped);
         m.launched(t0);
         assert_eq!(m.state(), ProcessState::Starting);
-        m.healthy();
+        m.healthy(t0);
         assert_eq!(m.state(), ProcessState::Running);
         assert_eq!(m.restarts(), 0);
     }
@@ -462,7 +483,7 @@ mod tests {
         m.exited(t0, "exited with status 1");
         assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(2)));
         m.launched(t0);
-        m.healthy();
+        m.healthy(t0);
         m.exited(t0, "exited with status 1");
         assert_eq!(m.deadline(), Some(t0));
     }
@@ -481,7 +502,8 @@ mod tests {
         assert_eq!(
             m.reason(),
             Some(
-                "crashed 6 times in 300 s (last: exited with status 1); trying again in 300 s, \
+                "crashed 6 times in 300 s, never healthy for 10 s (last: exited with status 1); \
+                 trying again in 300 s, \
                  or at once with `flink-agent restart taskmanager` after fixing the cause"
             )
         );
@@ -498,7 +520,7 @@ mod tests {
         let mut m = Machine::new("jobmanager", settings());
         for _ in 0..6 {
             m.launched(t0);
-            m.healthy();
+            m.healthy(t0);
             m.exited(t0, "killed by signal 9");
         }
         assert_eq!(m.state(), ProcessState::Failed);
@@ -511,7 +533,7 @@ mod tests {
             (m.state(), m.restarts()),
             (ProcessState::Starting, restarts + 1)
         );
-        m.healthy();
+        m.healthy(later);
         assert_eq!(m.state(), ProcessState::Running);
         assert_eq!(m.budget_remaining(later), 5);
     }
@@ -522,7 +544,7 @@ mod tests {
         let mut before = Machine::new("jobmanager", settings());
         for _ in 0..6 {
             before.launched(t0);
-            before.healthy();
+            before.healthy(t0);
             before.exited(t0, "killed by signal 9");
         }
         let t1 = t0 + Duration::from_secs(100);
@@ -537,7 +559,8 @@ mod tests {
         assert_eq!(
             after.reason(),
             Some(
-                "crashed 6 times in 300 s (last: killed by signal 9, before the agent restarted); \
+                "crashed 6 times in 300 s, never healthy for 10 s (last: killed by signal 9, \
+                 before the agent restarted); \
                  trying again in 200 s, or at once with `flink-agent restart jobmanager` after \
                  fixing the cause"
             )
@@ -579,6 +602,33 @@ mod tests {
         adopted.resume(spent, t1);
         assert_eq!(adopted.state(), ProcessState::Starting);
         assert_eq!(adopted.budget_remaining(t1), 0);
+    }
+
+    /// Found by the three-node fault runner (see [`PROVEN_HEALTHY`]).
+    #[test]
+    fn a_process_healthy_for_a_while_before_each_failure_keeps_its_budget() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("jobmanager", settings());
+        for i in 0..12u64 {
+            let t = t0 + Duration::from_secs(20 * i);
+            m.launched(t);
+            m.healthy(t);
+            let failed = t + PROVEN_HEALTHY;
+            assert_ne!(m.probe_failed(failed, "timeout"), Action::GiveUp);
+            m.probe_failed(failed, "timeout");
+            assert_eq!(m.probe_failed(failed, "timeout"), Action::Kill, "at {i}");
+            assert_eq!(m.budget_remaining(failed), 5, "at {i}");
+            assert_eq!(m.deadline(), Some(failed), "restarted at once");
+        }
+        // Healthy for less than that: the failure counts.
+        let t = t0 + Duration::from_secs(400);
+        m.launched(t);
+        m.healthy(t);
+        m.exited(
+            t + PROVEN_HEALTHY - Duration::from_millis(1),
+            "killed by signal 9",
+        );
+        assert_eq!(m.budget_remaining(t + PROVEN_HEALTHY), 4);
     }
 
     #[test]
@@ -638,7 +688,7 @@ mod tests {
         let mut m = running(t0);
         assert_eq!(m.probe_failed(t0, "timeout"), Action::Nothing);
         assert_eq!(m.state(), ProcessState::Unhealthy);
-        m.healthy();
+        m.healthy(t0);
         assert_eq!(m.state(), ProcessState::Running);
         assert_eq!(m.probe_failed(t0, "timeout"), Action::Nothing);
         assert_eq!(m.probe_failed(t0, "timeout"), Action::Nothing);
