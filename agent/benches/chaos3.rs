@@ -28,7 +28,8 @@
 //!
 //! `flock /tmp/fa-flink-tests.lock cargo bench -p flink-agent --bench chaos3 -- --seed S
 //! --faults N [--duration SECS] [--kinds a,b] [--recovery-bound SECS]` (root, `FLINK_HOME`).
-//! Prints each fault and a table of figures; every process and namespace goes at the end.
+//! Prints each fault and a table of figures; every process and namespace goes at the end, also
+//! after Ctrl-C or SIGTERM (the run stops after the fault in progress and reports what it had).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/netns.rs"]
@@ -44,11 +45,12 @@ use cluster3::{
     deploy_counter, deployed_id, healthy, job, max_copies, poll, progress, sample_copies, Cluster3,
     Options,
 };
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const ALL: [usize; 3] = [0, 1, 2];
@@ -614,7 +616,26 @@ fn env_path(name: &str, default: &str) -> PathBuf {
     PathBuf::from(std::env::var(name).unwrap_or_else(|_| default.into()))
 }
 
+/// Ctrl-C and SIGTERM set the flag instead of ending the process: killed by the signal, the
+/// runner left three nodes' JVMs, agents and namespaces behind (its cleanup is in `Drop`).
+/// The signals are blocked in every thread and taken by one that waits for them; the processes
+/// the nodes start get a clean signal mask from `std::process::Command`.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let signals = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM]);
+    signals.thread_block().expect("block SIGINT and SIGTERM");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            eprintln!("{signal}: stopping after the fault in progress, then cleaning up");
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    stop
+}
+
 fn main() {
+    let stop = stop_on_signal();
     let args = args();
     let kinds: Vec<&str> = args.kinds.iter().map(|k| k.name()).collect();
     println!(
@@ -672,7 +693,9 @@ fn main() {
     };
     let faults_started = Instant::now();
     for n in 1..=args.faults {
-        if args.duration.is_some_and(|d| faults_started.elapsed() >= d) {
+        if stop.load(Ordering::SeqCst)
+            || args.duration.is_some_and(|d| faults_started.elapsed() >= d)
+        {
             break;
         }
         let kind = args.kinds[run.rng.below(args.kinds.len())];
