@@ -18,8 +18,8 @@ use super::withdrawn::Withdrawn;
 use crate::events::{CheckpointDownloaded, CheckpointWithdrawn, Event};
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncWriteExt;
 
 /// Files a restore downloads at once, and ranges of one large file it fetches at once.
 pub const CONCURRENCY: usize = 8;
@@ -231,14 +231,15 @@ async fn fetch_verified(
         return Err(Damaged("its manifest lists no _metadata".into()));
     }
     // Large files go one at a time, each as `concurrency` ranges in flight, beside the small
-    // ones: at most twice `concurrency` requests, and `concurrency` ranges held in memory.
+    // ones, `SMALL_FILES_PER_RANGE` times as many: at most five times `concurrency` requests,
+    // and `concurrency + WRITE_AHEAD + 1` ranges held in memory.
     let (large, small): (Vec<_>, Vec<_>) = manifest.files.iter().partition(|f| f.size > RANGE_SIZE);
     let small: Vec<_> = small
         .into_iter()
         .map(|f| fetch_file(remote, job, id, f, into, 1))
         .collect();
     let small = futures::stream::iter(small)
-        .buffer_unordered(concurrency.max(1))
+        .buffer_unordered(concurrency.max(1) * SMALL_FILES_PER_RANGE)
         .try_collect::<Vec<()>>();
     let large = async {
         for f in large {
@@ -255,6 +256,14 @@ async fn fetch_verified(
 /// bench), where s5cmd and rclone fetch ranges in parallel. Ranges come back in order, so the
 /// file is still written and hashed in one pass.
 const RANGE_SIZE: u64 = 8 << 20;
+
+/// Small files at once per range of a large file: a small file's GET is latency-bound, not
+/// bandwidth-bound, and the peers fetch 32 (rclone) to 256 (s5cmd) at once.
+const SMALL_FILES_PER_RANGE: usize = 4;
+
+/// Chunks fetched ahead of the file's writer: with the ranges in flight, at most
+/// `CONCURRENCY + WRITE_AHEAD + 1` ranges of a large file are held.
+const WRITE_AHEAD: usize = 2;
 
 /// A store error reading `path`: a missing object damages the checkpoint, anything else may
 /// pass.
@@ -329,22 +338,45 @@ async fn fetch_file(
             .await
             .map_err(|e| Unreadable(format!("{}: {e}", parent.display())))?;
     }
-    let mut out = tokio::fs::File::create(&target).await.map_err(&local)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = chunks.try_next().await? {
-        hasher.update(&chunk);
-        size += chunk.len() as u64;
-        out.write_all(&chunk).await.map_err(&local)?;
+    // Written and hashed on a blocking thread while the next chunks arrive: in this task,
+    // every write and hash left the bodies in flight unread.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITE_AHEAD);
+    let path = target.clone();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+        let mut out = std::fs::File::create(&path)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            out.write_all(&chunk)?;
+        }
+        out.sync_all()?;
+        Ok((size, hex::encode(hasher.finalize())))
+    });
+    let fetched = async {
+        while let Some(chunk) = chunks.try_next().await? {
+            if tx.send(chunk).await.is_err() {
+                // The writer failed; its error says why.
+                break;
+            }
+        }
+        Ok(())
     }
-    out.sync_all().await.map_err(&local)?;
+    .await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| local(std::io::Error::other(e)))?
+        .map_err(&local);
+    fetched?;
+    let (size, sha) = written?;
     if size != file.size {
         return Err(Damaged(format!(
             "{} is {size} bytes, the manifest says {}",
             file.path, file.size
         )));
     }
-    let sha = hex::encode(hasher.finalize());
     if sha != file.sha256 {
         return Err(Damaged(format!(
             "{} has SHA-256 {sha}, the manifest says {}",
