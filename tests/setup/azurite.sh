@@ -8,6 +8,12 @@ cache="${FLINK_AGENT_CACHE:-$HOME/.cache/flink-agent}"
 version=3.35.0
 dir="$cache/azurite-$version"
 bin="$dir/node_modules/.bin/azurite-blob"
+# Test binaries call this in parallel on a fresh machine: one installs, the others wait for it
+# (a second install once deleted the first one's files under its running npm, and Azurite then
+# failed to start with "Cannot find module").
+mkdir -p "$cache"
+exec 9>"$cache/.azurite-install.lock"
+flock 9
 if [ -f "$dir/.complete" ] && [ -x "$bin" ]; then
   echo "$bin"
   exit 0

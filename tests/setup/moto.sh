@@ -7,6 +7,12 @@ set -euo pipefail
 cache="${FLINK_AGENT_CACHE:-$HOME/.cache/flink-agent}"
 venv="$cache/moto-venv"
 server="$venv/bin/moto_server"
+# Test binaries call this in parallel on a fresh machine: one installs, the others wait for it
+# (a second install once deleted the first one's files under its running npm, and Azurite then
+# failed to start with "Cannot find module").
+mkdir -p "$cache"
+exec 9>"$cache/.moto-install.lock"
+flock 9
 if [ -f "$venv/.complete" ] && [ -x "$server" ]; then
   echo "$server"
   exit 0
