@@ -352,6 +352,9 @@ impl Driver {
                     } else {
                         record.conf_dir
                     };
+                    // It was healthy under the agent that recorded it: its health counts from
+                    // its start, not from this agent's first probe.
+                    let running_for = live.identity.started_at().map(crate::procfs::age);
                     let slot = self.slot(kind);
                     slot.live = Some(live);
                     slot.conf_dir = Some(conf_dir);
@@ -359,6 +362,11 @@ impl Driver {
                     slot.resource_id = record.resource_id;
                     slot.proven = true;
                     slot.machine.launched(now);
+                    if let Some(since) = running_for
+                        .and_then(|secs| now.checked_sub(std::time::Duration::from_secs(secs)))
+                    {
+                        slot.machine.healthy_since(since);
+                    }
                 }
                 Err(e) => log::info!("not adopting the recorded {}: {e}", kind.name()),
             }

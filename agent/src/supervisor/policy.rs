@@ -174,6 +174,12 @@ impl Machine {
         self.reason = Some(why.to_string());
     }
 
+    /// The process has been healthy since `since` (an adopted process, under the agent that
+    /// started it): a failure now is judged by that, not by this agent's first probe.
+    pub fn healthy_since(&mut self, since: Instant) {
+        self.healthy_since = Some(since);
+    }
+
     /// A health probe succeeded.
     pub fn healthy(&mut self, now: Instant) {
         if matches!(self.state, ProcessState::Starting | ProcessState::Unhealthy) {
@@ -332,7 +338,7 @@ impl Machine {
         }
         self.consecutive += 1;
         self.probe_failures = 0;
-        if self.failures.len() > self.settings.max_restarts as usize {
+        if !proven && self.failures.len() > self.settings.max_restarts as usize {
             // Parked, not abandoned: a burst of outside faults that hit a process before it
             // is healthy for long (a partition that costs a starting JobManager its ZooKeeper
             // session) spends the budget as surely as a crash loop, and a node must heal from
@@ -594,14 +600,22 @@ mod tests {
             Some(t1 + backoff(&settings(), 4)),
             "the fourth consecutive failure backs off as the fourth"
         );
-        // An adopted process keeps running whatever its history says.
+        // An adopted process keeps running whatever its history says, and a failure after it
+        // had run for a while under the earlier agent does not count.
         let mut adopted = Machine::new("taskmanager", settings());
         adopted.launched(t1);
+        adopted.healthy_since(t1 - PROVEN_HEALTHY);
         let mut spent = before.history(t1);
         spent.failure_ages = vec![Duration::from_secs(1); 6];
         adopted.resume(spent, t1);
         assert_eq!(adopted.state(), ProcessState::Starting);
         assert_eq!(adopted.budget_remaining(t1), 0);
+        assert_eq!(
+            adopted.exited(t1, "killed by signal 9"),
+            Action::Nothing,
+            "restarted, not parked"
+        );
+        assert_eq!(adopted.state(), ProcessState::BackingOff);
     }
 
     /// Found by the three-node fault runner (see [`PROVEN_HEALTHY`]).
