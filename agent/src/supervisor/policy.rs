@@ -153,7 +153,10 @@ impl Machine {
     pub fn revalidate(&mut self, now: Instant, why: &str) {
         if self.is_live() {
             self.reason = Some(why.to_string());
+            // The same process: how long it has been healthy still counts.
+            let since = self.healthy_since;
             self.enter_starting(now);
+            self.healthy_since = since;
         }
     }
 
@@ -730,8 +733,10 @@ mod tests {
         m.hold(t0 + Duration::from_secs(50));
         assert_eq!(m.tick(t0 + Duration::from_secs(100)), Action::Nothing);
         assert_eq!(m.tick(t0 + Duration::from_secs(110)), Action::Kill);
-        // The only failure is the timeout: the first, restarted at once.
+        // The only failure is the timeout: the first, restarted at once; and the same process
+        // had been healthy before it, so it does not spend the budget.
         assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(110)));
+        assert_eq!(m.budget_remaining(t0 + Duration::from_secs(110)), 5);
     }
 
     #[test]
