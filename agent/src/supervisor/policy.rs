@@ -411,6 +411,17 @@ mod tests {
         }
     }
 
+    /// A JobManager killed six times at `t0`, each right after it became healthy: parked.
+    fn parked_by_six_kills(t0: Instant) -> Machine {
+        let mut m = Machine::new("jobmanager", settings());
+        for _ in 0..6 {
+            m.launched(t0);
+            m.healthy(t0);
+            m.exited(t0, "killed by signal 9");
+        }
+        m
+    }
+
     fn running(now: Instant) -> Machine {
         let mut m = Machine::new("taskmanager", settings());
         m.launched(now);
@@ -526,12 +537,7 @@ mod tests {
     #[test]
     fn a_failed_process_is_tried_again_after_the_window() {
         let t0 = Instant::now();
-        let mut m = Machine::new("jobmanager", settings());
-        for _ in 0..6 {
-            m.launched(t0);
-            m.healthy(t0);
-            m.exited(t0, "killed by signal 9");
-        }
+        let mut m = parked_by_six_kills(t0);
         assert_eq!(m.state(), ProcessState::Failed);
         assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(300)));
         let later = t0 + Duration::from_secs(300);
@@ -550,12 +556,7 @@ mod tests {
     #[test]
     fn a_restarted_agent_keeps_the_budget_and_a_parked_process_stays_parked() {
         let t0 = Instant::now();
-        let mut before = Machine::new("jobmanager", settings());
-        for _ in 0..6 {
-            before.launched(t0);
-            before.healthy(t0);
-            before.exited(t0, "killed by signal 9");
-        }
+        let before = parked_by_six_kills(t0);
         let t1 = t0 + Duration::from_secs(100);
         let mut after = Machine::new("jobmanager", settings());
         after.resume(before.history(t1), t1);
