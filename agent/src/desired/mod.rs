@@ -198,6 +198,9 @@ pub fn derive(
             dir.to_string_lossy().into_owned(),
         );
     }
+    properties
+        .taskmanager
+        .extend(flinkconf::ha_taskmanager_entries(config));
     if config.metrics.flink_reporter {
         let key = flinkconf::PROMETHEUS_PORT_KEY.to_string();
         let ports = &config.ports;

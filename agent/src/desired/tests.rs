@@ -202,7 +202,11 @@ fn three_nodes_run_zookeeper_and_flinks_ha_on_the_shared_storage() {
     let zk = d.launch.zookeeper.as_ref().expect("a ZooKeeper server");
     assert_eq!(zk.server.myid, 1);
     assert_eq!(d.launch.ha_cluster_id.as_deref(), Some("flink"));
+    let tolerate = "high-availability.zookeeper.client.tolerate-suspended-connections";
+    assert_eq!(d.launch.properties.taskmanager[tolerate], "true");
+    assert!(!d.launch.properties.jobmanager.contains_key(tolerate));
     let e = &d.flink.rendered.entries;
+    assert_eq!(e[tolerate], "false");
     assert_eq!(e["high-availability.type"], "zookeeper");
     assert_eq!(
         e["execution.checkpointing.dir"],

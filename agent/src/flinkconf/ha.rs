@@ -6,11 +6,27 @@
 use crate::config::AgentConfig;
 use std::collections::BTreeMap;
 
-/// What a JobManager does when its ZooKeeper connection is SUSPENDED (a server restarts, a TCP
-/// connection breaks) but its session lives: `true` keeps its leadership until the session is
-/// LOST (expired). Measured by the three-node test of a ZooKeeper server kill (see README,
-/// "Three-node clusters").
-pub const TOLERATE_SUSPENDED_CONNECTIONS: bool = true;
+/// `high-availability.zookeeper.client.tolerate-suspended-connections`: what a process does
+/// when its ZooKeeper connection is SUSPENDED (its server died, or its node is cut off) while
+/// its session may still live.
+///
+/// The JobManager (and anything else reading the shared file) does not tolerate it: a leader
+/// gives its leadership up at once. Tolerating it keeps the leadership until Curator declares
+/// the session LOST, a whole session timeout *after* the suspension, while the majority's
+/// ZooKeeper expires the session a session timeout after the leader *last reached it*, which is
+/// earlier: a cut-off leader then ran the job for seconds beside the new leader's copy (the
+/// three-node fault runner saw two running copies; the three-node test measured the cut-off
+/// leader still running 9 s after the cut). The price: the death of the ZooKeeper server the
+/// leader uses is a fail-over, not a reconnect.
+const JOBMANAGER_TOLERATES_SUSPENDED: bool = false;
+
+/// The TaskManager tolerates it (given on its command line, see [`taskmanager_entries`]): a
+/// TaskManager that lost its ZooKeeper server keeps its tasks and reconnects to another server,
+/// instead of failing every job running on it. Its tasks cannot outlive their leader: a
+/// JobManager that gives up its leadership cancels them, and one that dies stops heartbeating.
+const TASKMANAGER_TOLERATES_SUSPENDED: bool = true;
+
+const TOLERATE_KEY: &str = "high-availability.zookeeper.client.tolerate-suspended-connections";
 
 /// `high-availability.zookeeper.path.root`.
 pub const FLINK_HA_ROOT: &str = "/flink";
@@ -63,13 +79,23 @@ pub fn entries(
             .to_string(),
     );
     put(&format!("{p}.retry-wait"), RETRY_WAIT_MS.to_string());
-    put(
-        &format!("{p}.tolerate-suspended-connections"),
-        TOLERATE_SUSPENDED_CONNECTIONS.to_string(),
-    );
+    put(TOLERATE_KEY, JOBMANAGER_TOLERATES_SUSPENDED.to_string());
     // Every JobManager and TaskManager reads what the others wrote, by the same path.
     put(checkpoint_dir_key, file_uri(&dir.join("checkpoints")));
     put(savepoint_dir_key, file_uri(&dir.join("savepoints")));
+    e
+}
+
+/// The options a three-node cluster's TaskManager takes on its command line, over the shared
+/// file; nothing for a single node.
+pub fn taskmanager_entries(cfg: &AgentConfig) -> BTreeMap<String, String> {
+    let mut e = BTreeMap::new();
+    if cfg.cluster.nodes.len() >= 3 {
+        e.insert(
+            TOLERATE_KEY.to_string(),
+            TASKMANAGER_TOLERATES_SUSPENDED.to_string(),
+        );
+    }
     e
 }
 
@@ -112,5 +138,12 @@ mod tests {
             "file:///mnt/flink/prod/checkpoints"
         );
         assert!(!e.contains_key("high-availability.cluster-id"));
+        assert_eq!(
+            e[TOLERATE_KEY], "false",
+            "a cut-off leader steps down at once"
+        );
+        assert_eq!(taskmanager_entries(&c)[TOLERATE_KEY], "true");
+        c.cluster.nodes.truncate(1);
+        assert!(taskmanager_entries(&c).is_empty());
     }
 }

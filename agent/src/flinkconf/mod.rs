@@ -13,7 +13,7 @@ mod render;
 mod version;
 mod write;
 
-pub use ha::{FLINK_HA_ROOT, TOLERATE_SUSPENDED_CONNECTIONS};
+pub use ha::{taskmanager_entries as ha_taskmanager_entries, FLINK_HA_ROOT};
 pub use memory::{memory_plan, MemoryPlan};
 pub use prepare::{prepare, scratch_dir, Files, PrepareError};
 pub use redact::{is_sensitive, redacted, REDACTED};
