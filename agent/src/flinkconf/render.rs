@@ -105,6 +105,17 @@ pub fn render(
     put("rest.address", node.address.clone());
     put("rest.bind-address", node.bind_address.clone());
     put("rest.port", ports.rest.to_string());
+    // REST answers a job's details from a cache of its JobMaster's graph, kept for
+    // `web.refresh-interval` (3 s) and keyed by the job's id alone: after a fail-over, a
+    // JobManager's REST went on reporting the dead JobMaster's job RUNNING beside the new one
+    // (the three-node fault runner counted two running copies in one sample while the
+    // TaskManagers' logs show no overlap). The agent's jobs, probes and `status` read this REST
+    // and must see the JobMaster that runs now; a request costs one RPC to it. The option is in
+    // Flink 2.3 (checked in its jar); 1.x has only `web.refresh-interval`, which also paces the
+    // web UI, so they keep their cache.
+    if version >= FlinkVersion::new(2, 3, 0) {
+        put("rest.cache.execution-graph.timeout", "0 ms".into());
+    }
     put("blob.server.port", ports.blob.to_string());
     put("taskmanager.rpc.port", ports.taskmanager_rpc.to_string());
     put("taskmanager.data.port", ports.taskmanager_data.to_string());
