@@ -49,6 +49,7 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("heartbeat.interval", "the agent sets it so TaskManagers re-register quickly after a JobManager restart"),
     ("cluster.registration.error-delay", "the agent sets it so TaskManagers re-register quickly after a JobManager restart"),
     ("high-availability", "HA is managed by the agent"),
+    ("rest.cache.execution-graph.", "the agent's job status needs Flink's REST uncached"),
     ("taskmanager.numberOfTaskSlots", "set advanced.number_of_task_slots"),
     ("parallelism.default", "set advanced.default_parallelism"),
     ("restart-strategy", "set advanced.restart_strategy"),
