@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 /// ZooKeeper expires the session a session timeout after the leader *last reached it*, which is
 /// earlier: a cut-off leader then ran the job for seconds beside the new leader's copy (the
 /// three-node fault runner saw two running copies; the three-node test measured the cut-off
-/// leader still running 9 s after the cut). The price: the death of the ZooKeeper server the
+/// leader still running 7.8 s after the cut). The price: the death of the ZooKeeper server the
 /// leader uses is a fail-over, not a reconnect.
 const JOBMANAGER_TOLERATES_SUSPENDED: bool = false;
 
