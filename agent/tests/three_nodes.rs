@@ -342,7 +342,7 @@ fn three_nodes_survive_the_loss_of_any_one() {
     let copies = max_copies(&samples);
     // The cut-off leader's own view (its REST, asked inside its namespace): when it last said
     // its JobMaster runs the job.
-    let stepped_down = samples
+    let old_running: Vec<f64> = samples
         .iter()
         .filter(|(_, seen)| {
             seen[leader].as_ref().is_some_and(|(state, all, start)| {
@@ -350,7 +350,13 @@ fn three_nodes_survive_the_loss_of_any_one() {
             })
         })
         .map(|(at, _)| *at)
-        .fold(0.0, f64::max);
+        .collect();
+    // Otherwise the bound below would hold by measuring nothing.
+    assert!(
+        !old_running.is_empty(),
+        "no sample saw the leader's JobMaster running before it stepped down"
+    );
+    let stepped_down = old_running.iter().copied().fold(0.0, f64::max);
     eprintln!(
         "4. leader partitioned (30 s at least): it last reported the job RUNNING {stepped_down:.1} s after the cut; majority leader and job RUNNING after {:?}; {} samples on every node, at most {copies} running cop(ies) at once; healed, one leader",
         during.map(|(l, t)| format!("node-{} at {t:.1} s", l + 1)),

@@ -8,8 +8,8 @@ cache="${FLINK_AGENT_CACHE:-$HOME/.cache/flink-agent}"
 venv="$cache/moto-venv"
 server="$venv/bin/moto_server"
 # Test binaries call this in parallel on a fresh machine: one installs, the others wait for it
-# (a second install once deleted the first one's files under its running npm, and Azurite then
-# failed to start with "Cannot find module").
+# (two pip installs into one venv would replace each other's files, as two npm installs did to
+# Azurite; see azurite.sh).
 mkdir -p "$cache"
 exec 9>"$cache/.moto-install.lock"
 flock 9
