@@ -19,7 +19,12 @@
 //! `cargo bench -p flink-agent --bench throughput [-- --runs N --quick --tools agent,rclone
 //! --server s3s-fs|moto]`; peers are installed by `benches/setup-peers.sh` (run here), the
 //! servers by `benches/setup-s3s.sh` and `tests/setup/moto.sh`. `--quick` uses 1/8 of the
-//! sizes, for development; `--tools` measures only the tools named.
+//! sizes, for development; `--tools` measures only the tools named, `--shapes large,small` and
+//! `--directions upload,download` only those.
+//!
+//! Beside each figure it prints the CPU seconds per GiB the tool and the server spent (user and
+//! system, medians): on a machine of few cores the two share them, so a client that spends more
+//! CPU per byte leaves the server less.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/s3/mod.rs"]
@@ -33,6 +38,8 @@ use flink_agent::checkpoints::{
     CONCURRENCY,
 };
 use futures::{StreamExt, TryStreamExt};
+use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::time::TimeVal;
 use object_store::path::Path as ObjectPath;
 use s3::{print_conformance, Server};
 use std::collections::BTreeMap;
@@ -46,6 +53,36 @@ const JOB: &str = "bench-job";
 const FLINK_JOB_ID: &str = "0123456789abcdef0123456789abcdef";
 const CLUSTER: &str = "bench";
 const TOOLS: [&str; 4] = ["agent", "s5cmd", "rclone", "aws"];
+
+/// CPU seconds (user and system) one transfer cost the tool and the server.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    tool: f64,
+    server: f64,
+}
+
+/// CPU seconds so far of this process (`RUSAGE_SELF`: the agent runs in it) or of its waited-for
+/// children (`RUSAGE_CHILDREN`: the peers).
+fn rusage_secs(who: UsageWho) -> f64 {
+    let usage = getrusage(who).unwrap();
+    let secs = |t: TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(usage.user_time()) + secs(usage.system_time())
+}
+
+/// CPU seconds so far of process `pid` (the server: a child not waited for until the end).
+fn process_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name (which may hold spaces): the state is field 3, utime and stime
+    // fields 14 and 15, in USER_HZ ticks (100 per second on every Linux this runs on).
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|t| t.parse::<u64>().unwrap())
+        .sum();
+    ticks as f64 / 100.0
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Direction {
@@ -149,8 +186,15 @@ impl Bench {
         dir
     }
 
-    /// Times one transfer of `shape` by `tool`; the data goes to (or comes from) `prefix`.
-    fn run(&self, tool: &str, direction: Direction, shape: &Shape, prefix: &str) -> Duration {
+    /// Times one transfer of `shape` by `tool` and the CPU it cost; the data goes to (or comes
+    /// from) `prefix`.
+    fn run(
+        &self,
+        tool: &str,
+        direction: Direction,
+        shape: &Shape,
+        prefix: &str,
+    ) -> (Duration, Cpu) {
         let local = self.fresh_dir("download");
         let url = format!("s3://{BUCKET}/{prefix}/");
         let src = format!("{}/", shape.dir.display());
@@ -159,6 +203,11 @@ impl Bench {
             Direction::Upload => (src.as_str(), url.as_str()),
             Direction::Download => (url.as_str(), dst.as_str()),
         };
+        let who = match tool {
+            "agent" => UsageWho::RUSAGE_SELF,
+            _ => UsageWho::RUSAGE_CHILDREN,
+        };
+        let cpu_before = (rusage_secs(who), process_cpu_secs(self.server.pid()));
         let took = match tool {
             "agent" => self.agent(direction, shape, prefix, &local),
             "s5cmd" => {
@@ -201,10 +250,14 @@ impl Bench {
             ),
             _ => unreachable!("unknown tool {tool}"),
         };
+        let cpu = Cpu {
+            tool: rusage_secs(who) - cpu_before.0,
+            server: process_cpu_secs(self.server.pid()) - cpu_before.1,
+        };
         if direction == Direction::Download {
             assert_eq!(du(&local), shape.bytes, "{tool} downloaded everything");
         }
-        took
+        (took, cpu)
     }
 
     /// The agent's production paths: stage (hard links, untimed: it happens when Flink
@@ -324,6 +377,8 @@ struct Args {
     runs: u32,
     quick: bool,
     tools: Vec<String>,
+    shapes: Vec<String>,
+    directions: Vec<String>,
     server: String,
 }
 
@@ -332,7 +387,12 @@ fn args() -> Args {
         runs: 3,
         quick: false,
         tools: TOOLS.iter().map(|t| t.to_string()).collect(),
+        shapes: vec!["large".into(), "small".into()],
+        directions: vec!["upload".into(), "download".into()],
         server: "s3s-fs".into(),
+    };
+    let list = |v: Option<String>, what| -> Vec<String> {
+        v.expect(what).split(',').map(str::to_string).collect()
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -340,10 +400,9 @@ fn args() -> Args {
             "--runs" => args.runs = it.next().and_then(|n| n.parse().ok()).expect("--runs N"),
             "--quick" => args.quick = true,
             "--server" => args.server = it.next().expect("--server s3s-fs|moto"),
-            "--tools" => {
-                let list = it.next().expect("--tools agent,s5cmd,rclone,aws");
-                args.tools = list.split(',').map(str::to_string).collect();
-            }
+            "--tools" => args.tools = list(it.next(), "--tools agent,s5cmd,rclone,aws"),
+            "--shapes" => args.shapes = list(it.next(), "--shapes large,small"),
+            "--directions" => args.directions = list(it.next(), "--directions upload,download"),
             // `cargo bench` passes `--bench`.
             _ => {}
         }
@@ -397,10 +456,18 @@ fn main() {
 
     let scale = if args.quick { 8 } else { 1 };
     let data = bench.fresh_dir("data");
-    let shapes = [
-        Shape::generate(&data, "large", 1, (1 << 30) / scale),
-        Shape::generate(&data, "small", 2000 / scale, 64 << 10),
-    ];
+    let wanted = |name: &str| args.shapes.iter().any(|s| s == name);
+    let mut shapes = Vec::new();
+    if wanted("large") {
+        shapes.push(Shape::generate(&data, "large", 1, (1 << 30) / scale));
+    }
+    if wanted("small") {
+        shapes.push(Shape::generate(&data, "small", 2000 / scale, 64 << 10));
+    }
+    let directions: Vec<Direction> = [Direction::Upload, Direction::Download]
+        .into_iter()
+        .filter(|d| args.directions.iter().any(|a| a == d.name()))
+        .collect();
     println!(
         "checkpoint-sync throughput against {} at {}, median of {} runs, MiB/s",
         bench.server.name(),
@@ -413,16 +480,20 @@ fn main() {
         .collect();
     let mut results: BTreeMap<(usize, &str, &str), f64> = BTreeMap::new();
     for (s, shape) in shapes.iter().enumerate() {
-        for direction in [Direction::Upload, Direction::Download] {
+        for &direction in &directions {
             for (tool, runs) in measure(&bench, &tools, direction, shape) {
-                let figure = median(runs.clone());
-                let runs: Vec<_> = runs.iter().map(|r| format!("{r:.1}")).collect();
+                let figure = median(runs.iter().map(|r| r.0).collect());
+                let gib = shape.bytes as f64 / (1u64 << 30) as f64;
+                let cpu = |side: fn(&Cpu) -> f64| median(runs.iter().map(|r| side(&r.1)).collect());
+                let runs: Vec<_> = runs.iter().map(|r| format!("{:.1}", r.0)).collect();
                 println!(
-                    "  {:<8} {:<22} {:<9} {figure:>8.1}   runs: {}",
+                    "  {:<8} {:<22} {:<9} {figure:>8.1}   runs: {}   CPU s/GiB: tool {:.2}, server {:.2}",
                     tool,
                     shape.name,
                     direction.name(),
-                    runs.join(" ")
+                    runs.join(" "),
+                    cpu(|c| c.tool) / gib,
+                    cpu(|c| c.server) / gib,
                 );
                 results.insert((s, direction.name(), tool), figure);
             }
@@ -435,7 +506,7 @@ fn main() {
         "shape", "direction", "agent", "s5cmd", "rclone", "aws", "agent/peer", "agent/best"
     );
     for (s, shape) in shapes.iter().enumerate() {
-        for direction in [Direction::Upload, Direction::Download] {
+        for &direction in &directions {
             let fig = |tool| {
                 results
                     .get(&(s, direction.name(), tool))
@@ -469,34 +540,34 @@ fn main() {
     }
 }
 
-/// MiB/s of each tool in each run. The tools take turns within a run, so a change of load on
-/// the machine hits them alike. Each upload goes to a fresh prefix, deleted after it; downloads
-/// read one upload of the tool's own (the agent restores from its manifest).
+/// MiB/s of each tool in each run, and its CPU. The tools take turns within a run, so a change
+/// of load on the machine hits them alike. Each upload goes to a fresh prefix, deleted after it;
+/// downloads read one upload of the tool's own (the agent restores from its manifest).
 fn measure<'t>(
     bench: &Bench,
     tools: &[&'t str],
     direction: Direction,
     shape: &Shape,
-) -> BTreeMap<&'t str, Vec<f64>> {
+) -> BTreeMap<&'t str, Vec<(f64, Cpu)>> {
     let source = |tool: &str| format!("{tool}-{}-source", shape.key);
     if direction == Direction::Download {
         for tool in tools {
             bench.run(tool, Direction::Upload, shape, &source(tool));
         }
     }
-    let mut figures: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut figures: BTreeMap<&str, Vec<(f64, Cpu)>> = BTreeMap::new();
     for run in 0..bench.runs {
         for &tool in tools {
             let prefix = match direction {
                 Direction::Upload => format!("{tool}-{}-up-{run}", shape.key),
                 Direction::Download => source(tool),
             };
-            let took = bench.run(tool, direction, shape, &prefix);
+            let (took, cpu) = bench.run(tool, direction, shape, &prefix);
             if direction == Direction::Upload {
                 bench.clear(&prefix);
             }
             let mib_s = shape.bytes as f64 / (1 << 20) as f64 / took.as_secs_f64();
-            figures.entry(tool).or_default().push(mib_s);
+            figures.entry(tool).or_default().push((mib_s, cpu));
         }
     }
     if direction == Direction::Download {

@@ -363,6 +363,14 @@ impl Server {
             Server::S3sFs(s) => s.endpoint(),
         }
     }
+
+    /// The server's process, for the CPU it spends serving a benchmark.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Server::Moto(m) => m.child.id(),
+            Server::S3sFs(s) => s.child.id(),
+        }
+    }
 }
 
 /// object_store's conformance tests of what the agent and the peers do with a store (put, get
