@@ -394,6 +394,8 @@ pub(crate) mod testing {
         deletes: Failing,
         gets: Failing,
         before_put: Mutex<Option<Hook>>,
+        /// How long a get of a range from byte 0 waits before it is answered.
+        first_range_delay: Mutex<std::time::Duration>,
     }
 
     impl FaultyStore {
@@ -403,6 +405,7 @@ pub(crate) mod testing {
                 deletes: Failing::default(),
                 gets: Failing::default(),
                 before_put: Mutex::new(None),
+                first_range_delay: Mutex::default(),
             }
         }
 
@@ -422,6 +425,15 @@ pub(crate) mod testing {
         /// answer would: not with "not found").
         pub(crate) fn fail_gets(&self, matching: &str, count: usize) {
             self.gets.set(matching, count);
+        }
+
+        /// Gets of a range from byte 0 wait `delay` before they are answered: the ranges after
+        /// it finish first.
+        pub(crate) fn delay_first_ranges(&self, delay: std::time::Duration) {
+            *self
+                .first_range_delay
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = delay;
         }
 
         /// Runs `hook` with the key of every put, before the put.
@@ -476,6 +488,15 @@ pub(crate) mod testing {
 
         async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
             self.gets.check("reading", location)?;
+            if let Some(object_store::GetRange::Bounded(r)) = &options.range {
+                let delay = *self
+                    .first_range_delay
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if r.start == 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
             self.inner.get_opts(location, options).await
         }
 

@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod ranged;
+
 /// Files a restore downloads at once, and ranges of one large file it fetches at once.
 pub const CONCURRENCY: usize = 8;
 
@@ -231,8 +233,7 @@ async fn fetch_verified(
         return Err(Damaged("its manifest lists no _metadata".into()));
     }
     // Large files go one at a time, each as `concurrency` ranges in flight, beside the small
-    // ones, `SMALL_FILES_PER_RANGE` times as many: at most five times `concurrency` requests,
-    // and `concurrency + WRITE_AHEAD + 1` ranges held in memory.
+    // ones, `SMALL_FILES_PER_RANGE` times as many: at most five times `concurrency` requests.
     let (large, small): (Vec<_>, Vec<_>) = manifest.files.iter().partition(|f| f.size > RANGE_SIZE);
     let small: Vec<_> = small
         .into_iter()
@@ -251,18 +252,16 @@ async fn fetch_verified(
     Ok(manifest)
 }
 
-/// Files larger than this are fetched as ranges of this size, several at once: one GET stream
-/// is bound by one connection (0.30× the best peer tool on a 1 GiB file, the throughput
-/// bench), where s5cmd and rclone fetch ranges in parallel. Ranges come back in order, so the
-/// file is still written and hashed in one pass.
+/// Files larger than this are fetched as ranges of this size, several at once ([`ranged`]): one
+/// GET stream is bound by one connection (0.30× the best peer tool on a 1 GiB file, the
+/// throughput bench), where s5cmd and rclone fetch ranges in parallel.
 const RANGE_SIZE: u64 = 8 << 20;
 
 /// Small files at once per range of a large file: a small file's GET is latency-bound, not
 /// bandwidth-bound, and the peers fetch 32 (rclone) to 256 (s5cmd) at once.
 const SMALL_FILES_PER_RANGE: usize = 4;
 
-/// Chunks fetched ahead of the file's writer: with the ranges in flight, at most
-/// `CONCURRENCY + WRITE_AHEAD + 1` ranges of a large file are held.
+/// Chunks of a small file fetched ahead of its writer.
 const WRITE_AHEAD: usize = 2;
 
 /// A store error reading `path`: a missing object damages the checkpoint, anything else may
@@ -299,9 +298,12 @@ async fn fetch_file(
     }
     let key = data_path(&remote.root, job, id, &file.path);
     let target = into.join(&file.path);
-    let local = |e: std::io::Error| Unreadable(format!("{}: {e}", target.display()));
-    let failed = |e| Unreadable(format!("{} download failed: {e}", file.path));
-    let mut chunks = if file.size > RANGE_SIZE {
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| Unreadable(format!("{}: {e}", parent.display())))?;
+    }
+    let (size, sha) = if file.size > RANGE_SIZE {
         // The size first: a shorter object would otherwise fail its last range as unreadable.
         let meta = remote
             .store
@@ -314,34 +316,47 @@ async fn fetch_file(
                 file.path, meta.size, file.size
             )));
         }
-        let requests: Vec<_> = (0..file.size)
-            .step_by(RANGE_SIZE as usize)
-            .map(|start| {
-                let end = (start + RANGE_SIZE).min(file.size);
-                remote.store.get_range(&key, start..end)
-            })
-            .collect();
-        futures::stream::iter(requests)
-            .buffered(ranges.max(1))
-            .map_err(failed)
-            .boxed()
+        let store = &*remote.store;
+        ranged::fetch(
+            store, &key, &file.path, file.size, RANGE_SIZE, ranges, &target,
+        )
+        .await?
     } else {
-        let got = remote
-            .store
-            .get(&key)
-            .await
-            .map_err(|e| read_error(&file.path, e))?;
-        got.into_stream().map_err(failed).boxed()
+        fetch_whole(remote, &key, &file.path, &target).await?
     };
-    if let Some(parent) = target.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| Unreadable(format!("{}: {e}", parent.display())))?;
+    if size != file.size {
+        return Err(Damaged(format!(
+            "{} is {size} bytes, the manifest says {}",
+            file.path, file.size
+        )));
     }
-    // Written and hashed on a blocking thread while the next chunks arrive: in this task,
-    // every write and hash left the bodies in flight unread.
+    if sha != file.sha256 {
+        return Err(Damaged(format!(
+            "{} has SHA-256 {sha}, the manifest says {}",
+            file.path, file.sha256
+        )));
+    }
+    Ok(())
+}
+
+/// Fetches the object `key` as one stream into a new file `target`, written and hashed on a
+/// blocking thread while the next chunks arrive (in this task, every write and hash left the
+/// body unread); its size and SHA-256 (hex) as written.
+async fn fetch_whole(
+    remote: &Remote,
+    key: &object_store::path::Path,
+    name: &str,
+    target: &Path,
+) -> Result<(u64, String), Unusable> {
+    let local = |e: std::io::Error| Unusable::Unreadable(format!("{}: {e}", target.display()));
+    let got = remote
+        .store
+        .get(key)
+        .await
+        .map_err(|e| read_error(name, e))?;
+    let mut chunks = got.into_stream();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITE_AHEAD);
-    let path = target.clone();
+    let path = target.to_path_buf();
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
         let mut out = std::fs::File::create(&path)?;
         let mut hasher = Sha256::new();
@@ -368,22 +383,11 @@ async fn fetch_file(
     let written = writer
         .await
         .map_err(|e| local(std::io::Error::other(e)))?
-        .map_err(&local);
-    fetched?;
-    let (size, sha) = written?;
-    if size != file.size {
-        return Err(Damaged(format!(
-            "{} is {size} bytes, the manifest says {}",
-            file.path, file.size
-        )));
-    }
-    if sha != file.sha256 {
-        return Err(Damaged(format!(
-            "{} has SHA-256 {sha}, the manifest says {}",
-            file.path, file.sha256
-        )));
-    }
-    Ok(())
+        .map_err(local);
+    fetched.map_err(|e: object_store::Error| {
+        Unusable::Unreadable(format!("{name} download failed: {e}"))
+    })?;
+    written
 }
 
 /// What tests of restores build remote checkpoints with.
@@ -578,6 +582,23 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(restored.checkpoint_id, 1);
+        assert!(std::fs::read(restored.dir.join("op/big")).unwrap() == big);
+    }
+
+    /// Ranges that finish out of order land at their offsets, and the file is hashed in order
+    /// behind them.
+    #[tokio::test]
+    async fn ranges_finishing_out_of_order_are_placed_and_hashed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = large(3 * RANGE_SIZE as usize + 7);
+        let (store, remote) = with_large_third(dir.path(), &big, &big).await;
+        store.delay_first_ranges(std::time::Duration::from_millis(300));
+        let withdrawn = Withdrawn::default();
+        let restored = restore_newest(&remote, "j", &dir.path().join("restore"), 4, &withdrawn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(restored.checkpoint_id, 3, "{:?}", restored.skipped);
         assert!(std::fs::read(restored.dir.join("op/big")).unwrap() == big);
     }
 
