@@ -255,12 +255,12 @@ pub fn render(
     // on the task heap, so Flink's default 40% would sit idle while state runs out of heap.
     put("taskmanager.memory.managed.fraction", "0.1".into());
 
-    // After a JobManager crash the TaskManager keeps the dead JobManager's slots, and re-registers
-    // with the restarted one, only once its heartbeat times out: Flink's 50 s default would
-    // dominate recovery time on a single node. 8 s (heartbeats every 2 s, as in Flink's ZooKeeper
-    // HA setups) runs out while the new JobManager boots, so the re-submitted job gets the warm
-    // TaskManager's slots at once. (Restarting the TaskManager with the JobManager instead was
-    // measured slower on 2 cores: two JVMs booting at once, and tasks deployed to a cold one.)
+    // A TaskManager keeps the slots of a JobManager it lost, and learns of the loss, only once its
+    // heartbeat times out: Flink's 50 s default would dominate recovery. Without HA the agent
+    // does not wait for it: a JobManager that ended takes its TaskManager with it, restarted at
+    // once (`supervisor::driver`; measured faster since class-data sharing, before which two JVMs
+    // booting at once on 2 cores were slower). 8 s (heartbeats every 2 s, as in Flink's ZooKeeper
+    // HA setups) bounds what the agent cannot see: with HA, a leader lost on another node.
     put("heartbeat.interval", "2000".into());
     put(
         "heartbeat.timeout",

@@ -395,22 +395,32 @@ pub async fn sweep_group(pgid: i32) {
 
 /// Graceful stop: SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL;
 /// returns how the leader ended. Every member of the group is gone when this returns.
-pub async fn terminate(live: Live, grace: Duration) -> String {
-    let Live { pid, mut exit, .. } = live;
-    signal_group(pid, Signal::SIGTERM);
-    let how = match tokio::time::timeout(grace, &mut exit).await {
-        Ok(how) => how.unwrap_or_else(|_| "ended (not reaped)".into()),
+pub async fn terminate(mut live: Live, grace: Duration) -> String {
+    signal_group(live.pid, Signal::SIGTERM);
+    match tokio::time::timeout(grace, &mut live.exit).await {
+        Ok(how) => {
+            sweep_group(live.pid).await;
+            how.unwrap_or_else(|_| "ended (not reaped)".into())
+        }
         Err(_) => {
             log::warn!(
-                "process group {pid} did not stop within {} s of SIGTERM; sending SIGKILL",
+                "process group {} did not stop within {} s of SIGTERM; sending SIGKILL",
+                live.pid,
                 grace.as_secs()
             );
-            signal_group(pid, Signal::SIGKILL);
-            match tokio::time::timeout(KILL_WAIT, exit).await {
-                Ok(Ok(how)) => how,
-                _ => "did not end after SIGKILL (not reaped)".into(),
-            }
+            kill(live).await
         }
+    }
+}
+
+/// SIGKILL to the group at once (a process whose work is lost anyway); returns how the leader
+/// ended. Every member of the group is gone when this returns.
+pub async fn kill(live: Live) -> String {
+    let Live { pid, exit, .. } = live;
+    signal_group(pid, Signal::SIGKILL);
+    let how = match tokio::time::timeout(KILL_WAIT, exit).await {
+        Ok(Ok(how)) => how,
+        _ => "did not end after SIGKILL (not reaped)".into(),
     };
     sweep_group(pid).await;
     how
@@ -530,6 +540,30 @@ mod tests {
         let how = terminate(live, Duration::from_secs(5)).await;
         assert_eq!(how, "killed by signal 15");
         assert!(!group_alive(pid), "a member of group {pid} survived");
+    }
+
+    #[tokio::test]
+    async fn kill_ends_the_whole_group_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Neither the leader nor its child would stop on SIGTERM.
+        let tail = "trap '' TERM\nsh -c 'trap \"\" TERM; while :; do sleep 1; done' &\nwhile :; do sleep 1; done";
+        let spec = spec(dir.path(), stub_home(dir.path(), tail), None);
+        let live = start(&spec).expect("launch");
+        let pid = live.pid;
+        let record = spec.log_dir.join("launched.txt");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&record).is_ok_and(|s| s.contains("PATH=")) {
+            assert!(Instant::now() < deadline, "the stub never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let started = Instant::now();
+        let how = kill(live).await;
+        assert_eq!(how, "killed by signal 9");
+        assert!(!group_alive(pid), "a member of group {pid} survived");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no grace period"
+        );
     }
 
     #[tokio::test]
