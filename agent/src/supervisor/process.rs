@@ -455,6 +455,19 @@ mod tests {
         home
     }
 
+    /// What the stub recorded once it ran (see [`stub_home`]), waiting up to 10 s for it.
+    async fn what_the_stub_saw(spec: &LaunchSpec) -> String {
+        let record = spec.log_dir.join("launched.txt");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match std::fs::read_to_string(&record) {
+                Ok(seen) if seen.contains("PATH=") => return seen,
+                _ => assert!(Instant::now() < deadline, "the stub never ran"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn spec(dir: &Path, home: PathBuf, user: Option<&str>) -> LaunchSpec {
         let log_dir = dir.join("log");
         std::fs::create_dir_all(&log_dir).expect("log dir");
@@ -525,13 +538,7 @@ mod tests {
             .expect("user nobody");
         let live = start(&spec).expect("launch");
         let pid = live.pid;
-        let record = spec.log_dir.join("launched.txt");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&record).is_ok_and(|s| s.contains("PATH=")) {
-            assert!(Instant::now() < deadline, "the stub never ran");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let seen = std::fs::read_to_string(&record).expect("record");
+        let seen = what_the_stub_saw(&spec).await;
         assert!(
             seen.contains(&format!("uid={} groups={}", nobody.uid, nobody.gid)),
             "{seen}"
@@ -550,12 +557,7 @@ mod tests {
         let spec = spec(dir.path(), stub_home(dir.path(), tail), None);
         let live = start(&spec).expect("launch");
         let pid = live.pid;
-        let record = spec.log_dir.join("launched.txt");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&record).is_ok_and(|s| s.contains("PATH=")) {
-            assert!(Instant::now() < deadline, "the stub never ran");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        what_the_stub_saw(&spec).await;
         let started = Instant::now();
         let how = kill(live).await;
         assert_eq!(how, "killed by signal 9");
