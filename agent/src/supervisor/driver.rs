@@ -820,9 +820,9 @@ impl Driver {
     /// slots, their tasks lost with them, until its heartbeat times out (8 s), and registers with
     /// the new JobManager after that. Killed and started afresh at once, it boots beside the new
     /// JobManager and registers as soon as that is up: `kill -9` of the JobManager to the job
-    /// RUNNING again, 7.96 s with the TaskManager kept, 4.75 s restarted (benches/rto.py,
-    /// medians of 3, class-data sharing on). Its restart is the JobManager's failure, not its
-    /// own: it spends none of the TaskManager's budget.
+    /// RUNNING again, 7.96 s with the TaskManager kept (the build before), 4.68 s with it
+    /// restarted (benches/rto.py, medians of 3, class-data sharing on). Its restart is the
+    /// JobManager's failure, not its own: it spends none of the TaskManager's budget.
     async fn restart_taskmanager_with_jobmanager(&mut self) {
         log::info!("restarting the taskmanager with the jobmanager, which ended");
         self.stop(Kind::TaskManager, Stop::Kill).await;
