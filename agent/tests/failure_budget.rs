@@ -13,8 +13,9 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A Flink distribution whose scripts count their launches in `launches` and exit 3.
-fn crashing_flink(dir: &Path) -> PathBuf {
+/// A Flink distribution whose scripts count their launches in `launches` and exit 3 (the
+/// TaskManager's instead runs `taskmanager`, when given).
+fn crashing_flink(dir: &Path, taskmanager: Option<&str>) -> PathBuf {
     let home = dir.join("crashing-flink");
     std::fs::create_dir_all(home.join("bin")).expect("bin");
     std::fs::create_dir_all(home.join("lib")).expect("lib");
@@ -22,8 +23,12 @@ fn crashing_flink(dir: &Path) -> PathBuf {
     std::fs::write(home.join("lib/flink-dist-2.3.0.jar"), b"").expect("jar");
     for script in ["jobmanager.sh", "taskmanager.sh"] {
         let path = home.join("bin").join(script);
+        let tail = match (script, taskmanager) {
+            ("taskmanager.sh", Some(tail)) => tail,
+            _ => "exit 3",
+        };
         let text = format!(
-            "#!/bin/sh\necho {script} >> {}\nexit 3\n",
+            "#!/bin/sh\necho {script} >> {}\n{tail}\n",
             dir.join("launches").display()
         );
         std::fs::write(&path, text).expect("script");
@@ -32,12 +37,17 @@ fn crashing_flink(dir: &Path) -> PathBuf {
     home
 }
 
-fn launches(dir: &Path) -> usize {
+/// Launches of `script` so far.
+fn launches_of(dir: &Path, script: &str) -> usize {
     std::fs::read_to_string(dir.join("launches"))
         .unwrap_or_default()
         .lines()
-        .filter(|l| *l == "jobmanager.sh")
+        .filter(|l| *l == script)
         .count()
+}
+
+fn launches(dir: &Path) -> usize {
+    launches_of(dir, "jobmanager.sh")
 }
 
 /// The JobManager's entry in `status --json` once it is `failed`.
@@ -56,7 +66,7 @@ fn parked(agent: &mut RunningAgent) -> serde_json::Value {
 #[test]
 fn a_parked_process_stays_parked_across_an_agent_restart() {
     let dir = AgentDir::new(18);
-    let home = crashing_flink(dir.path());
+    let home = crashing_flink(dir.path(), None);
     dir.write_config_for(&home, "");
     let mut agent = dir.start();
     let before = parked(&mut agent);
@@ -105,4 +115,22 @@ fn a_parked_process_stays_parked_across_an_agent_restart() {
     wait_for("a new launch", Duration::from_secs(30), || {
         (launches(dir.path()) > tried).then_some(())
     });
+}
+
+/// A TaskManager that never registered holds no slots: a JobManager crashing at every start
+/// does not take it along (one that had registered is restarted with its JobManager).
+#[test]
+fn a_jobmanager_crashing_at_every_start_leaves_an_unregistered_taskmanager_alone() {
+    let dir = AgentDir::new(21);
+    let home = crashing_flink(dir.path(), Some("while :; do sleep 1; done"));
+    dir.write_config_for(&home, "");
+    let mut agent = dir.start();
+    parked(&mut agent);
+    assert_eq!(launches(dir.path()), 6, "the JobManager tried 6 times");
+    assert_eq!(
+        launches_of(dir.path(), "taskmanager.sh"),
+        1,
+        "the TaskManager launched once; log:\n{}",
+        agent.log_text()
+    );
 }

@@ -807,11 +807,14 @@ impl Driver {
             expected: false,
         });
         self.act(kind, action);
-        // With HA the TaskManager stays registered with the leader, wherever that is.
-        if kind == Kind::JobManager
-            && self.spec.ha_cluster_id.is_none()
-            && self.tm.machine.is_live()
-        {
+        // With HA the TaskManager stays registered with the leader, wherever that is. One that
+        // has not registered yet holds no slots and registers with the new JobManager on its
+        // own (a JobManager crashing at every start does not take it along each time).
+        let registered = matches!(
+            self.tm.machine.state(),
+            ProcessState::Running | ProcessState::Unhealthy
+        );
+        if kind == Kind::JobManager && self.spec.ha_cluster_id.is_none() && registered {
             self.restart_taskmanager_with_jobmanager().await;
         }
     }
