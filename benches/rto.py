@@ -355,6 +355,8 @@ def anchor_conf(base, flink_home):
         "execution.checkpointing.dir": f"file://{d}/checkpoints",
         "execution.checkpointing.savepoint-dir": f"file://{d}/savepoints",
         "io.tmp.dirs": f"{d}/tmp",
+        # Flink's default is /tmp, where every killed JobManager's upload dir would stay.
+        "web.tmpdir": f"{d}/tmp",
         "high-availability.type": "zookeeper",
         "high-availability.zookeeper.quorum": f"127.0.0.1:{ZK_PORT}",
         "high-availability.storageDir": f"file://{d}/ha",

@@ -377,6 +377,16 @@ async fn scenarios(reaper: &Reaper) {
         .filter(|e| e.file_name().to_string_lossy().starts_with("flink-rpc-"))
         .count();
     assert_eq!(rpc_jars, 1, "one RPC jar in the JobManager's scratch dir");
+    // Its REST upload dir too (Flink's default is /tmp, where every killed one stayed).
+    let web_dirs = std::fs::read_dir(cfg.flink.data_dir.join("tmp/jobmanager"))
+        .expect("the JobManager's scratch dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("flink-web-"))
+        .count();
+    assert_eq!(
+        web_dirs, 1,
+        "one REST upload dir in the JobManager's scratch dir"
+    );
     let tm = find(&after, "taskmanager");
     assert_ne!(tm.pid, Some(tm_pid), "a new TaskManager");
     assert!(

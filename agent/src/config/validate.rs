@@ -55,6 +55,7 @@ pub const OWNED_KEY_PREFIXES: &[(&str, &str)] = &[
     ("restart-strategy", "set advanced.restart_strategy"),
     ("env.java.opts.all", "the agent sets the JVM options Java 17 needs; use env.java.opts.jobmanager or env.java.opts.taskmanager"),
     ("io.tmp.dirs", "set flink.data_dir"),
+    ("web.tmpdir", "set flink.data_dir"),
     ("taskmanager.tmp.dirs", "set flink.data_dir"),
     ("env.java.home", "set flink.java_home"),
     ("env.log.dir", "set flink.log_dir"),

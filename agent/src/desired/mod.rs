@@ -198,6 +198,15 @@ pub fn derive(
             dir.to_string_lossy().into_owned(),
         );
     }
+    // The REST server's upload dir (`flink-web-<uuid>/`, uploaded jars among it) defaults to
+    // /tmp, and a JobManager that is killed leaves it behind: 604 of them in /tmp after a few
+    // days of tests. In the scratch dir, the next launch clears what the last one left.
+    properties.jobmanager.insert(
+        flinkconf::WEB_TMP_DIR_KEY.to_string(),
+        flinkconf::scratch_dir(&f.data_dir, "jobmanager")
+            .to_string_lossy()
+            .into_owned(),
+    );
     properties
         .taskmanager
         .extend(flinkconf::ha_taskmanager_entries(config));
