@@ -369,23 +369,24 @@ async fn scenarios(reaper: &Reaper) {
         (jm_healthy - t).as_secs_f64()
     );
     has(SupervisorEvent::JobManagerStarted { generation: 2 }).await;
-    // What the killed JobManager left in its scratch dir (Flink's 23 MiB RPC jar among it) was
-    // cleared before the new one started: only the new one's jar is there.
-    let rpc_jars = std::fs::read_dir(cfg.flink.data_dir.join("tmp/jobmanager"))
+    // What the killed JobManager left in its scratch dir (Flink's 23 MiB RPC jar, its REST
+    // upload dir: by Flink's default in /tmp, where every killed one stayed) was cleared before
+    // the new one started: only the new one's are there.
+    let scratch: Vec<String> = std::fs::read_dir(cfg.flink.data_dir.join("tmp/jobmanager"))
         .expect("the JobManager's scratch dir")
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("flink-rpc-"))
-        .count();
-    assert_eq!(rpc_jars, 1, "one RPC jar in the JobManager's scratch dir");
-    // Its REST upload dir too (Flink's default is /tmp, where every killed one stayed).
-    let web_dirs = std::fs::read_dir(cfg.flink.data_dir.join("tmp/jobmanager"))
-        .expect("the JobManager's scratch dir")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("flink-web-"))
-        .count();
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let named = |prefix: &str| scratch.iter().filter(|n| n.starts_with(prefix)).count();
     assert_eq!(
-        web_dirs, 1,
-        "one REST upload dir in the JobManager's scratch dir"
+        named("flink-rpc-"),
+        1,
+        "one RPC jar in the JobManager's scratch dir: {scratch:?}"
+    );
+    assert_eq!(
+        named("flink-web-"),
+        1,
+        "one REST upload dir in the JobManager's scratch dir: {scratch:?}"
     );
     let tm = find(&after, "taskmanager");
     assert_ne!(tm.pid, Some(tm_pid), "a new TaskManager");

@@ -192,21 +192,18 @@ pub fn derive(
         ("jobmanager", &mut properties.jobmanager),
         ("taskmanager", &mut properties.taskmanager),
     ] {
-        let dir = flinkconf::scratch_dir(&f.data_dir, kind);
-        options.insert(
-            flinkconf::TMP_DIRS_KEY.to_string(),
-            dir.to_string_lossy().into_owned(),
-        );
-    }
-    // The REST server's upload dir (`flink-web-<uuid>/`, uploaded jars among it) defaults to
-    // /tmp, and a JobManager that is killed leaves it behind: 604 of them in /tmp after a few
-    // days of tests. In the scratch dir, the next launch clears what the last one left.
-    properties.jobmanager.insert(
-        flinkconf::WEB_TMP_DIR_KEY.to_string(),
-        flinkconf::scratch_dir(&f.data_dir, "jobmanager")
+        let dir = flinkconf::scratch_dir(&f.data_dir, kind)
             .to_string_lossy()
-            .into_owned(),
-    );
+            .into_owned();
+        if kind == "jobmanager" {
+            // The REST server's upload dir (`flink-web-<uuid>/`, uploaded jars among it)
+            // defaults to /tmp, and a JobManager that is killed leaves it behind: 604 of them
+            // in /tmp after a few days of tests. In the scratch dir, the next launch clears
+            // what the last one left.
+            options.insert(flinkconf::WEB_TMP_DIR_KEY.to_string(), dir.clone());
+        }
+        options.insert(flinkconf::TMP_DIRS_KEY.to_string(), dir);
+    }
     properties
         .taskmanager
         .extend(flinkconf::ha_taskmanager_entries(config));

@@ -71,6 +71,10 @@ pub fn scratch_dir(data_dir: &Path, process: &str) -> PathBuf {
     data_dir.join("tmp").join(process)
 }
 
+/// Where the JobManager's REST server keeps its uploads: given on its command line, in its
+/// [`scratch_dir`], for the same reason.
+pub const WEB_TMP_DIR_KEY: &str = "web.tmpdir";
+
 fn flink_owner(user: Option<&str>) -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
     let user = nix::unistd::User::from_name(user?).ok()??;
     Some((user.uid, user.gid))
