@@ -526,3 +526,13 @@ fn the_reporter_port_of_one_process_restarts_that_process_alone() {
         "one shared file cannot hold two processes' ports"
     );
 }
+
+#[test]
+fn each_process_gets_its_own_metric_query_port() {
+    let d = desired(&everything_on());
+    let key = "metrics.internal.query-service.port";
+    assert_eq!(d.launch.properties.jobmanager[key], "6126");
+    assert_eq!(d.launch.properties.taskmanager[key], "6127");
+    // Flink's clients read the shared file: the range of both.
+    assert_eq!(d.flink.rendered.entries[key], "6126-6127");
+}

@@ -19,7 +19,8 @@ pub use prepare::{prepare, scratch_dir, Files, PrepareError, WEB_TMP_DIR_KEY};
 pub use redact::{is_sensitive, redacted, REDACTED};
 pub use render::{
     render, RenderError, RenderedConf, CHECKPOINTS_RETAINED, CONFIG_YAML, HEARTBEAT_TIMEOUT,
-    JAVA17_OPTS, LEGACY_FLINK_CONF, PROMETHEUS_PORT_KEY, PROMETHEUS_REPORTER, TMP_DIRS_KEY,
+    JAVA17_OPTS, LEGACY_FLINK_CONF, METRICS_QUERY_PORT_KEY, PROMETHEUS_PORT_KEY,
+    PROMETHEUS_REPORTER, TMP_DIRS_KEY,
 };
 pub use version::{detect_version, FlinkVersion, VersionError};
 pub use write::{conf_dir, write_conf_dir, FlinkConfError, CONF_FILE_MODE, LOG_CONF_MODE};
