@@ -32,6 +32,11 @@ const QUEUED: usize = 16;
 /// What the hasher reads back at once.
 const READ_BACK: usize = 1 << 20;
 
+/// The hasher flushes the file to disk every this many bytes hashed, so the writer's final
+/// `fsync` finds little left: flushing 1 GiB at the end took 0.44 s on the benchmark machine,
+/// after every byte had arrived (RocksDB's `bytes_per_sync` does the same for its files).
+const FLUSH_EVERY: u64 = 64 << 20;
+
 /// What the writer's thread is sent.
 enum Write {
     /// Bytes of the file from an offset on.
@@ -166,13 +171,15 @@ fn write_ranges(
 }
 
 /// The hasher's thread: hashes the file in order up to each complete prefix it is told of, read
-/// back from the page cache; the bytes hashed and the SHA-256.
+/// back from the page cache, flushing it to disk as it goes (`FLUSH_EVERY`); the bytes hashed
+/// and the SHA-256.
 fn hash_behind(
     file: &std::fs::File,
     complete: &std::sync::mpsc::Receiver<u64>,
 ) -> std::io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut hashed = 0;
+    let mut flushed = 0;
     let mut buf = vec![0u8; READ_BACK];
     for prefix in complete {
         while hashed < prefix {
@@ -180,6 +187,10 @@ fn hash_behind(
             file.read_exact_at(&mut buf[..n], hashed)?;
             hasher.update(&buf[..n]);
             hashed += n as u64;
+        }
+        if hashed - flushed >= FLUSH_EVERY {
+            file.sync_data()?;
+            flushed = hashed;
         }
     }
     Ok((hashed, hex::encode(hasher.finalize())))
