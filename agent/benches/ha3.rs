@@ -310,9 +310,12 @@ fn anchor_files(c: &Cluster3, i: usize) -> (PathBuf, PathBuf) {
     std::fs::write(server.data_dir.join("myid"), format!("{}\n", server.myid)).unwrap();
     let version = flink_agent::flinkconf::detect_version(&config.flink.home).unwrap();
     let rendered = flink_agent::flinkconf::render(&config, version, &Default::default()).unwrap();
+    // The REST upload dir in the node's data dir, as the agent gives it: a killed JobManager
+    // leaves it behind, and Flink's default is /tmp.
     let text = format!(
-        "{}high-availability.cluster-id: /anchor\n",
-        rendered.content
+        "{}high-availability.cluster-id: /anchor\nweb.tmpdir: {}\n",
+        rendered.content,
+        config.flink.data_dir.join("tmp").display()
     );
     std::fs::write(conf.join("config.yaml"), text).unwrap();
     for entry in std::fs::read_dir(flink_home().join("conf"))
