@@ -8,7 +8,7 @@ config), then second starts on one that a first start left (the learned JVM comm
 class-data archives). Then the agent's own footprint on an idle cluster: RSS and CPU over a window,
 next to the TaskManager's RSS. Prints medians and the ratio; asserts nothing.
 
-usage: benches/startup.py [--runs N] [--idle-secs S]   (FLINK_HOME, the agent built in release)
+usage: benches/startup.py [--runs N] [--idle-secs S] [--agent BIN]   (FLINK_HOME, the agent built in release)
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -169,7 +169,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--idle-secs", type=int, default=60)
+    ap.add_argument("--agent", help="the agent binary to measure (default: the release build)")
     a = ap.parse_args()
+    global AGENT
+    AGENT = a.agent or AGENT
     flink_home = os.environ.get("FLINK_HOME") or sys.exit("set FLINK_HOME (tests/setup/flink.sh prints it)")
     agent_ready, agent_usable, scripts = [], [], []
     for i in range(a.runs):
