@@ -133,8 +133,9 @@ pub struct PortsSection {
     /// Results of `collect()` queries, fetched by the JobManager from the TaskManager
     /// (`taskmanager.collect-sink.port`, Flink >= 1.19).
     pub taskmanager_collect: u16,
-    /// First of two consecutive ports for the metric query services of the JobManager and the
-    /// TaskManager, which each take one (`metrics.internal.query-service.port: "P-P+1"`).
+    /// First of two consecutive ports for the metric query services: the JobManager's is P, the
+    /// TaskManager's P+1, each passed to its process alone as `-D
+    /// metrics.internal.query-service.port` (the shared file holds the range `"P-P+1"`).
     pub metrics_query: u16,
     /// The JobManager's Prometheus reporter (`metrics.flink_reporter = true`), passed to that
     /// process alone as `-D metrics.reporter.prom.port`.

@@ -206,8 +206,8 @@ pub fn derive(
     }
     // Each process its own metric query port. From the shared range both took the first free
     // one, and the loser of that race (every start of the pair: a TaskManager is restarted
-    // with its JobManager) logged an ERROR (a failed bind) and started its actor system a
-    // second time, 0.12 s of the JobManager's start when it lost.
+    // with its JobManager) logged an ERROR (a failed bind) and started its metrics actor
+    // system a second time, 0.12 s of the JobManager's start when it lost.
     let query = config.ports.metrics_query;
     for (options, port) in [
         (&mut properties.jobmanager, query),

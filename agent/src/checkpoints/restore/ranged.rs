@@ -33,8 +33,9 @@ const QUEUED: usize = 16;
 const READ_BACK: usize = 1 << 20;
 
 /// The hasher flushes the file to disk every this many bytes hashed, so the writer's final
-/// `fsync` finds little left: flushing 1 GiB at the end took 0.44 s on the benchmark machine,
-/// after every byte had arrived (RocksDB's `bytes_per_sync` does the same for its files).
+/// `fsync` finds little left: an `fsync` of 1 GiB just written took 0.44 s on the benchmark
+/// machine, and at the end it waits after every byte has arrived (RocksDB's `bytes_per_sync`
+/// does the same for its files).
 const FLUSH_EVERY: u64 = 64 << 20;
 
 /// What the writer's thread is sent.
