@@ -39,6 +39,7 @@ JM_CLASS = "StandaloneSessionClusterEntrypoint"
 # 20170-20179: the agent's cluster; 20180-20199: the anchor; 22181: ZooKeeper.
 AGENT_PORTS = dict(rest=20170, jobmanager_rpc=20171, blob=20172, taskmanager_rpc=20173, taskmanager_data=20174,
                    taskmanager_collect=20175, metrics_query=20176)
+AGENT_METRICS = 20178
 ANCHOR_JMS = [dict(rest=20180, rpc=20181, blob=20182), dict(rest=20185, rpc=20186, blob=20187)]
 ZK_PORT = 22181
 AGENT_PHASES = ["gone", "new pid", "jvm", "rest", "tm", "jar", "submitted", "running"]
@@ -211,6 +212,10 @@ rescan_interval_secs = 1
 enabled = false
 [supervisor]
 class_data_sharing = {str(cds).lower()}
+[metrics]
+# Not the default 9248: a test's agent may be listening there (tests and benchmarks take
+# different locks).
+listen = "127.0.0.1:{AGENT_METRICS}"
 [ports]
 {ports}
 """)

@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.path.join(ROOT, "target/release/flink-agent")
 PORTS = dict(rest=28081, jobmanager_rpc=28123, blob=28124, taskmanager_rpc=28122, taskmanager_data=28121,
              taskmanager_collect=28125, metrics_query=28126)
+METRICS = 28128
 
 
 def overview_ready(port, deadline):
@@ -41,6 +42,10 @@ socket = "{d}/agent.sock"
 home = "{flink_home}"
 data_dir = "{d}/data"
 log_dir = "{d}/log"
+[metrics]
+# Not the default 9248: a test's agent may be listening there (tests and benchmarks take
+# different locks).
+listen = "127.0.0.1:{METRICS}"
 [ports]
 {ports}
 """)

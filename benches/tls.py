@@ -23,7 +23,7 @@ the end (SIGINT to the agent stops Flink; a backstop kills anything naming the t
 
 usage: flock /tmp/fa-bench.lock python3 benches/tls.py [--runs N] [--shuffle] [--only-shuffle]
        (FLINK_HOME; the release build: cargo build --release -p flink-agent, or FLINK_AGENT=path)
-Ports 28180-28187.
+Ports 28180-28188.
 """
 import argparse, json, os, shutil, signal, socket, ssl, statistics, subprocess, sys, tempfile, threading, time
 import urllib.request
@@ -34,6 +34,7 @@ JAVA_HOME = os.environ.get("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
 ENTRY = "flinkagent.testjobs.KeyedCounter"
 PORTS = dict(rest=28180, jobmanager_rpc=28181, blob=28182, taskmanager_rpc=28183, taskmanager_data=28184,
              taskmanager_collect=28185, metrics_query=28186)
+METRICS = 28188
 REST = PORTS["rest"]
 
 
@@ -79,6 +80,10 @@ url = "file://{self.d}/store"
 rescan_interval_secs = 1
 [firewall]
 enabled = false
+[metrics]
+# Not the default 9248: a test's agent may be listening there (tests and benchmarks take
+# different locks).
+listen = "{self.host}:{METRICS}"
 [ports]
 {ports}
 {section}""")
