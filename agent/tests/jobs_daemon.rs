@@ -9,7 +9,7 @@
 mod common;
 mod s3;
 
-use common::{agent_bin, build_test_jobs, cli, wait_for, AgentDir};
+use common::{agent_bin, build_test_jobs, cli, http_get, wait_for, AgentDir};
 use flink_agent::checkpoints::layout::{data_path, manifest_path};
 use flink_agent::checkpoints::{self, candidates, Manifest, Remote};
 use s3::Moto;
@@ -90,6 +90,17 @@ async fn same_bytes(remote: &Remote, local_dir: &Path) -> Option<(u64, usize)> {
     None
 }
 
+/// The newest checkpoint Flink has triggered for `job` (0 before the first), from its REST API.
+fn latest_triggered(rest: u16, job: &str) -> Option<u64> {
+    let (status, body) = http_get(rest, &format!("/jobs/{job}/checkpoints"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+    let history = v["history"].as_array().into_iter().flatten();
+    let ids = history
+        .chain([&v["latest"]["completed"]])
+        .filter_map(|c| c["id"].as_u64());
+    Some(ids.max().unwrap_or(0))
+}
+
 fn line_count(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -149,15 +160,31 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
     let (ok, _, err) = cli(&socket, &deploy);
     assert!(!ok && err.contains("already deployed"), "{err}");
 
-    // Checkpoints become durable and status says so.
+    // Checkpoints become durable and status says so. The one the JobManager is killed after
+    // below must hold every key's count (what `assert_output_continues` checks): on a busy
+    // machine the first checkpoint can come before the source's first records (a CI run
+    // restored from one that held a single record), so it is one Flink triggered after 8
+    // records were counted.
+    wait_for("8 records counted", Duration::from_secs(60), || {
+        (line_count(&counts) >= 8).then_some(())
+    });
+    let deployed = jobs_json(&socket).unwrap()[0]["flink_job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let triggered = wait_for(
+        "Flink's checkpoint statistics",
+        Duration::from_secs(30),
+        || latest_triggered(dir.ports.rest, &deployed),
+    );
     let first = wait_for(
-        "a durable checkpoint in status",
+        "a durable checkpoint in status, holding the counted records",
         Duration::from_secs(60),
         || {
             let jobs = jobs_json(&socket)?;
             let job = jobs.as_array()?.first()?.clone();
-            (job["state"] == "RUNNING" && job["last_durable_checkpoint"].as_u64().is_some())
-                .then_some(job)
+            let durable = job["last_durable_checkpoint"].as_u64()?;
+            (job["state"] == "RUNNING" && durable > triggered).then_some(job)
         },
     );
     let first_id = first["flink_job_id"].as_str().unwrap().to_string();
