@@ -188,9 +188,18 @@ pub fn derive(
             server,
         });
     let mut properties = ProcessProperties::default();
-    for (kind, options) in [
-        ("jobmanager", &mut properties.jobmanager),
-        ("taskmanager", &mut properties.taskmanager),
+    // Each process its own metric query port (P and P+1). From the shared range both took the
+    // first free one, and the loser of that race (every start of the pair: a TaskManager is
+    // restarted with its JobManager) logged an ERROR (a failed bind) and started its metrics
+    // actor system a second time, 0.12 s of the JobManager's start when it lost.
+    let query = config.ports.metrics_query;
+    for (kind, options, query_port) in [
+        ("jobmanager", &mut properties.jobmanager, query),
+        (
+            "taskmanager",
+            &mut properties.taskmanager,
+            query.saturating_add(1),
+        ),
     ] {
         let dir = flinkconf::scratch_dir(&f.data_dir, kind)
             .to_string_lossy()
@@ -203,18 +212,8 @@ pub fn derive(
             options.insert(flinkconf::WEB_TMP_DIR_KEY.to_string(), dir.clone());
         }
         options.insert(flinkconf::TMP_DIRS_KEY.to_string(), dir);
-    }
-    // Each process its own metric query port. From the shared range both took the first free
-    // one, and the loser of that race (every start of the pair: a TaskManager is restarted
-    // with its JobManager) logged an ERROR (a failed bind) and started its metrics actor
-    // system a second time, 0.12 s of the JobManager's start when it lost.
-    let query = config.ports.metrics_query;
-    for (options, port) in [
-        (&mut properties.jobmanager, query),
-        (&mut properties.taskmanager, query.saturating_add(1)),
-    ] {
         let key = flinkconf::METRICS_QUERY_PORT_KEY.to_string();
-        options.insert(key, port.to_string());
+        options.insert(key, query_port.to_string());
     }
     properties
         .taskmanager
