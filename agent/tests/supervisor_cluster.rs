@@ -45,6 +45,7 @@ fn config(dir: &Path) -> AgentConfig {
         restart_window_secs: 300,
         stop_grace_secs: 10,
         class_data_sharing: true,
+        delay_c2: true,
     };
     c
 }
@@ -80,11 +81,15 @@ impl Drop for Reaper {
     }
 }
 
-/// An argv without the class-data options (they belong to one launch: record, then map).
+/// An argv without the options the agent decides per launch (class-data: record, then map;
+/// the JIT thresholds).
 fn without_cds(argv: &[String]) -> Vec<String> {
     argv.iter()
         .filter(|a| {
-            !a.starts_with("-XX:DumpLoadedClassList=") && !a.starts_with("-XX:SharedArchiveFile=")
+            !a.starts_with("-XX:DumpLoadedClassList=")
+                && !a.starts_with("-XX:SharedArchiveFile=")
+                && !a.starts_with("-Xlog:class+load")
+                && !a.starts_with("-XX:Tier4")
         })
         .cloned()
         .collect()
@@ -262,8 +267,17 @@ async fn scenarios(reaper: &Reaper) {
         let learned = state_dir.join(format!("flink-conf.jvm/{name}.json"));
         assert!(learned.is_file(), "{} was not learned", learned.display());
     }
-    // No class-data archive yet: the first JVMs record the classes they load for one.
+    // No class-data archive yet: the first JVMs record the classes they load for one. Their
+    // optimizing compiler waits for hot code.
     for (name, launch) in [("jobmanager", &script_jm), ("taskmanager", &script_tm)] {
+        assert!(
+            launch
+                .0
+                .iter()
+                .any(|a| a == "-XX:Tier4InvocationThreshold=50000"),
+            "the {name} runs with the JIT thresholds: {:?}",
+            launch.0
+        );
         assert!(
             launch
                 .0
@@ -542,6 +556,35 @@ async fn scenarios(reaper: &Reaper) {
         maps.contains(&archive.display().to_string()),
         "the healthy JobManager maps {}",
         archive.display()
+    );
+    // The archive holds Pekko's classes too, which Flink loads through a class loader of its
+    // own from a jar it extracts at every start (Java 17's class list leaves them out).
+    let (argv, _) = proc_launch(jm.pid.expect("jm pid"));
+    let classpath = &argv[argv
+        .iter()
+        .position(|a| a == "-classpath")
+        .expect("-classpath")
+        + 1];
+    let shown = std::process::Command::new(&argv[0])
+        .arg(format!("-XX:SharedArchiveFile={}", archive.display()))
+        .args(["-cp", classpath, "-XX:+PrintSharedArchiveAndExit"])
+        .output()
+        .expect("java -XX:+PrintSharedArchiveAndExit");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let unregistered = shown
+        .split_once("Shared Unregistered Dictionary")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let pekko = unregistered.matches("org.apache.pekko.").count();
+    println!(
+        "the JobManager's archive holds {} classes of Flink's own class loaders, {pekko} of them Pekko's",
+        unregistered.lines().filter(|l| l.contains(" unregistered_loader")).count()
+    );
+    // A JobManager loads some 870 of Pekko's classes by the time its REST API answers.
+    assert!(
+        unregistered.contains("org.apache.pekko.actor.ActorSystem ") && pekko > 500,
+        "Pekko's classes are in the archive ({pekko}):\n{}",
+        &shown[shown.len().saturating_sub(2000)..]
     );
     assert_eq!(
         other.try_wait().expect("wait"),

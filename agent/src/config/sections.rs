@@ -566,6 +566,10 @@ pub struct SupervisorSection {
     /// Class-data sharing archives for the JobManager and TaskManager JVMs (made by the agent,
     /// mapped at each start; see `supervisor::cds`). Applies from each process's next start.
     pub class_data_sharing: bool,
+    /// The JVMs' optimizing compiler (C2) takes only code that runs ten times as often as by
+    /// default, so a start spends its CPU starting (see `supervisor::jit`). Applies from each
+    /// process's next start.
+    pub delay_c2: bool,
 }
 
 impl Default for SupervisorSection {
@@ -579,6 +583,7 @@ impl Default for SupervisorSection {
             restart_window_secs: 300,
             stop_grace_secs: 30,
             class_data_sharing: true,
+            delay_c2: true,
         }
     }
 }

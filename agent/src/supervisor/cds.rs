@@ -8,11 +8,12 @@
 //!
 //! How (Java 17 has no automatic archive, and `-XX:ArchiveClassesAtExit` needs an orderly exit,
 //! which a crashed JVM never has): a launch without an archive records the classes it loads
-//! (`-XX:DumpLoadedClassList`, which the JVM writes as it loads them); once that process is
-//! healthy and has settled, the agent dumps a static archive from the list in the background at
-//! the lowest priority (`java -Xshare:dump`, one at a time), writes it atomically, and every
-//! later launch maps it (`-XX:SharedArchiveFile`), through Flink's scripts (`JVM_ARGS`) or as
-//! the learned JVM command.
+//! (`-XX:DumpLoadedClassList`, which the JVM writes as it loads them, and a class-loading log for
+//! the classes that list leaves out: see [`unregistered`]); once that process is healthy and has
+//! settled, the agent dumps a static archive from the list in the background at the lowest
+//! priority (`java -Xshare:dump`, one at a time), writes it atomically, and every later launch
+//! maps it (`-XX:SharedArchiveFile`), through Flink's scripts (`JVM_ARGS`) or as the learned JVM
+//! command.
 //!
 //! Safety: the JVM checks an archive against its own build and the class path and runs without
 //! it on any mismatch (`-Xshare:auto`, the default); an archive is keyed by the process kind,
@@ -27,6 +28,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+mod unregistered;
+
 /// How long a recording process runs healthy before its class list is dumped: the classes of
 /// its first minutes (the TaskManager registering, a job deployed) belong in the archive.
 pub const SETTLE: Duration = Duration::from_secs(30);
@@ -36,24 +39,33 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 pub enum Cds {
     /// Map this archive.
     Map(PathBuf),
-    /// Record the classes loaded into this list (no archive yet).
-    Record(PathBuf),
+    /// Record the classes loaded into a class list, and every class load into a log.
+    Record { classlist: PathBuf, log: PathBuf },
 }
 
+/// The option that writes the class-loading log; `filecount=0`: one file, truncated when the
+/// JVM starts (a rotated-away older log would mix two processes' class addresses).
+const LOG_OPTION: &str = "-Xlog:class+load=debug:file=";
+
 impl Cds {
-    /// The JVM option that does it.
-    pub fn option(&self) -> String {
+    /// The JVM options that do it.
+    pub fn options(&self) -> Vec<String> {
         match self {
-            Cds::Map(path) => format!("-XX:SharedArchiveFile={}", path.display()),
-            Cds::Record(path) => format!("-XX:DumpLoadedClassList={}", path.display()),
+            Cds::Map(path) => vec![format!("-XX:SharedArchiveFile={}", path.display())],
+            Cds::Record { classlist, log } => vec![
+                format!("-XX:DumpLoadedClassList={}", classlist.display()),
+                format!("{LOG_OPTION}{}::filecount=0", log.display()),
+            ],
         }
     }
 }
 
-/// True for the options [`Cds::option`] gives: they belong to one launch, not to the learned
+/// True for the options [`Cds::options`] gives: they belong to one launch, not to the learned
 /// JVM command.
 pub fn is_cds_option(arg: &str) -> bool {
-    arg.starts_with("-XX:SharedArchiveFile=") || arg.starts_with("-XX:DumpLoadedClassList=")
+    arg.starts_with("-XX:SharedArchiveFile=")
+        || arg.starts_with("-XX:DumpLoadedClassList=")
+        || arg.starts_with(LOG_OPTION)
 }
 
 /// The files of one kind's archive under one key.
@@ -64,6 +76,8 @@ pub struct Archive {
     pub archive: PathBuf,
     /// `<log_dir>/<kind>.classlist`: Flink's user writes it.
     pub classlist: PathBuf,
+    /// `<log_dir>/<kind>.classload.log`: the recording JVM's class-loading log.
+    pub log: PathBuf,
     /// `<kind>-<key>.failed`: the dump's output; no more attempts under this key.
     pub failed: PathBuf,
 }
@@ -79,7 +93,8 @@ impl Archive {
         let key = key(spec, kind)?;
         let archive = dir.join(format!("{}-{}.jsa", kind.name(), &key[..16]));
         let classlist = spec.log_dir.join(format!("{}.classlist", kind.name()));
-        if [&archive, &classlist]
+        let log = spec.log_dir.join(format!("{}.classload.log", kind.name()));
+        if [&archive, &classlist, &log]
             .iter()
             .any(|p| p.to_string_lossy().contains(char::is_whitespace))
         {
@@ -90,6 +105,7 @@ impl Archive {
             failed: archive.with_extension("failed"),
             archive,
             classlist,
+            log,
         }))
     }
 
@@ -101,7 +117,10 @@ impl Archive {
         } else if self.failed.exists() {
             None
         } else {
-            Some(Cds::Record(self.classlist.clone()))
+            Some(Cds::Record {
+                classlist: self.classlist.clone(),
+                log: self.log.clone(),
+            })
         }
     }
 
@@ -119,31 +138,95 @@ impl Archive {
         }
     }
 
-    /// Dumps the archive from the recorded class list with `java` and `classpath` (the JVM
-    /// command's), then removes the list and this kind's archives of other keys; None when the
-    /// archive exists already. Blocking: the dump takes seconds to tens of seconds of one core.
-    #[allow(unsafe_code)]
-    pub fn make(&self, java: &str, classpath: &str) -> Result<Option<MadeArchive>, CdsError> {
-        use std::os::unix::process::CommandExt;
+    /// Dumps the archive from the recorded class list, with lines for the unregistered classes
+    /// in the class-loading log whose jars are files of `flink_uid` (the user the JVMs run as),
+    /// using `java` and `classpath` (the JVM command's); then removes the recordings and this
+    /// kind's archives of other keys. None when the archive exists already. Blocking: a dump
+    /// takes seconds to tens of seconds of one core.
+    pub fn make(
+        &self,
+        java: &str,
+        classpath: &str,
+        flink_uid: u32,
+    ) -> Result<Option<MadeArchive>, CdsError> {
         // One dump at a time: each takes a core for its duration.
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         if self.archive.is_file() {
             // Another recording launch of this kind got there first.
-            let _ = fs::remove_file(&self.classlist);
+            self.remove_recordings();
             return Ok(None);
         }
         let started = Instant::now();
-        let tmp = self.archive.with_extension("jsa.tmp");
         let dir = self.archive.parent().unwrap_or(Path::new("/"));
         fs::create_dir_all(dir).map_err(|e| CdsError::Io(dir.display().to_string(), e))?;
+        let suffix = match fs::read(&self.log) {
+            // The log is Flink's user's file, the dump runs as the agent's user and its archive
+            // is world-readable: only that user's own jars get in (not a planted link to
+            // another's).
+            Ok(log) => unregistered::suffix(&String::from_utf8_lossy(&log), |jar| {
+                owned_file(jar, flink_uid)
+            }),
+            Err(e) => {
+                log::warn!("cannot read {}: {e}", self.log.display());
+                unregistered::Suffix::default()
+            }
+        };
+        let mut unregistered = 0;
+        let dumped = if suffix.classes == 0 {
+            self.dump(java, classpath, &self.classlist)
+        } else {
+            // The recorded list is Flink's user's file: the whole list goes in the agent's dir.
+            let full = self.archive.with_extension("classlist");
+            let mut list = fs::read(&self.classlist)
+                .map_err(|e| CdsError::Io(self.classlist.display().to_string(), e))?;
+            list.extend_from_slice(suffix.text.as_bytes());
+            crate::fsutil::write_atomic(&full, &list, 0o644)
+                .map_err(|e| CdsError::Io(full.display().to_string(), e))?;
+            let dumped = match self.dump(java, classpath, &full) {
+                Ok(()) => {
+                    unregistered = suffix.classes;
+                    Ok(())
+                }
+                Err(e) => {
+                    // Those lines are the agent's reading of a log: never worth the archive.
+                    log::warn!(
+                        "the {} class-data archive leaves out the classes of Flink's own class \
+                         loaders: a dump with them failed ({})",
+                        self.kind.name(),
+                        e.tail()
+                    );
+                    self.dump(java, classpath, &self.classlist)
+                }
+            };
+            let _ = fs::remove_file(&full);
+            dumped
+        };
+        if let Err(failed) = dumped {
+            let _ = crate::fsutil::write_atomic(&self.failed, failed.output.as_bytes(), 0o644);
+            return Err(CdsError::Dump {
+                tail: failed.tail(),
+                status: failed.status,
+            });
+        }
+        self.remove_recordings();
+        self.remove_others(dir);
+        Ok(Some(MadeArchive {
+            bytes: fs::metadata(&self.archive).map(|m| m.len()).unwrap_or(0),
+            unregistered,
+            took: started.elapsed(),
+        }))
+    }
+
+    /// One `java -Xshare:dump` from `list`, published atomically as the archive.
+    #[allow(unsafe_code)]
+    fn dump(&self, java: &str, classpath: &str, list: &Path) -> Result<(), DumpFailed> {
+        use std::os::unix::process::CommandExt;
+        let tmp = self.archive.with_extension("jsa.tmp");
         let mut command = std::process::Command::new("nice");
         command
             .args(["-n", "19", java, "-Xshare:dump"])
-            .arg(format!(
-                "-XX:SharedClassListFile={}",
-                self.classlist.display()
-            ))
+            .arg(format!("-XX:SharedClassListFile={}", list.display()))
             .arg(format!("-XX:SharedArchiveFile={}", tmp.display()))
             .args(["-cp", classpath])
             .stdin(std::process::Stdio::null());
@@ -155,28 +238,31 @@ impl Archive {
                     .map_err(io::Error::from)
             });
         }
-        let out = command
-            .output()
-            .map_err(|e| CdsError::Io(java.to_string(), e))?;
-        if !out.status.success() || !tmp.is_file() {
+        let failed = |status: String, output: String| {
             let _ = fs::remove_file(&tmp);
+            Err(DumpFailed { status, output })
+        };
+        let out = match command.output() {
+            Ok(out) => out,
+            Err(e) => return failed("not started".into(), format!("{java}: {e}")),
+        };
+        if !out.status.success() || !tmp.is_file() {
             let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&out.stderr));
-            let _ = crate::fsutil::write_atomic(&self.failed, text.as_bytes(), 0o644);
-            let tail: Vec<&str> = text.lines().rev().take(3).collect();
-            return Err(CdsError::Dump {
-                status: out.status.to_string(),
-                tail: tail.into_iter().rev().collect::<Vec<_>>().join(" / "),
-            });
+            return failed(out.status.to_string(), text);
         }
-        publish(&tmp, &self.archive)
-            .map_err(|e| CdsError::Io(self.archive.display().to_string(), e))?;
+        publish(&tmp, &self.archive).or_else(|e| {
+            failed(
+                "not published".into(),
+                format!("{}: {e}", self.archive.display()),
+            )
+        })
+    }
+
+    /// The recording launch's class list and log: the archive holds what they said.
+    fn remove_recordings(&self) {
         let _ = fs::remove_file(&self.classlist);
-        self.remove_others(dir);
-        Ok(Some(MadeArchive {
-            bytes: fs::metadata(&self.archive).map(|m| m.len()).unwrap_or(0),
-            took: started.elapsed(),
-        }))
+        let _ = fs::remove_file(&self.log);
     }
 
     /// This kind's archives and markers of other keys (an older distribution or JVM).
@@ -191,6 +277,7 @@ impl Archive {
             let ours = name.starts_with(&prefix)
                 && (name.ends_with(".jsa")
                     || name.ends_with(".failed")
+                    || name.ends_with(".classlist")
                     || name.ends_with(".jsa.tmp"));
             if ours && path != self.archive && path != self.failed {
                 let _ = fs::remove_file(&path);
@@ -203,7 +290,24 @@ impl Archive {
 #[derive(Debug, Clone, Copy)]
 pub struct MadeArchive {
     pub bytes: u64,
+    /// Classes in it from Flink's own class loaders (see [`unregistered`]).
+    pub unregistered: usize,
     pub took: Duration,
+}
+
+/// A dump that did not: the JVM's exit status and output.
+#[derive(Debug)]
+struct DumpFailed {
+    status: String,
+    output: String,
+}
+
+impl DumpFailed {
+    /// The output's last three lines, where the JVM says why.
+    fn tail(&self) -> String {
+        let tail: Vec<&str> = self.output.lines().rev().take(3).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    }
 }
 
 /// Why no archive was made (logged; the processes run without one).
@@ -213,6 +317,12 @@ pub enum CdsError {
     Io(String, #[source] io::Error),
     #[error("`java -Xshare:dump` failed ({status}): {tail}")]
     Dump { status: String, tail: String },
+}
+
+/// A regular file (not a link) of user `uid`.
+fn owned_file(path: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.uid() == uid)
 }
 
 /// fsync, world-readable (Flink's user maps it), rename, fsync the directory.
@@ -244,7 +354,8 @@ fn key(spec: &LaunchSpec, kind: Kind) -> io::Result<String> {
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(bytes);
     };
-    field(b"flink-agent cds v1");
+    // v2: the archive holds the classes of Flink's own class loaders (v1 archives are made again).
+    field(b"flink-agent cds v2");
     field(kind.name().as_bytes());
     let libjvm = spec.java_home.join("lib/server/libjvm.so");
     let mut files = vec![libjvm];
@@ -294,7 +405,10 @@ mod tests {
         let a = Archive::of(&s, Kind::JobManager).unwrap().unwrap();
         assert_eq!(
             a.plan(),
-            Some(Cds::Record(t.path().join("log/jobmanager.classlist")))
+            Some(Cds::Record {
+                classlist: t.path().join("log/jobmanager.classlist"),
+                log: t.path().join("log/jobmanager.classload.log"),
+            })
         );
         fs::create_dir_all(a.archive.parent().unwrap()).unwrap();
         fs::write(&a.archive, b"jsa").unwrap();
@@ -327,8 +441,12 @@ mod tests {
 
     #[test]
     fn options_are_recognised_and_the_class_path_is_found() {
-        for cds in [Cds::Map("/a.jsa".into()), Cds::Record("/l".into())] {
-            assert!(is_cds_option(&cds.option()));
+        let record = Cds::Record {
+            classlist: "/l".into(),
+            log: "/g".into(),
+        };
+        for cds in [Cds::Map("/a.jsa".into()), record] {
+            assert!(cds.options().iter().all(|o| is_cds_option(o)));
         }
         assert!(!is_cds_option("-XX:+UseG1GC"));
         let argv: Vec<String> = ["/java", "-Xmx1g", "-classpath", "/a.jar:/b.jar", "Main"]
@@ -336,6 +454,20 @@ mod tests {
             .to_vec();
         assert_eq!(classpath(&argv), Some("/a.jar:/b.jar"));
         assert_eq!(classpath(&argv[..2]), None);
+    }
+
+    #[test]
+    fn only_the_flink_users_own_jars_go_into_an_archive() {
+        let t = tempfile::tempdir().unwrap();
+        let me = nix::unistd::Uid::current().as_raw();
+        let jar = t.path().join("flink-rpc-pekko_1.jar");
+        fs::write(&jar, b"jar").unwrap();
+        let link = t.path().join("flink-rpc-pekko_2.jar");
+        std::os::unix::fs::symlink(&jar, &link).unwrap();
+        assert!(owned_file(&jar, me));
+        assert!(!owned_file(&jar, me + 1), "another user's file");
+        assert!(!owned_file(&link, me), "a link");
+        assert!(!owned_file(&t.path().join("gone.jar"), me));
     }
 
     #[test]

@@ -602,7 +602,7 @@ impl Driver {
                 };
                 let classes = match &cds {
                     Some((_, cds::Cds::Map(_))) => ", mapping its class-data archive",
-                    Some((_, cds::Cds::Record(_))) => ", recording its classes for an archive",
+                    Some((_, cds::Cds::Record { .. })) => ", recording its classes for an archive",
                     None => "",
                 };
                 log::info!("started {} (pid {}) {how}{classes}", kind.name(), live.pid);
@@ -637,11 +637,19 @@ impl Driver {
         cds: Option<&cds::Cds>,
         resource_id: Option<String>,
     ) -> Result<Live, SupervisorError> {
+        let jit = self.spec.settings.delay_c2 && kind != Kind::ZooKeeper;
+        let jvm_options: Vec<String> = jit
+            .then_some(super::jit::OPTIONS)
+            .into_iter()
+            .flatten()
+            .map(str::to_string)
+            .chain(cds.into_iter().flat_map(cds::Cds::options))
+            .collect();
         let launch = Launch {
             kind,
             extra_args: args,
             learned,
-            cds,
+            jvm_options: &jvm_options,
             placement: self.placement,
             number: self.launches,
         };
@@ -694,7 +702,7 @@ impl Driver {
         let slot = self.slot(kind);
         slot.proven = true;
         let args = slot.extra_args.clone();
-        if let (Some((archive, cds::Cds::Record(_))), Some(live)) = (&slot.cds, &slot.live) {
+        if let (Some((archive, cds::Cds::Record { .. })), Some(live)) = (&slot.cds, &slot.live) {
             let (archive, identity) = (archive.clone(), live.identity.clone());
             slot.cds = None;
             self.make_archive(archive, identity);
@@ -755,8 +763,9 @@ impl Driver {
                     .collect();
                 let classpath = cds::classpath(&argv)
                     .ok_or_else(|| "its command line names no class path".to_string())?;
+                let uid = process::flink_uid(&spec).map_err(|e| e.to_string())?;
                 archive
-                    .make(&argv[0], classpath)
+                    .make(&argv[0], classpath, uid.as_raw())
                     .map(|made| (made, archive.archive.clone()))
                     .map_err(|e| e.to_string())
             })
@@ -765,10 +774,12 @@ impl Driver {
             match made {
                 Ok((None, _)) => {}
                 Ok((Some(made), path)) => log::info!(
-                    "made the {} class-data archive {} ({} MiB in {:.1} s): its next starts map it",
+                    "made the {} class-data archive {} ({} MiB, {} classes of Flink's own class \
+                     loaders among them, in {:.1} s): its next starts map it",
                     kind.name(),
                     path.display(),
                     made.bytes >> 20,
+                    made.unregistered,
                     made.took.as_secs_f64()
                 ),
                 Err(e) => log::warn!(

@@ -159,8 +159,8 @@ pub fn learn(
         return Err(LearnError::MissingExtraArgs(extra_args.to_vec()));
     };
     argv.truncate(kept);
-    // The class-data options belong to that launch (`super::cds` decides them per launch).
-    argv.retain(|a| !super::cds::is_cds_option(a));
+    // The JIT and class-data options belong to that launch (the agent decides them per launch).
+    argv.retain(|a| !super::process::is_launch_option(a));
     let env = split_nul(environ)?
         .into_iter()
         .filter_map(|kv| {
@@ -261,9 +261,10 @@ org.apache.flink.runtime.taskexecutor.TaskManagerRunner\0--configDir\0/var/lib/f
     }
 
     #[test]
-    fn class_data_options_are_not_learned() {
+    fn jit_and_class_data_options_are_not_learned() {
         let cmdline = [
-            b"/usr/lib/jvm/java-17-openjdk-amd64/bin/java\0-XX:DumpLoadedClassList=/var/log/flink/taskmanager.classlist\0-Xmx536870902\0".as_slice(),
+            b"/usr/lib/jvm/java-17-openjdk-amd64/bin/java\0-XX:Tier4InvocationThreshold=50000\0-XX:Tier4BackEdgeThreshold=400000\0".as_slice(),
+            b"-XX:DumpLoadedClassList=/var/log/flink/taskmanager.classlist\0-Xlog:class+load=debug:file=/var/log/flink/taskmanager.classload.log::filecount=0\0-Xmx536870902\0",
             b"-classpath\0/opt/flink/lib/flink-dist-2.3.0.jar\0org.apache.flink.runtime.taskexecutor.TaskManagerRunner\0-D\0taskmanager.resource-id=tm-1\0",
         ]
         .concat();

@@ -12,6 +12,7 @@
 //!   so that restarts skip the scripts' seconds of helper JVMs;
 //! - `cds`: class-data sharing archives of the JobManager and TaskManager JVMs, so that a
 //!   restarted JVM maps its classes instead of loading them;
+//! - `jit`: JIT thresholds that keep a JVM's start from spending half its CPU compiling;
 //! - `driver`: the task that owns both processes and runs the reconcile loop;
 //! - [`SupervisorHandle`]: how the daemon and the API talk to that task.
 //!
@@ -24,6 +25,7 @@ mod adopt;
 mod cds;
 mod driver;
 mod fingerprint;
+mod jit;
 mod jvm_command;
 mod persist;
 mod placement;

@@ -102,6 +102,13 @@ struct Identity {
     switch: Option<(Uid, Gid, Vec<Gid>)>,
 }
 
+/// The user the Flink processes run as (`flink.user`, else the agent's).
+pub fn flink_uid(spec: &LaunchSpec) -> Result<Uid, SupervisorError> {
+    Ok(identity(spec.user.as_deref())?
+        .switch
+        .map_or_else(Uid::current, |(uid, _, _)| uid))
+}
+
 fn identity(user: Option<&str>) -> Result<Identity, SupervisorError> {
     let Some(name) = user else {
         let me = User::from_uid(Uid::current()).ok().flatten();
@@ -145,8 +152,8 @@ pub struct Launch<'a> {
     pub kind: Kind,
     pub extra_args: &'a [String],
     pub learned: Option<&'a JvmCommand>,
-    /// Class-data sharing for this launch (see [`super::cds`]).
-    pub cds: Option<&'a super::cds::Cds>,
+    /// JVM options of this launch, first on the JVM's command line (see [`is_launch_option`]).
+    pub jvm_options: &'a [String],
     pub placement: Placement,
     /// Numbers this launch (scope unit names must not repeat while an old one is collected).
     pub number: u64,
@@ -177,10 +184,10 @@ pub fn spawn(spec: &LaunchSpec, launch: &Launch<'_>) -> Result<Spawned, Supervis
             (_, Some(cmd), _) => (
                 cmd.argv[0].clone(),
                 launch
-                    .cds
-                    .map(super::cds::Cds::option)
-                    .into_iter()
-                    .chain(cmd.argv[1..].iter().cloned())
+                    .jvm_options
+                    .iter()
+                    .chain(&cmd.argv[1..])
+                    .cloned()
                     .collect(),
                 cmd.env.clone(),
             ),
@@ -205,7 +212,10 @@ pub fn spawn(spec: &LaunchSpec, launch: &Launch<'_>) -> Result<Spawned, Supervis
                 .into_iter()
                 // The scripts put JVM_ARGS on the final JVM's command line only (not on their
                 // helper JVMs').
-                .chain(launch.cds.map(|c| ("JVM_ARGS", c.option())))
+                .chain(
+                    (!launch.jvm_options.is_empty())
+                        .then(|| ("JVM_ARGS", launch.jvm_options.join(" "))),
+                )
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             ),
@@ -320,6 +330,12 @@ fn switch_user(command: &mut std::process::Command, uid: Uid, gid: Gid, groups: 
             Ok(())
         });
     }
+}
+
+/// True for the JVM options the agent decides per launch (JIT thresholds, class-data sharing):
+/// a learned JVM command is kept without them.
+pub fn is_launch_option(arg: &str) -> bool {
+    super::jit::is_jit_option(arg) || super::cds::is_cds_option(arg)
 }
 
 /// Reads `/proc/<pid>/<file>` of a Flink process. Under its unit the agent is root without
@@ -484,7 +500,7 @@ mod tests {
             kind: Kind::JobManager,
             extra_args: &[],
             learned: None,
-            cds: None,
+            jvm_options: &[],
             placement: Placement::Session,
             number: 1,
         };
@@ -576,7 +592,7 @@ mod tests {
             kind: Kind::JobManager,
             extra_args: &[],
             learned: None,
-            cds: None,
+            jvm_options: &[],
             placement: Placement::Session,
             number: 1,
         };
