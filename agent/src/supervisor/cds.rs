@@ -160,13 +160,13 @@ impl Archive {
         let started = Instant::now();
         let dir = self.archive.parent().unwrap_or(Path::new("/"));
         fs::create_dir_all(dir).map_err(|e| CdsError::Io(dir.display().to_string(), e))?;
-        let suffix = match fs::read(&self.log) {
-            // The log is Flink's user's file, the dump runs as the agent's user and its archive
-            // is world-readable: only that user's own jars get in (not a planted link to
-            // another's).
-            Ok(log) => unregistered::suffix(&String::from_utf8_lossy(&log), |jar| {
-                owned_file(jar, flink_uid)
-            }),
+        // The log is Flink's user's file, the dump runs as the agent's user and its archive is
+        // world-readable: only that user's own jars get in (not a planted link to another's).
+        let suffix = fs::File::open(&self.log).and_then(|log| {
+            unregistered::suffix(io::BufReader::new(log), |jar| owned_file(jar, flink_uid))
+        });
+        let suffix = match suffix {
+            Ok(suffix) => suffix,
             Err(e) => {
                 log::warn!("cannot read {}: {e}", self.log.display());
                 unregistered::Suffix::default()
@@ -177,12 +177,14 @@ impl Archive {
             self.dump(java, classpath, &self.classlist)
         } else {
             // The recorded list is Flink's user's file: the whole list goes in the agent's dir.
+            // Only the dump reads it, and it is gone after: no fsync.
             let full = self.archive.with_extension("classlist");
-            let mut list = fs::read(&self.classlist)
-                .map_err(|e| CdsError::Io(self.classlist.display().to_string(), e))?;
-            list.extend_from_slice(suffix.text.as_bytes());
-            crate::fsutil::write_atomic(&full, &list, 0o644)
-                .map_err(|e| CdsError::Io(full.display().to_string(), e))?;
+            let written = fs::File::open(&self.classlist).and_then(|mut list| {
+                let mut out = fs::File::create(&full)?;
+                io::copy(&mut list, &mut out)?;
+                io::Write::write_all(&mut out, suffix.text.as_bytes())
+            });
+            written.map_err(|e| CdsError::Io(full.display().to_string(), e))?;
             let dumped = match self.dump(java, classpath, &full) {
                 Ok(()) => {
                     unregistered = suffix.classes;
@@ -211,6 +213,7 @@ impl Archive {
         }
         self.remove_recordings();
         self.remove_others(dir);
+        give_back_memory();
         Ok(Some(MadeArchive {
             bytes: fs::metadata(&self.archive).map(|m| m.len()).unwrap_or(0),
             unregistered,
@@ -223,13 +226,27 @@ impl Archive {
     fn dump(&self, java: &str, classpath: &str, list: &Path) -> Result<(), DumpFailed> {
         use std::os::unix::process::CommandExt;
         let tmp = self.archive.with_extension("jsa.tmp");
+        // The dump's output goes to a file, read only if it fails: with a few thousand
+        // unregistered classes it can say much, and the agent stays small.
+        let out_path = self.archive.with_extension("out");
+        let failed = |status: String, output: String| {
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&out_path);
+            Err(DumpFailed { status, output })
+        };
+        let out = match fs::File::create(&out_path).and_then(|f| Ok((f.try_clone()?, f))) {
+            Ok(out) => out,
+            Err(e) => return failed("not started".into(), format!("{}: {e}", out_path.display())),
+        };
         let mut command = std::process::Command::new("nice");
         command
             .args(["-n", "19", java, "-Xshare:dump"])
             .arg(format!("-XX:SharedClassListFile={}", list.display()))
             .arg(format!("-XX:SharedArchiveFile={}", tmp.display()))
             .args(["-cp", classpath])
-            .stdin(std::process::Stdio::null());
+            .stdin(std::process::Stdio::null())
+            .stdout(out.0)
+            .stderr(out.1);
         // SAFETY: prctl(2) only, between fork and exec. The dump is the agent's own work: it
         // ends with the agent (the thread that forked it waits for it until then).
         unsafe {
@@ -238,19 +255,17 @@ impl Archive {
                     .map_err(io::Error::from)
             });
         }
-        let failed = |status: String, output: String| {
-            let _ = fs::remove_file(&tmp);
-            Err(DumpFailed { status, output })
-        };
-        let out = match command.output() {
-            Ok(out) => out,
+        let status = match command.status() {
+            Ok(status) => status,
             Err(e) => return failed("not started".into(), format!("{java}: {e}")),
         };
-        if !out.status.success() || !tmp.is_file() {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            return failed(out.status.to_string(), text);
+        if !status.success() || !tmp.is_file() {
+            let text = fs::read(&out_path)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            return failed(status.to_string(), text);
         }
+        let _ = fs::remove_file(&out_path);
         publish(&tmp, &self.archive).or_else(|e| {
             failed(
                 "not published".into(),
@@ -278,6 +293,7 @@ impl Archive {
                 && (name.ends_with(".jsa")
                     || name.ends_with(".failed")
                     || name.ends_with(".classlist")
+                    || name.ends_with(".out")
                     || name.ends_with(".jsa.tmp"));
             if ours && path != self.archive && path != self.failed {
                 let _ = fs::remove_file(&path);
@@ -317,6 +333,17 @@ pub enum CdsError {
     Io(String, #[source] io::Error),
     #[error("`java -Xshare:dump` failed ({status}): {tail}")]
     Dump { status: String, tail: String },
+}
+
+/// Hands the heap the log's reading freed back to the kernel: a dump is a one-off, and the
+/// allocator would otherwise keep those megabytes for the agent's life.
+#[allow(unsafe_code)]
+fn give_back_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim(3) only releases free memory at the top of glibc's heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A regular file (not a link) of user `uid`.

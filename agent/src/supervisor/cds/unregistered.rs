@@ -14,6 +14,7 @@
 //! write those lines, in load order, which puts every super class before its subclasses.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{self, BufRead, Seek};
 use std::path::Path;
 
 /// Lines to append to a class list.
@@ -35,130 +36,177 @@ enum Seen {
 }
 
 /// The lines for the unregistered classes in `log` (a class-loading log at debug level) whose
-/// jar still exists (`exists`): first an id line for each built-in class they extend or
-/// implement, then one line per class, each naming its super class and interfaces by id. A
-/// class whose super class or an interface cannot be named is left out (it loads as before).
-pub fn suffix(log: &str, exists: impl Fn(&Path) -> bool) -> Suffix {
-    let mut seen: HashMap<&str, Seen> = HashMap::new();
+/// jar passes `usable`: first an id line for each built-in class they extend or implement, then
+/// one line per class, each naming its super class and interfaces by id. A class whose super
+/// class or an interface cannot be named is left out (it loads as before).
+///
+/// A JVM's log is megabytes and names some 10,000 classes, and the agent stays small: it is
+/// read twice, line by line, the first time for the addresses such classes refer to, the
+/// second keeping only the classes at those addresses.
+pub fn suffix<R: BufRead + Seek>(mut log: R, usable: impl Fn(&Path) -> bool) -> io::Result<Suffix> {
+    let mut wanted: HashSet<u64> = HashSet::new();
+    each_class(&mut log, |class| {
+        if class.candidate() {
+            wanted.insert(class.sup);
+            wanted.extend(&class.interfaces);
+        }
+    })?;
+    log.rewind()?;
+    let mut seen: HashMap<u64, Seen> = HashMap::new();
     let mut builtin_ids: HashMap<String, u32> = HashMap::new();
     let mut listed_names: HashSet<String> = HashSet::new();
     let (mut head, mut tail) = (String::new(), String::new());
     let mut next_id = 0u32;
     let mut classes = 0;
-    let mut pending: Option<(&str, &str)> = None;
-    for line in log.lines() {
-        let Some((_, message)) = line.split_once("[class,load] ") else {
+    each_class(&mut log, |class| {
+        let name = class.name.replace('.', "/");
+        if class.builtin {
+            if wanted.contains(&class.klass) && !class.hidden() {
+                seen.insert(class.klass, Seen::Builtin(name));
+            } else {
+                seen.remove(&class.klass);
+            }
+            return;
+        }
+        // The first of two classes of one name (two loaders of one jar) is the one listed.
+        let jar = class.jar().filter(|jar| usable(Path::new(jar)));
+        let (Some(jar), false) = (jar, listed_names.contains(&name)) else {
+            seen.insert(class.klass, Seen::Unlisted);
+            return;
+        };
+        let mut refs = Vec::new();
+        for addr in std::iter::once(class.sup).chain(class.interfaces.iter().copied()) {
+            let id = match seen.get(&addr) {
+                Some(Seen::Listed(id)) => *id,
+                Some(Seen::Builtin(builtin)) => {
+                    *builtin_ids.entry(builtin.clone()).or_insert_with(|| {
+                        next_id += 1;
+                        head.push_str(&format!("{builtin} id: {next_id}\n"));
+                        next_id
+                    })
+                }
+                _ => {
+                    seen.insert(class.klass, Seen::Unlisted);
+                    return;
+                }
+            };
+            refs.push(id);
+        }
+        next_id += 1;
+        tail.push_str(&format!("{name} id: {next_id} super: {}", refs[0]));
+        if refs.len() > 1 {
+            tail.push_str(" interfaces:");
+            for id in &refs[1..] {
+                tail.push_str(&format!(" {id}"));
+            }
+        }
+        tail.push_str(&format!(" source: {jar}\n"));
+        if wanted.contains(&class.klass) {
+            seen.insert(class.klass, Seen::Listed(next_id));
+        }
+        listed_names.insert(name);
+        classes += 1;
+    })?;
+    head.push_str(&tail);
+    Ok(Suffix {
+        text: head,
+        classes,
+    })
+}
+
+/// One class load: the info line (`<name> source: <source>`) and the debug line after it
+/// (` klass: A super: B interfaces: C D loader: [...] bytes: …`), which the JVM writes as one
+/// message.
+struct Class {
+    name: String,
+    source: String,
+    klass: u64,
+    sup: u64,
+    interfaces: Vec<u64>,
+    builtin: bool,
+}
+
+impl Class {
+    /// A hidden class (`Host$$Lambda$1/0x…`) can be no one's super class or interface; a name
+    /// with white space is no class's (and would break the line).
+    fn hidden(&self) -> bool {
+        self.name.contains('/') || self.name.contains(char::is_whitespace)
+    }
+
+    /// The jar a class of Flink's own class loaders came from.
+    fn jar(&self) -> Option<&str> {
+        self.source
+            .strip_prefix("file:")
+            .filter(|p| p.ends_with(".jar") && !p.contains(char::is_whitespace))
+            .filter(|_| !self.builtin && !self.hidden())
+    }
+
+    fn candidate(&self) -> bool {
+        self.jar().is_some()
+    }
+}
+
+/// Calls `f` for every class load in `log`, in order.
+fn each_class(log: &mut impl BufRead, mut f: impl FnMut(Class)) -> io::Result<()> {
+    let mut pending: Option<(String, String)> = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if log.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let Some((_, message)) = line.trim_end().split_once("[class,load] ") else {
             continue;
         };
         let message = message.trim_start();
         let Some(debug) = message.strip_prefix("klass: ") else {
-            pending = message.split_once(" source: ");
+            pending = message
+                .split_once(" source: ")
+                .map(|(name, source)| (name.to_string(), source.to_string()));
             continue;
         };
-        let Some((name, source)) = pending.take() else {
-            continue;
-        };
-        let Some(record) = Record::parse(debug) else {
-            continue;
-        };
-        // A hidden class (`Host$$Lambda$1/0x…`) can be no one's super class or interface; a
-        // name with white space is no class's (and would break the line).
-        let hidden = name.contains('/') || name.contains(char::is_whitespace);
-        let name = name.replace('.', "/");
-        if record.builtin && !hidden {
-            seen.insert(record.klass, Seen::Builtin(name));
-            continue;
+        if let Some(((name, source), (klass, sup, interfaces, builtin))) =
+            pending.take().zip(parse_debug(debug))
+        {
+            f(Class {
+                name,
+                source,
+                klass,
+                sup,
+                interfaces,
+                builtin,
+            });
         }
-        let jar = source
-            .strip_prefix("file:")
-            .filter(|p| p.ends_with(".jar") && !p.contains(char::is_whitespace));
-        // The first of two classes of one name (two loaders of one jar) is the one listed.
-        let listable = !hidden
-            && !record.builtin
-            && !listed_names.contains(&name)
-            && jar.is_some_and(|p| exists(Path::new(p)));
-        let mut refs = Vec::new();
-        let resolved = listable
-            && std::iter::once(record.sup)
-                .chain(record.interfaces.iter().copied())
-                .all(|addr| {
-                    let id = match seen.get(addr) {
-                        Some(Seen::Listed(id)) => *id,
-                        Some(Seen::Builtin(builtin)) => {
-                            *builtin_ids.entry(builtin.clone()).or_insert_with(|| {
-                                next_id += 1;
-                                head.push_str(&format!("{builtin} id: {next_id}\n"));
-                                next_id
-                            })
-                        }
-                        _ => return false,
-                    };
-                    refs.push(id);
-                    true
-                });
-        if !resolved {
-            seen.insert(record.klass, Seen::Unlisted);
-            continue;
-        }
-        next_id += 1;
-        let mut line = format!("{name} id: {next_id} super: {}", refs[0]);
-        if refs.len() > 1 {
-            line.push_str(" interfaces:");
-            for id in &refs[1..] {
-                line.push_str(&format!(" {id}"));
-            }
-        }
-        line.push_str(&format!(" source: {}\n", jar.unwrap_or_default()));
-        tail.push_str(&line);
-        seen.insert(record.klass, Seen::Listed(next_id));
-        listed_names.insert(name);
-        classes += 1;
-    }
-    head.push_str(&tail);
-    Suffix {
-        text: head,
-        classes,
     }
 }
 
-/// The debug line of one class: ` klass: A super: B interfaces: C D loader: [...] bytes: …`.
-struct Record<'a> {
-    klass: &'a str,
-    sup: &'a str,
-    interfaces: Vec<&'a str>,
-    builtin: bool,
-}
-
-impl<'a> Record<'a> {
-    fn parse(debug: &'a str) -> Option<Record<'a>> {
-        let (fields, loader) = debug.split_once(" loader: ")?;
-        let mut words = fields.split_whitespace();
-        let klass = words.next()?;
-        let sup = match (words.next(), words.next()) {
-            (Some("super:"), Some(sup)) => sup,
-            _ => return None,
-        };
-        let interfaces = match words.next() {
-            Some("interfaces:") => words.collect(),
-            Some(_) => return None,
-            None => Vec::new(),
-        };
-        let loader = loader.split_once(']').map_or(loader, |(l, _)| l);
-        let builtin = loader.ends_with("of 'bootstrap'")
-            || loader.contains("'jdk/internal/loader/ClassLoaders$AppClassLoader'")
-            || loader.contains("'jdk/internal/loader/ClassLoaders$PlatformClassLoader'");
-        Some(Record {
-            klass,
-            sup,
-            interfaces,
-            builtin,
-        })
-    }
+/// `A super: B interfaces: C D loader: [...] …` → the addresses, and whether the loader is
+/// the boot, platform or application loader.
+fn parse_debug(debug: &str) -> Option<(u64, u64, Vec<u64>, bool)> {
+    let (fields, loader) = debug.split_once(" loader: ")?;
+    let addr = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
+    let mut words = fields.split_whitespace();
+    let klass = addr(words.next()?)?;
+    let sup = match (words.next(), words.next()) {
+        (Some("super:"), Some(sup)) => addr(sup)?,
+        _ => return None,
+    };
+    let interfaces = match words.next() {
+        Some("interfaces:") => words.map(addr).collect::<Option<Vec<u64>>>()?,
+        Some(_) => return None,
+        None => Vec::new(),
+    };
+    let loader = loader.split_once(']').map_or(loader, |(l, _)| l);
+    let builtin = loader.ends_with("of 'bootstrap'")
+        || loader.contains("'jdk/internal/loader/ClassLoaders$AppClassLoader'")
+        || loader.contains("'jdk/internal/loader/ClassLoaders$PlatformClassLoader'");
+    Some((klass, sup, interfaces, builtin))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
 
     /// A JVM's class-loading log as Java 17 writes it (abridged addresses and loaders).
     const LOG: &str = "\
@@ -184,7 +232,7 @@ mod tests {
 
     #[test]
     fn lists_the_classes_of_flinks_own_loaders_after_what_they_extend() {
-        let suffix = suffix(LOG, |p| !p.ends_with("gone.jar"));
+        let suffix = suffix(Cursor::new(LOG), |p| !p.ends_with("gone.jar")).unwrap();
         assert_eq!(
             suffix.text,
             "java/lang/Object id: 1\n\
@@ -201,10 +249,16 @@ mod tests {
     #[test]
     fn a_log_without_such_classes_adds_nothing() {
         let builtin: String = LOG.lines().take(6).map(|l| format!("{l}\n")).collect();
-        assert_eq!(suffix(&builtin, |_| true), Suffix::default());
-        assert_eq!(suffix("", |_| true), Suffix::default());
+        assert_eq!(
+            suffix(Cursor::new(builtin), |_| true).unwrap(),
+            Suffix::default()
+        );
+        assert_eq!(
+            suffix(Cursor::new(""), |_| true).unwrap(),
+            Suffix::default()
+        );
         // A debug line without its info line, and a truncated last message.
         let torn = LOG.lines().skip(7).take(2).collect::<Vec<_>>().join("\n");
-        assert_eq!(suffix(&torn, |_| true).classes, 0);
+        assert_eq!(suffix(Cursor::new(torn), |_| true).unwrap().classes, 0);
     }
 }
