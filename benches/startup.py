@@ -32,7 +32,7 @@ def overview_ready(port, deadline):
     raise SystemExit("cluster did not become usable in time")
 
 
-def write_config(d, flink_home):
+def write_config(d, flink_home, extra=""):
     ports = "\n".join(f"{k} = {v}" for k, v in PORTS.items())
     with open(os.path.join(d, "agent.toml"), "w") as f:
         f.write(f"""[agent]
@@ -42,21 +42,23 @@ socket = "{d}/agent.sock"
 home = "{flink_home}"
 data_dir = "{d}/data"
 log_dir = "{d}/log"
+[object_store]
+url = "file://{d}/store"
 [metrics]
 # Not the default 9248: a test's agent may be listening there (tests and benchmarks take
 # different locks).
 listen = "127.0.0.1:{METRICS}"
 [ports]
 {ports}
-""")
+{extra}""")
 
 
-def run_agent(flink_home, d=None):
-    """Starts the agent on a new state dir, or again on `d` (its learned JVM commands and
-    class-data archives in place)."""
+def run_agent(flink_home, d=None, extra=""):
+    """Starts the agent on a new state dir (`extra`: more of its config), or again on `d` (its
+    learned JVM commands and class-data archives in place)."""
     if d is None:
         d = tempfile.mkdtemp(prefix="fa-bench-")
-        write_config(d, flink_home)
+        write_config(d, flink_home, extra)
     notify_path = os.path.join(d, "notify")
     if os.path.exists(notify_path):
         os.unlink(notify_path)
