@@ -12,30 +12,12 @@ with/without (1.0: the lever costs a running job nothing).
 
 usage: benches/jit.py [--runs N] [--secs S] [--agent BIN]   (FLINK_HOME, the agent built in release)
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 import startup
+from rto import build_job, get, wait
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REST = startup.PORTS["rest"]
-
-
-def get(path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{REST}{path}", timeout=2) as r:
-            return json.load(r)
-    except Exception:
-        return None
-
-
-def wait(what, timeout, f):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = f()
-        if v:
-            return v
-        time.sleep(0.5)
-    raise SystemExit(f"no {what} in {timeout} s")
 
 
 def records(jid, vid):
@@ -43,7 +25,7 @@ def records(jid, vid):
     fetches from the TaskManager at most every 10 s, when a request finds them older: the request
     before a new value shows is the one that had it fetched."""
     def read():
-        m = get(f"/jobs/{jid}/vertices/{vid}/subtasks/metrics?get=numRecordsIn&agg=sum") or []
+        m = get(REST, f"/jobs/{jid}/vertices/{vid}/subtasks/metrics?get=numRecordsIn&agg=sum", timeout=2) or []
         return next((x.get("sum", 0) for x in m if x["id"] == "numRecordsIn"), 0)
     old, asked = read(), time.monotonic()
     while True:
@@ -60,9 +42,9 @@ def measure(flink_home, jar, delay_c2, secs):
         subprocess.run([startup.AGENT, "jobs", "deploy", "shuffle", "--jar", jar, "--entry-class",
                         "flinkagent.testjobs.Shuffle", "--parallelism", "1", "--socket", f"{d}/agent.sock",
                         "--", "200"], check=True)
-        jid = wait("job", 60, lambda: next((j["id"] for j in (get("/jobs") or {}).get("jobs", [])
+        jid = wait("job", 60, lambda: next((j["id"] for j in (get(REST, "/jobs") or {}).get("jobs", [])
                                              if j["status"] == "RUNNING"), None))
-        vid = wait("keyed vertex", 120, lambda: next((v["id"] for v in (get(f"/jobs/{jid}") or {}).get("vertices", [])
+        vid = wait("keyed vertex", 120, lambda: next((v["id"] for v in (get(REST, f"/jobs/{jid}") or {}).get("vertices", [])
                                                       if v["name"].startswith("keyed") and v["status"] == "RUNNING"), None))
         windows, (n0, t0) = [], records(jid, vid)
         for length in (20, secs):
@@ -86,9 +68,7 @@ def main():
     flink_home = os.environ.get("FLINK_HOME") or sys.exit("set FLINK_HOME (tests/setup/flink.sh prints it)")
     build = tempfile.mkdtemp(prefix="fa-bench-jit-")
     try:
-        jar = subprocess.run(["bash", os.path.join(ROOT, "tests/jobs/build.sh"), build],
-                             env=dict(os.environ, FLINK_HOME=flink_home), check=True, capture_output=True,
-                             text=True).stdout.strip()
+        jar = build_job(build, flink_home)
         got = {True: [], False: []}
         for i in range(a.runs):
             for delay in (True, False):

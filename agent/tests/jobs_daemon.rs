@@ -168,26 +168,25 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
     wait_for("8 records counted", Duration::from_secs(60), || {
         (line_count(&counts) >= 8).then_some(())
     });
-    let deployed = jobs_json(&socket).unwrap()[0]["flink_job_id"]
+    let first_id = jobs_json(&socket).unwrap()[0]["flink_job_id"]
         .as_str()
         .unwrap()
         .to_string();
     let triggered = wait_for(
         "Flink's checkpoint statistics",
         Duration::from_secs(30),
-        || latest_triggered(dir.ports.rest, &deployed),
+        || latest_triggered(dir.ports.rest, &first_id),
     );
-    let first = wait_for(
+    let first_durable = wait_for(
         "a durable checkpoint in status, holding the counted records",
         Duration::from_secs(60),
         || {
             let jobs = jobs_json(&socket)?;
             let job = jobs.as_array()?.first()?.clone();
             let durable = job["last_durable_checkpoint"].as_u64()?;
-            (job["state"] == "RUNNING" && durable > triggered).then_some(job)
+            (job["state"] == "RUNNING" && durable > triggered).then_some(durable)
         },
     );
-    let first_id = first["flink_job_id"].as_str().unwrap().to_string();
 
     // Issue test 1: a durable checkpoint matches Flink's local files byte for byte.
     let config = flink_agent::config::load_unchecked(&dir.config_path()).unwrap();
@@ -226,10 +225,7 @@ fn daemon_brings_jobs_back_after_jobmanager_kill_and_node_loss() {
         killed.elapsed().as_secs_f64()
     );
     let from = job["restored_from"]["checkpoint_id"].as_u64().unwrap();
-    assert!(
-        from >= first["last_durable_checkpoint"].as_u64().unwrap(),
-        "{job}"
-    );
+    assert!(from >= first_durable, "{job}");
     assert_output_continues(&counts, lines_before, 40);
     let second_id = job["flink_job_id"].as_str().unwrap().to_string();
 

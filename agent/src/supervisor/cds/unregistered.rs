@@ -46,7 +46,7 @@ enum Seen {
 pub fn suffix<R: BufRead + Seek>(mut log: R, usable: impl Fn(&Path) -> bool) -> io::Result<Suffix> {
     let mut wanted: HashSet<u64> = HashSet::new();
     each_class(&mut log, |class| {
-        if class.candidate() {
+        if class.jar().is_some() {
             wanted.insert(class.sup);
             wanted.extend(&class.interfaces);
         }
@@ -59,15 +59,16 @@ pub fn suffix<R: BufRead + Seek>(mut log: R, usable: impl Fn(&Path) -> bool) -> 
     let mut next_id = 0u32;
     let mut classes = 0;
     each_class(&mut log, |class| {
-        let name = class.name.replace('.', "/");
+        let name = || class.name.replace('.', "/");
         if class.builtin {
             if wanted.contains(&class.klass) && !class.hidden() {
-                seen.insert(class.klass, Seen::Builtin(name));
+                seen.insert(class.klass, Seen::Builtin(name()));
             } else {
                 seen.remove(&class.klass);
             }
             return;
         }
+        let name = name();
         // The first of two classes of one name (two loaders of one jar) is the one listed.
         let jar = class.jar().filter(|jar| usable(Path::new(jar)));
         let (Some(jar), false) = (jar, listed_names.contains(&name)) else {
@@ -139,10 +140,6 @@ impl Class {
             .strip_prefix("file:")
             .filter(|p| p.ends_with(".jar") && !p.contains(char::is_whitespace))
             .filter(|_| !self.builtin && !self.hidden())
-    }
-
-    fn candidate(&self) -> bool {
-        self.jar().is_some()
     }
 }
 
