@@ -364,7 +364,7 @@ def start_second_taskmanager(agent, d, keystore=None):
     os.makedirs(os.path.join(d, "log"), exist_ok=True)
     return subprocess.Popen(["ip", "netns", "exec", NETNS["b"], os.path.join(agent.flink_home, "bin/taskmanager.sh"),
                              "start-foreground"], env=dict(os.environ, FLINK_CONF_DIR=conf, JAVA_HOME=JAVA_HOME,
-                                                           FLINK_LOG_DIR=os.path.join(d, "log")),
+                                                           FLINK_LOG_DIR=os.path.join(d, "log"), FLINK_PID_DIR=d),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 

@@ -896,6 +896,8 @@ fn second_taskmanager(
         .arg("start-foreground")
         .env("FLINK_CONF_DIR", &conf)
         .env("FLINK_LOG_DIR", &log)
+        // The scripts' default is /tmp, named by `USER`: the test leaves nothing outside `dir`.
+        .env("FLINK_PID_DIR", dir)
         .env("JAVA_HOME", java_home())
         .stdout(std::fs::File::create(dir.join("tm.out")).unwrap())
         .stderr(Stdio::null())

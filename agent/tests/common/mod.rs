@@ -127,9 +127,15 @@ impl AgentDir {
         self.write_config_for(&flink_home(), extra);
     }
 
-    /// [`Self::write_config`] with another Flink distribution (`home`).
+    /// [`Self::write_config`] with another Flink distribution (`home`). Without an
+    /// `[object_store]` in `extra` the store is a directory of the test's own: the embedded
+    /// default is the host's `/var/lib/flink-agent/object-store`, which no test may write.
     pub fn write_config_for(&self, home: &Path, extra: &str) {
         let d = self.path().display();
+        let store = match extra.contains("[object_store]") {
+            true => String::new(),
+            false => format!("[object_store]\nurl = \"file://{d}/store\"\n"),
+        };
         let text = format!(
             r#"[agent]
 state_dir = "{d}/state"
@@ -161,6 +167,7 @@ stop_grace_secs = 20
 enabled = false
 
 {ports}
+{store}
 {extra}"#,
             home = home.display(),
             java = java_home().display(),
