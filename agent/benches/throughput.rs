@@ -54,6 +54,17 @@ const FLINK_JOB_ID: &str = "0123456789abcdef0123456789abcdef";
 const CLUSTER: &str = "bench";
 const TOOLS: [&str; 4] = ["agent", "s5cmd", "rclone", "aws"];
 
+/// The row of downloads timed until the files are on disk ([`Bench::run`]).
+const ON_DISK: &str = "on disk";
+
+/// One transfer by one tool: MiB/s until the tool was done and until its files were on disk
+/// (the same for uploads and the agent's restore), and its CPU.
+struct Run {
+    mib_s: f64,
+    on_disk: f64,
+    cpu: Cpu,
+}
+
 /// CPU seconds (user and system) one transfer cost the tool and the server.
 #[derive(Clone, Copy, Default)]
 struct Cpu {
@@ -187,15 +198,20 @@ impl Bench {
     }
 
     /// Times one transfer of `shape` by `tool` and the CPU it cost; the data goes to (or comes
-    /// from) `prefix`.
+    /// from) `prefix`. A download is timed twice: until the tool is done, and until its files
+    /// are on disk. The agent's restore is done only then (it `fsync`s every file: a restore
+    /// is to survive a crash of the node); a peer's files are flushed after it by one
+    /// `syncfs(2)` of their file system, the cheapest way there is.
     fn run(
         &self,
         tool: &str,
         direction: Direction,
         shape: &Shape,
         prefix: &str,
-    ) -> (Duration, Cpu) {
+    ) -> (Duration, Duration, Cpu) {
         let local = self.fresh_dir("download");
+        // Nothing written before is left for the timed flush.
+        nix::unistd::sync();
         let url = format!("s3://{BUCKET}/{prefix}/");
         let src = format!("{}/", shape.dir.display());
         let dst = format!("{}/", local.display());
@@ -250,6 +266,15 @@ impl Bench {
             ),
             _ => unreachable!("unknown tool {tool}"),
         };
+        let on_disk = match (tool, direction) {
+            ("agent", _) | (_, Direction::Upload) => took,
+            _ => {
+                let started = Instant::now();
+                let dir = std::fs::File::open(&local).unwrap();
+                nix::unistd::syncfs(&dir).unwrap();
+                took + started.elapsed()
+            }
+        };
         let cpu = Cpu {
             tool: rusage_secs(who) - cpu_before.0,
             server: process_cpu_secs(self.server.pid()) - cpu_before.1,
@@ -257,7 +282,7 @@ impl Bench {
         if direction == Direction::Download {
             assert_eq!(du(&local), shape.bytes, "{tool} downloaded everything");
         }
-        (took, cpu)
+        (took, on_disk, cpu)
     }
 
     /// The agent's production paths: stage (hard links, untimed: it happens when Flink
@@ -482,20 +507,35 @@ fn main() {
     for (s, shape) in shapes.iter().enumerate() {
         for &direction in &directions {
             for (tool, runs) in measure(&bench, &tools, direction, shape) {
-                let figure = median(runs.iter().map(|r| r.0).collect());
+                let figure = median(runs.iter().map(|r| r.mib_s).collect());
                 let gib = shape.bytes as f64 / (1u64 << 30) as f64;
-                let cpu = |side: fn(&Cpu) -> f64| median(runs.iter().map(|r| side(&r.1)).collect());
-                let runs: Vec<_> = runs.iter().map(|r| format!("{:.1}", r.0)).collect();
+                let cpu =
+                    |side: fn(&Cpu) -> f64| median(runs.iter().map(|r| side(&r.cpu)).collect());
+                let each = |f: fn(&Run) -> f64| {
+                    let v: Vec<_> = runs.iter().map(|r| format!("{:.1}", f(r))).collect();
+                    v.join(" ")
+                };
                 println!(
                     "  {:<8} {:<22} {:<9} {figure:>8.1}   runs: {}   CPU s/GiB: tool {:.2}, server {:.2}",
                     tool,
                     shape.name,
                     direction.name(),
-                    runs.join(" "),
+                    each(|r| r.mib_s),
                     cpu(|c| c.tool) / gib,
                     cpu(|c| c.server) / gib,
                 );
                 results.insert((s, direction.name(), tool), figure);
+                if direction == Direction::Download {
+                    let on_disk = median(runs.iter().map(|r| r.on_disk).collect());
+                    println!(
+                        "  {:<8} {:<22} {:<9} {on_disk:>8.1}   runs: {}   (files on disk)",
+                        tool,
+                        shape.name,
+                        ON_DISK,
+                        each(|r| r.on_disk),
+                    );
+                    results.insert((s, ON_DISK, tool), on_disk);
+                }
             }
             let _ = std::io::stdout().flush();
         }
@@ -505,20 +545,22 @@ fn main() {
         "{:<22} {:<9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>12}",
         "shape", "direction", "agent", "s5cmd", "rclone", "aws", "agent/peer", "agent/best"
     );
+    let rows: Vec<&str> = directions
+        .iter()
+        .flat_map(|&d| match d {
+            Direction::Upload => vec![d.name()],
+            Direction::Download => vec![d.name(), ON_DISK],
+        })
+        .collect();
     for (s, shape) in shapes.iter().enumerate() {
-        for &direction in &directions {
-            let fig = |tool| {
-                results
-                    .get(&(s, direction.name(), tool))
-                    .copied()
-                    .unwrap_or(f64::NAN)
-            };
+        for &row in &rows {
+            let fig = |tool| results.get(&(s, row, tool)).copied().unwrap_or(f64::NAN);
             let best_peer = TOOLS[1..].iter().map(|t| fig(t)).fold(f64::NAN, f64::max);
             let best = best_peer.max(fig("agent"));
             println!(
                 "{:<22} {:<9} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>12.2} {:>12.2}",
                 shape.name,
-                direction.name(),
+                row,
                 fig("agent"),
                 fig("s5cmd"),
                 fig("rclone"),
@@ -548,26 +590,30 @@ fn measure<'t>(
     tools: &[&'t str],
     direction: Direction,
     shape: &Shape,
-) -> BTreeMap<&'t str, Vec<(f64, Cpu)>> {
+) -> BTreeMap<&'t str, Vec<Run>> {
     let source = |tool: &str| format!("{tool}-{}-source", shape.key);
     if direction == Direction::Download {
         for tool in tools {
             bench.run(tool, Direction::Upload, shape, &source(tool));
         }
     }
-    let mut figures: BTreeMap<&str, Vec<(f64, Cpu)>> = BTreeMap::new();
+    let mut figures: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
     for run in 0..bench.runs {
         for &tool in tools {
             let prefix = match direction {
                 Direction::Upload => format!("{tool}-{}-up-{run}", shape.key),
                 Direction::Download => source(tool),
             };
-            let (took, cpu) = bench.run(tool, direction, shape, &prefix);
+            let (took, on_disk, cpu) = bench.run(tool, direction, shape, &prefix);
             if direction == Direction::Upload {
                 bench.clear(&prefix);
             }
-            let mib_s = shape.bytes as f64 / (1 << 20) as f64 / took.as_secs_f64();
-            figures.entry(tool).or_default().push((mib_s, cpu));
+            let mib_s = |d: Duration| shape.bytes as f64 / (1 << 20) as f64 / d.as_secs_f64();
+            figures.entry(tool).or_default().push(Run {
+                mib_s: mib_s(took),
+                on_disk: mib_s(on_disk),
+                cpu,
+            });
         }
     }
     if direction == Direction::Download {

@@ -482,7 +482,7 @@ async fn corrupt_newest_checkpoint_is_skipped_on_restore() {
     let (id, reason) = &restored.skipped[0];
     assert_eq!(*id, 2);
     assert!(
-        reason.contains("op has SHA-256") && reason.contains("the manifest says"),
+        reason.contains("op has BLAKE3") && reason.contains("the manifest says"),
         "{reason}"
     );
     assert_eq!(std::fs::read(restored.dir.join("op")).unwrap(), first["op"]);

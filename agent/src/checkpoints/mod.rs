@@ -13,7 +13,8 @@
 //!    a subsumed checkpoint cannot race the upload (`local`).
 //! 3. **Manifest last.** Data files go first (in parallel, large ones as multipart uploads),
 //!    then a listing proves every one is present with its size, then `manifest.json` (files,
-//!    sizes, SHA-256, Flink version, job, checkpoint id) is published with `PutMode::Create`.
+//!    sizes, SHA-256 and BLAKE3, Flink version, job, checkpoint id) is published with
+//!    `PutMode::Create` (`digest` says why two hashes).
 //!    A checkpoint without its manifest does not exist remotely (`upload`).
 //! 4. **Never dropped.** Failed uploads are retried forever with exponential back-off; after
 //!    `checkpoints.alert_after_failures` consecutive failures `status` shows an alert. Staging
@@ -27,16 +28,18 @@
 //!    newest complete one never deleted; manifests go before their data; files of uploads that
 //!    never got a manifest are deleted after `checkpoints.orphan_grace_secs` (`plan`).
 //! 7. **Verified restore.** Complete checkpoints are tried newest first; every file is checked
-//!    against the manifest's size and SHA-256; a corrupt or incomplete one is skipped with a
+//!    against the manifest's size and hash (BLAKE3, or SHA-256 where an older agent wrote the
+//!    manifest); a corrupt or incomplete one is skipped with a
 //!    logged reason and the next older one is used (`restore`) — a re-submission orders its
 //!    local checkpoint among the remote ones, so that next one may be the local one. One the
 //!    store holds damaged is withdrawn (deleted, manifest first) and the engine told
 //!    (`withdrawn`), so its id is uploaded again from the restored job; one that merely cannot
-//!    be read now is kept.
+//!    be read now is kept, and so is one whose manifest is of a newer format (a newer agent's).
 //! 8. **HashMap backend only.** Its `chk-N` dir is self-contained and relocatable (state files
 //!    are referenced relative to `_metadata`); the config refuses keys that would make Flink
 //!    write incremental state to `shared/` (see `config::OWNED_KEY_PREFIXES`).
 
+mod digest;
 mod engine;
 pub mod layout;
 mod local;

@@ -7,6 +7,7 @@
 //! before the first part is sent; a crash leaves the journal behind and the next attempt aborts
 //! those uploads, so no orphaned parts accumulate in the bucket.
 
+use super::digest::Hashes;
 use super::layout::{checkpoint_prefix, data_path, manifest_path};
 use super::local::{Staged, StagedFile};
 use super::manifest::{Manifest, ManifestFile, FORMAT};
@@ -48,6 +49,8 @@ pub enum UploadError {
     },
     #[error("{path} already exists with different content (a job with this name started over without restoring?); delete that checkpoint or rename the job")]
     Conflict { path: String },
+    #[error("{path} is a manifest of format {format}, written by a newer agent (this one reads formats up to {FORMAT}); upgrade this agent")]
+    NewerFormat { path: String, format: u32 },
 }
 
 /// Tuning of uploads.
@@ -248,7 +251,10 @@ async fn put_manifest(remote: &Remote, key: &Path, manifest: &Manifest) -> Resul
     }
 }
 
-/// Reads and parses a manifest; `None` if absent. An unparsable one is treated as a conflict.
+/// Reads and parses a manifest; `None` if absent. An unparsable one is treated as a conflict,
+/// one of a newer format ([`UploadError::NewerFormat`]) is not this agent's to judge: a restore
+/// leaves it in the store (a newer agent's checkpoint is not damaged because this one cannot
+/// read it, and a rolled-back agent must not delete it).
 pub(crate) async fn read_manifest(
     remote: &Remote,
     key: &Path,
@@ -258,11 +264,21 @@ pub(crate) async fn read_manifest(
             let bytes = within(0, got.bytes())
                 .await
                 .map_err(store_err("reading", key))?;
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|_| UploadError::Conflict {
+            #[derive(serde::Deserialize)]
+            struct Format {
+                format: u32,
+            }
+            match serde_json::from_slice::<Format>(&bytes) {
+                Ok(Format { format }) if format > FORMAT => Err(UploadError::NewerFormat {
                     path: key.to_string(),
-                })
+                    format,
+                }),
+                _ => serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|_| UploadError::Conflict {
+                        path: key.to_string(),
+                    }),
+            }
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(store_err("reading", key)(e)),
@@ -311,7 +327,7 @@ async fn upload_file(
 ) -> Result<ManifestFile, UploadError> {
     let info = &staged.info;
     let key = data_path(&remote.root, &info.job, info.checkpoint_id, &file.rel);
-    let sha256 = if present.get(&file.rel) == Some(&file.size) {
+    let hashes = if present.get(&file.rel) == Some(&file.size) {
         hash_file(&file.path).await?
     } else if file.size as usize <= settings.part_size {
         let bytes = Bytes::from(
@@ -319,22 +335,19 @@ async fn upload_file(
                 .await
                 .map_err(io_err(&file.path))?,
         );
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let mut hashes = Hashes::new();
+        hashes.update(&bytes);
         let _permit = limit.acquire().await.expect("semaphore is never closed");
         within(bytes.len(), remote.store.put(&key, PutPayload::from(bytes)))
             .await
             .map_err(store_err("uploading", &key))?;
-        digest
+        hashes
     } else if let Some(mp) = &remote.multipart {
         upload_parts(mp.as_ref(), staged, &key, file, limit, settings).await?
     } else {
         upload_streamed(remote, &key, file, settings).await?
     };
-    Ok(ManifestFile {
-        path: file.rel.clone(),
-        size: file.size,
-        sha256,
-    })
+    Ok(hashes.into_file(file.rel.clone(), file.size))
 }
 
 async fn read_chunk(file: Arc<std::fs::File>, offset: u64, len: usize) -> std::io::Result<Bytes> {
@@ -352,7 +365,7 @@ fn chunks(size: u64, part: usize) -> impl Iterator<Item = (u64, usize)> {
     (0..size.div_ceil(part)).map(move |i| (i * part, part.min(size - i * part) as usize))
 }
 
-/// Multipart upload with a journaled upload id; parts go in parallel, the hash is computed in
+/// Multipart upload with a journaled upload id; parts go in parallel, the hashes are computed in
 /// order as the parts come back.
 async fn upload_parts(
     mp: &dyn MultipartStore,
@@ -361,7 +374,7 @@ async fn upload_parts(
     file: &StagedFile,
     limit: &Semaphore,
     settings: UploadSettings,
-) -> Result<String, UploadError> {
+) -> Result<Hashes, UploadError> {
     let handle = Arc::new(std::fs::File::open(&file.path).map_err(io_err(&file.path))?);
     let id = within(0, mp.create_multipart(key))
         .await
@@ -370,7 +383,7 @@ async fn upload_parts(
     let record = serde_json::json!({ "path": key.as_ref(), "id": id }).to_string();
     crate::fsutil::write_atomic(&journal, record.as_bytes(), 0o600).map_err(io_err(&journal))?;
     let result = async {
-        let mut hasher = Sha256::new();
+        let mut hashes = Hashes::new();
         let mut parts = Vec::new();
         let parts_in_order: Vec<_> = chunks(file.size, settings.part_size)
             .enumerate()
@@ -393,7 +406,7 @@ async fn upload_parts(
         let mut results =
             futures::stream::iter(parts_in_order).buffered(settings.concurrency.max(1));
         while let Some((part, bytes)) = results.try_next().await? {
-            hasher.update(&bytes);
+            hashes.update(&bytes);
             parts.push(part);
         }
         // S3 may take a while to assemble a large object: as long as an eighth of it takes.
@@ -403,7 +416,7 @@ async fn upload_parts(
         )
         .await
         .map_err(store_err("completing upload of", key))?;
-        Ok(hex::encode(hasher.finalize()))
+        Ok(hashes)
     }
     .await;
     if result.is_err() {
@@ -419,7 +432,7 @@ async fn upload_streamed(
     key: &Path,
     file: &StagedFile,
     settings: UploadSettings,
-) -> Result<String, UploadError> {
+) -> Result<Hashes, UploadError> {
     let handle = Arc::new(std::fs::File::open(&file.path).map_err(io_err(&file.path))?);
     let upload = remote
         .store
@@ -427,7 +440,7 @@ async fn upload_streamed(
         .await
         .map_err(store_err("starting upload of", key))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, settings.part_size);
-    let mut hasher = Sha256::new();
+    let mut hashes = Hashes::new();
     for (offset, len) in chunks(file.size, settings.part_size) {
         let bytes = match read_chunk(handle.clone(), offset, len).await {
             Ok(b) => b,
@@ -436,7 +449,7 @@ async fn upload_streamed(
                 return Err(io_err(&file.path)(e));
             }
         };
-        hasher.update(&bytes);
+        hashes.update(&bytes);
         writer
             .wait_for_capacity(settings.concurrency.max(1))
             .await
@@ -447,16 +460,25 @@ async fn upload_streamed(
         .finish()
         .await
         .map_err(store_err("completing upload of", key))?;
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hashes)
 }
 
-pub(crate) async fn hash_file(path: &std::path::Path) -> Result<String, UploadError> {
+/// Both hashes of the file at `path`, read in 1 MiB pieces (BLAKE3 hashes a large piece on
+/// every SIMD lane at once).
+async fn hash_file(path: &std::path::Path) -> Result<Hashes, UploadError> {
     let owned = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&owned)?;
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut f, &mut hasher)?;
-        Ok(hex::encode(hasher.finalize()))
+        let mut hashes = Hashes::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match std::io::Read::read(&mut f, &mut buf) {
+                Ok(0) => break Ok(hashes),
+                Ok(n) => hashes.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        }
     })
     .await
     .map_err(std::io::Error::other)

@@ -6,16 +6,15 @@
 //! flight. Ranges taken in order held finished ones, with their 8 MiB bodies collected in
 //! memory, behind the slowest, and started no new one meanwhile: 0.55× s5cmd on a 1 GiB file
 //! against 0.72× this way, side by side (s5cmd writes ranges at their offsets and never
-//! hashes). SHA-256 needs the bytes in order: reading back from the page cache what the writer
+//! hashes). The hash needs the bytes in order: reading back from the page cache what the writer
 //! just wrote costs a copy, and checks the file as the kernel holds it rather than the bytes
 //! meant for it.
 
-use super::{read_error, Unusable};
+use super::{read_error, Check, Unusable, RANGE_SIZE};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -47,16 +46,17 @@ enum Write {
 }
 
 /// Fetches the object `key` of `size` bytes into a new file `target`, as ranges of
-/// `range_size`, `ranges` at once; its size and SHA-256 (hex) as written.
+/// [`RANGE_SIZE`], `ranges` at once; its size as written and how its content differs from
+/// `check`'s.
 pub(super) async fn fetch(
     store: &dyn ObjectStore,
     key: &ObjectPath,
     name: &str,
     size: u64,
-    range_size: u64,
     ranges: usize,
     target: &Path,
-) -> Result<(u64, String), Unusable> {
+    check: Check,
+) -> Result<(u64, Option<String>), Unusable> {
     let local = |e: std::io::Error| Unusable::Unreadable(format!("{}: {e}", target.display()));
     let file = tokio::fs::File::create(target).await.map_err(local)?;
     let file = file.into_std().await;
@@ -65,9 +65,9 @@ pub(super) async fn fetch(
     let (tx, rx) = tokio::sync::mpsc::channel(QUEUED);
     let (complete_tx, complete_rx) = std::sync::mpsc::channel();
     let writer = tokio::task::spawn_blocking(move || write_ranges(&file, rx, &complete_tx));
-    let hasher = tokio::task::spawn_blocking(move || hash_behind(&reader, &complete_rx));
-    let fetched = futures::stream::iter((0..size).step_by(range_size as usize))
-        .map(|start| fetch_range(store, key, name, start..(start + range_size).min(size), &tx))
+    let hasher = tokio::task::spawn_blocking(move || hash_behind(&reader, &complete_rx, check));
+    let fetched = futures::stream::iter((0..size).step_by(RANGE_SIZE as usize))
+        .map(|start| fetch_range(store, key, name, start..(start + RANGE_SIZE).min(size), &tx))
         .buffer_unordered(ranges.max(1))
         .try_collect::<Vec<()>>()
         .await;
@@ -173,12 +173,12 @@ fn write_ranges(
 
 /// The hasher's thread: hashes the file in order up to each complete prefix it is told of, read
 /// back from the page cache, flushing it to disk as it goes (`FLUSH_EVERY`); the bytes hashed
-/// and the SHA-256.
+/// and how they differ from `check`'s.
 fn hash_behind(
     file: &std::fs::File,
     complete: &std::sync::mpsc::Receiver<u64>,
-) -> std::io::Result<(u64, String)> {
-    let mut hasher = Sha256::new();
+    mut check: Check,
+) -> std::io::Result<(u64, Option<String>)> {
     let mut hashed = 0;
     let mut flushed = 0;
     let mut buf = vec![0u8; READ_BACK];
@@ -186,7 +186,7 @@ fn hash_behind(
         while hashed < prefix {
             let n = (prefix - hashed).min(READ_BACK as u64) as usize;
             file.read_exact_at(&mut buf[..n], hashed)?;
-            hasher.update(&buf[..n]);
+            check.update(&buf[..n]);
             hashed += n as u64;
         }
         if hashed - flushed >= FLUSH_EVERY {
@@ -194,5 +194,5 @@ fn hash_behind(
             flushed = hashed;
         }
     }
-    Ok((hashed, hex::encode(hasher.finalize())))
+    Ok((hashed, check.mismatch()))
 }
