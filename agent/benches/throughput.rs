@@ -2,9 +2,9 @@
 //! restore (`checkpoints::restore_newest`) against the best peer tools, each in its fast
 //! settings, on the same local S3 server with the same data: s5cmd, rclone and `aws s3 sync`.
 //! Shapes: one large file, and many small files (a checkpoint of many subtasks). Prints the
-//! median MiB/s of each tool per shape and direction, then the agent's ratio to the best peer
-//! and to the best figure of any tool (what the server can take). Nothing is asserted: timings
-//! depend on the machine.
+//! median MiB/s of each tool per shape and direction (downloads also until the files are on
+//! disk, [`Bench::run`]), then the agent's ratio to the best peer and to the best figure of any
+//! tool (what the server can take). Nothing is asserted: timings depend on the machine.
 //!
 //! The server: `s3s-fs` (a Rust S3 server over a directory, many threads) by default; `--server
 //! moto` for moto, which answers about 140 requests/s on one core and so caps every tool on
@@ -13,7 +13,7 @@
 //! others answers 500, not 404; `If-Unmodified-Since` is not honoured), neither of which a
 //! measured transfer relies on; it honours the create-only PUT the agent's manifests use. Every
 //! measured transfer is checked besides: a download must bring back every byte, and the agent's
-//! restore verifies each file's SHA-256. So it serves for speed, never for correctness (the
+//! restore verifies each file's hash. So it serves for speed, never for correctness (the
 //! tests keep moto, which passes them all).
 //!
 //! `cargo bench -p flink-agent --bench throughput [-- --runs N --quick --tools agent,rclone

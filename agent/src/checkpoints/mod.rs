@@ -29,8 +29,8 @@
 //!    never got a manifest are deleted after `checkpoints.orphan_grace_secs` (`plan`).
 //! 7. **Verified restore.** Complete checkpoints are tried newest first; every file is checked
 //!    against the manifest's size and hash (BLAKE3, or SHA-256 where an older agent wrote the
-//!    manifest); a corrupt or incomplete one is skipped with a
-//!    logged reason and the next older one is used (`restore`) — a re-submission orders its
+//!    manifest); a corrupt or incomplete one is skipped with a logged reason and the next older
+//!    one is used (`restore`) — a re-submission orders its
 //!    local checkpoint among the remote ones, so that next one may be the local one. One the
 //!    store holds damaged is withdrawn (deleted, manifest first) and the engine told
 //!    (`withdrawn`), so its id is uploaded again from the restored job; one that merely cannot

@@ -1,10 +1,11 @@
 //! Restoring a job's newest durable checkpoint: candidates are the complete remote checkpoints,
 //! newest first; each is downloaded into `<restore root>/<job>/chk-N/` and every file is checked
-//! against the manifest (size and content hash, [`super::digest`]). A corrupt or incomplete one is skipped with its
-//! reason and the next older one is tried. One the store holds damaged (a file missing, of
-//! another size or content) is also withdrawn: deleted, so the store stops claiming it and the
-//! restored job's own checkpoint of that id is uploaded in its place (see [`Withdrawn`]); one
-//! that merely cannot be read now stays. The directory is built as `.chk-N.partial` and
+//! against the manifest (size and content hash, [`super::digest`]). A corrupt or incomplete one
+//! is skipped with its reason and the next older one is tried. One the store holds damaged (a
+//! file missing, of another size or content) is also withdrawn: deleted, so the store stops
+//! claiming it and the restored job's own checkpoint of that id is uploaded in its place (see
+//! [`Withdrawn`]); one that merely cannot be read now stays, and so does one whose manifest is of
+//! a newer format than this agent knows. The directory is built as `.chk-N.partial` and
 //! renamed only when every file verified, so Flink is never pointed at a half-written restore.
 //! A re-submission that also has a local checkpoint tries only the remote ones newer than it
 //! ([`restore_first`]): once those fail, the local one is the next newest.
@@ -256,9 +257,10 @@ async fn fetch_verified(
 /// Files larger than this are fetched as ranges of this size, several at once ([`ranged`]): one
 /// GET stream is bound by one connection (0.30× the best peer tool on a 1 GiB file, the
 /// throughput bench), where s5cmd and rclone fetch ranges in parallel. 16 MiB rather than 8:
-/// once the restore hashed with BLAKE3, 8 MiB ranges made 296–321 MiB/s and 16–64 MiB ones
-/// 325–361 (the server spends less per byte on fewer requests); 16 or 32 in flight instead of
-/// 8 made no difference.
+/// once the restore hashed with BLAKE3, 8 MiB ranges made 296–321 MiB/s, 16 MiB ones 318–361
+/// (32 and 64 MiB: 333–351; the server spends less per byte on fewer requests), and a larger
+/// range leaves more mid-sized files to one stream. 16 ranges in flight instead of 8 were no
+/// better, 32 worse.
 const RANGE_SIZE: u64 = 16 << 20;
 
 /// Small files at once per range of a large file: a small file's GET is latency-bound, not
