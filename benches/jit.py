@@ -7,8 +7,9 @@ so that machine noise hits both alike), deploys the Shuffle test job (an unthrot
 200-byte records, keyed, counted, discarded; parallelism 1) and reads Flink's numRecordsIn
 counter of the keyed operator: records/s over the first 20 s after the counter first shows (the
 REST API fetches metrics every 10 s, so some seconds after the operator started: warm-up, where
-C2 comes later with the thresholds) and over the next `--secs` (steady state). Prints both per run, medians per variant, and last the steady-state ratio
-with/without (1.0: the lever costs a running job nothing).
+C2 comes later with the thresholds) and over the next `--secs` (steady state). Prints both per
+run, medians per variant, and last the steady-state ratio with/without (1.0: the lever costs a
+running job nothing).
 
 usage: benches/jit.py [--runs N] [--secs S] [--agent BIN]   (FLINK_HOME, the agent built in release)
 """

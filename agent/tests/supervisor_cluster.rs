@@ -83,7 +83,7 @@ impl Drop for Reaper {
 
 /// An argv without the options the agent decides per launch (class-data: record, then map;
 /// the JIT thresholds).
-fn without_cds(argv: &[String]) -> Vec<String> {
+fn without_launch_options(argv: &[String]) -> Vec<String> {
     argv.iter()
         .filter(|a| {
             !a.starts_with("-XX:DumpLoadedClassList=")
@@ -337,7 +337,7 @@ async fn scenarios(reaper: &Reaper) {
     let tm_pid = tm.pid.expect("new tm pid");
     let direct_tm = proc_launch(tm_pid);
     assert_eq!(direct_tm.1, script_tm.1, "the same environment");
-    let without_id = |argv: &[String]| without_cds(&argv[..argv.len() - 1]);
+    let without_id = |argv: &[String]| without_launch_options(&argv[..argv.len() - 1]);
     assert_eq!(without_id(&direct_tm.0), without_id(&script_tm.0));
     assert_ne!(direct_tm.0.last(), script_tm.0.last(), "a new resource id");
 
@@ -363,8 +363,8 @@ async fn scenarios(reaper: &Reaper) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert_eq!(
-        (without_cds(&first_look.0), &first_look.1),
-        (without_cds(&script_jm.0), &script_jm.1),
+        (without_launch_options(&first_look.0), &first_look.1),
+        (without_launch_options(&script_jm.0), &script_jm.1),
         "the JobManager starts as the JVM the script ran"
     );
     let after = wait_for(&handle, reaper, 150, "both restarted", |s| {

@@ -673,24 +673,34 @@ mod tests {
     /// damaged one: skipped and left in the store (a rolled-back agent must not delete it).
     #[tokio::test]
     async fn a_manifest_of_a_newer_format_stays_in_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_store, remote) = store_with_two(&dir.path().join("store")).await;
-        put_remote_checkpoint(&remote, "j", 3, b"meta 3", b"meta 3").await;
-        let key = manifest_path(&remote.root, "j", 3);
-        let newer = br#"{"format": 2, "files": "in a layout this agent cannot parse"}"#;
-        remote.store.put(&key, newer.to_vec().into()).await.unwrap();
-        let withdrawn = Withdrawn::default();
-        let restored = restore_in(&remote, dir.path(), &withdrawn).await;
-        assert_eq!(restored.checkpoint_id, 2);
-        assert!(
-            restored.skipped[0]
-                .1
-                .contains("format 2, written by a newer agent"),
-            "{:?}",
-            restored.skipped
-        );
-        assert!(withdrawn.take().is_empty());
-        assert_eq!(candidates(&remote, "j").await.unwrap(), [3, 2, 1]);
+        let newer = super::super::manifest::FORMAT + 1;
+        // One this agent cannot parse, and one it could but must not trust.
+        for unparsable in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (_store, remote) = store_with_two(&dir.path().join("store")).await;
+            put_remote_checkpoint(&remote, "j", 3, b"meta 3", b"meta 3").await;
+            let key = manifest_path(&remote.root, "j", 3);
+            let mut manifest = read_manifest(&remote, &key).await.unwrap().unwrap();
+            manifest.format = newer;
+            let mut json = serde_json::to_value(&manifest).unwrap();
+            if unparsable {
+                json["files"] = "in a layout this agent cannot parse".into();
+            }
+            let bytes = serde_json::to_vec(&json).unwrap();
+            remote.store.put(&key, bytes.into()).await.unwrap();
+            let withdrawn = Withdrawn::default();
+            let restored = restore_in(&remote, dir.path(), &withdrawn).await;
+            assert_eq!(restored.checkpoint_id, 2);
+            assert!(
+                restored.skipped[0]
+                    .1
+                    .contains(&format!("format {newer}, written by a newer agent")),
+                "{:?}",
+                restored.skipped
+            );
+            assert!(withdrawn.take().is_empty());
+            assert_eq!(candidates(&remote, "j").await.unwrap(), [3, 2, 1]);
+        }
     }
 
     /// A large file the store does not give now leaves its checkpoint in the store.

@@ -268,16 +268,20 @@ pub(crate) async fn read_manifest(
             struct Format {
                 format: u32,
             }
-            match serde_json::from_slice::<Format>(&bytes) {
-                Ok(Format { format }) if format > FORMAT => Err(UploadError::NewerFormat {
-                    path: key.to_string(),
-                    format,
-                }),
-                _ => serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|_| UploadError::Conflict {
+            let newer = |format| UploadError::NewerFormat {
+                path: key.to_string(),
+                format,
+            };
+            match serde_json::from_slice::<Manifest>(&bytes) {
+                Ok(m) if m.format > FORMAT => Err(newer(m.format)),
+                Ok(m) => Ok(Some(m)),
+                // A newer format need not parse as this one: its `format` still says whose it is.
+                Err(_) => match serde_json::from_slice::<Format>(&bytes) {
+                    Ok(Format { format }) if format > FORMAT => Err(newer(format)),
+                    _ => Err(UploadError::Conflict {
                         path: key.to_string(),
                     }),
+                },
             }
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
