@@ -6,10 +6,13 @@
 //! download shares. Agents before BLAKE3 verify `sha256`, and treat a manifest without it as
 //! damaged: they would delete the checkpoint. So the upload keeps writing SHA-256 as long as an
 //! agent a node may be rolled back to reads only that; a restore checks BLAKE3 where the
-//! manifest has it and SHA-256 where it was written by such an agent.
+//! manifest has it and SHA-256 where it was written by such an agent. BLAKE3 also lets a file
+//! fetched as ranges be hashed range by range as they arrive, in any order ([`Subtree`]).
 
 use super::manifest::ManifestFile;
+use blake3::hazmat::{self, ChainingValue, HasherExt, Mode};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 /// Both hashes of one file's content as it is uploaded, in order.
 pub(crate) struct Hashes {
@@ -65,6 +68,13 @@ impl Check {
         }
     }
 
+    /// Whether this check needs the content in order (SHA-256, of an older agent's manifest)
+    /// rather than taking a ranged file's [`Subtrees`] (BLAKE3).
+    pub(crate) fn in_order(&self) -> bool {
+        matches!(self.hasher, Hasher::Sha256(_))
+    }
+
+    /// Hashes the next bytes of the content, in order.
     pub(crate) fn update(&mut self, bytes: &[u8]) {
         match &mut self.hasher {
             Hasher::Blake3(h) => {
@@ -77,12 +87,109 @@ impl Check {
     /// How the content hashed differs from the manifest (`has BLAKE3 <hex>, the manifest says
     /// <hex>`), or `None` when it matches.
     pub(crate) fn mismatch(self) -> Option<String> {
-        let (name, got) = match self.hasher {
-            Hasher::Blake3(h) => ("BLAKE3", h.finalize().to_hex().to_string()),
-            Hasher::Sha256(h) => ("SHA-256", hex::encode(h.finalize())),
-        };
-        (got != self.expected)
-            .then(|| format!("has {name} {got}, the manifest says {}", self.expected))
+        match self.hasher {
+            Hasher::Blake3(h) => differs("BLAKE3", h.finalize().to_hex().as_str(), &self.expected),
+            Hasher::Sha256(h) => differs("SHA-256", &hex::encode(h.finalize()), &self.expected),
+        }
+    }
+
+    /// As [`Check::mismatch`], for a file of `len` bytes fetched as ranges: from `subtrees`
+    /// unless the check is [`Check::in_order`] (then from what it was given in order).
+    pub(crate) fn mismatch_in_ranges(self, subtrees: &Subtrees, len: u64) -> Option<String> {
+        if self.in_order() {
+            return self.mismatch();
+        }
+        match subtrees.root(len) {
+            Some(root) => differs("BLAKE3", root.to_hex().as_str(), &self.expected),
+            None => Some(format!("was not hashed whole ({len} bytes in ranges)")),
+        }
+    }
+}
+
+/// How hash `name` of the content, `got` in hex, differs from the manifest's `expected`.
+fn differs(name: &str, got: &str, expected: &str) -> Option<String> {
+    (got != expected).then(|| format!("has {name} {got}, the manifest says {expected}"))
+}
+
+/// The BLAKE3 of one range of a file, hashed on its own as its bytes arrive, in whatever order
+/// the ranges complete.
+///
+/// Why this is the file's hash: BLAKE3 is a tree of 1 KiB chunks whose every left subtree is a
+/// power of two of them. A range that starts at a multiple of a power-of-two length (of at least a
+/// chunk) and has that length, or is the file's last, is one whole subtree of that tree; its
+/// chaining value is hashed alone (`set_input_offset`), and [`Subtrees`] merges them into the
+/// root exactly as the one-pass hash would. So a ranged restore need not read the file back to
+/// hash it in order (a copy of every byte from the page cache).
+pub(crate) struct Subtree(Box<blake3::Hasher>);
+
+impl Subtree {
+    /// The subtree of the range starting at byte `start` (a multiple of the ranges' length).
+    pub(crate) fn at(start: u64) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        hasher.set_input_offset(start);
+        Subtree(Box::new(hasher))
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Its chaining value, once every byte of the range was given.
+    pub(crate) fn finish(&self) -> ChainingValue {
+        self.0.finalize_non_root()
+    }
+}
+
+/// The [`Subtree`]s of one file fetched as ranges of one power-of-two length, by start.
+pub(crate) struct Subtrees {
+    range_len: u64,
+    done: BTreeMap<u64, (u64, ChainingValue)>,
+}
+
+impl Subtrees {
+    /// For ranges of `range_len` bytes: a power of two of at least BLAKE3's 1 KiB chunk.
+    pub(crate) fn new(range_len: u64) -> Self {
+        assert!(
+            range_len.is_power_of_two() && range_len >= blake3::CHUNK_LEN as u64,
+            "ranges of {range_len} bytes are not subtrees of BLAKE3's tree"
+        );
+        Subtrees {
+            range_len,
+            done: BTreeMap::new(),
+        }
+    }
+
+    /// Records the range of `len` bytes at `start` as hashed.
+    pub(crate) fn insert(&mut self, start: u64, len: u64, subtree: &Subtree) {
+        self.done.insert(start, (len, subtree.finish()));
+    }
+
+    /// The BLAKE3 of a file of `len` bytes, more than one range; `None` when a range is missing.
+    fn root(&self, len: u64) -> Option<blake3::Hash> {
+        if len <= self.range_len {
+            return None;
+        }
+        let left = hazmat::left_subtree_len(len);
+        let (l, r) = (self.value(0, left)?, self.value(left, len - left)?);
+        Some(hazmat::merge_subtrees_root(&l, &r, Mode::Hash))
+    }
+
+    /// The chaining value of the `len` bytes at `start`: a range, or the parent of the halves
+    /// BLAKE3 splits them into (whose boundary is a range's, the left half being a power of two
+    /// of at least one range).
+    fn value(&self, start: u64, len: u64) -> Option<ChainingValue> {
+        if len <= self.range_len {
+            return match self.done.get(&start) {
+                Some((hashed, cv)) if *hashed == len => Some(*cv),
+                _ => None,
+            };
+        }
+        let left = hazmat::left_subtree_len(len);
+        let (l, r) = (
+            self.value(start, left)?,
+            self.value(start + left, len - left)?,
+        );
+        Some(hazmat::merge_subtrees_non_root(&l, &r, Mode::Hash))
     }
 }
 
@@ -133,6 +240,75 @@ mod tests {
         assert!(check(&f, b"state")
             .unwrap()
             .contains("the manifest says 1111"));
+    }
+
+    /// `content` hashed as ranges of `range_len` completing last to first, as a ranged restore
+    /// checks it.
+    fn check_in_ranges(file: &ManifestFile, content: &[u8], range_len: usize) -> Option<String> {
+        let mut subtrees = Subtrees::new(range_len as u64);
+        let starts: Vec<usize> = (0..content.len()).step_by(range_len).collect();
+        for &start in starts.iter().rev() {
+            let bytes = &content[start..(start + range_len).min(content.len())];
+            let mut s = Subtree::at(start as u64);
+            // In pieces, as a range's body arrives.
+            for piece in bytes.chunks(1000) {
+                s.update(piece);
+            }
+            subtrees.insert(start as u64, bytes.len() as u64, &s);
+        }
+        Check::for_file(file).mismatch_in_ranges(&subtrees, content.len() as u64)
+    }
+
+    /// Files of one range and a byte up to many, ending anywhere in a range: ranges hashed alone
+    /// in any order give BLAKE3's hash of the whole.
+    #[test]
+    fn ranges_hashed_alone_give_the_hash_of_the_whole() {
+        let range = 2048;
+        let content: Vec<u8> = (0..40 * range).map(|i| (i * 7 + i / 251) as u8).collect();
+        for len in [
+            range + 1,
+            2 * range,
+            3 * range - 1,
+            3 * range,
+            5 * range + 1023,
+            40 * range,
+        ] {
+            let whole = &content[..len];
+            let file = hashed(whole);
+            assert_eq!(check_in_ranges(&file, whole, range), None, "{len} bytes");
+            for at in [0, len / 2, len - 1] {
+                let mut changed = whole.to_vec();
+                changed[at] ^= 1;
+                let wrong = check_in_ranges(&file, &changed, range).unwrap();
+                assert!(
+                    wrong.starts_with("has BLAKE3 "),
+                    "{len} bytes, {at}: {wrong}"
+                );
+            }
+        }
+    }
+
+    /// A missing range, or one of another length, is a mismatch, never a pass.
+    #[test]
+    fn a_range_not_hashed_is_a_mismatch() {
+        let content = vec![5u8; 3 * 2048];
+        let file = hashed(&content);
+        let mut subtrees = Subtrees::new(2048);
+        for start in [0u64, 4096] {
+            let mut s = Subtree::at(start);
+            s.update(&content[..2048]);
+            subtrees.insert(start, 2048, &s);
+        }
+        let check = |s: &Subtrees| Check::for_file(&file).mismatch_in_ranges(s, 3 * 2048);
+        assert!(check(&subtrees).unwrap().contains("not hashed whole"));
+        let mut short = Subtree::at(2048);
+        short.update(&content[..1024]);
+        subtrees.insert(2048, 1024, &short);
+        assert!(check(&subtrees).unwrap().contains("not hashed whole"));
+        let mut s = Subtree::at(2048);
+        s.update(&content[..2048]);
+        subtrees.insert(2048, 2048, &s);
+        assert_eq!(check(&subtrees), None);
     }
 
     #[test]
