@@ -94,14 +94,20 @@ impl Check {
     }
 
     /// As [`Check::mismatch`], for a file of `len` bytes fetched as ranges: from `subtrees`
-    /// unless the check is [`Check::in_order`] (then from what it was given in order).
-    pub(crate) fn mismatch_in_ranges(self, subtrees: &Subtrees, len: u64) -> Option<String> {
+    /// unless the check is [`Check::in_order`] (then from what it was given in order). An error
+    /// when a range is missing from `subtrees`: a fault of the fetch, which says nothing of the
+    /// content (a restore must not take it for damage and delete the checkpoint).
+    pub(crate) fn mismatch_in_ranges(
+        self,
+        subtrees: &Subtrees,
+        len: u64,
+    ) -> Result<Option<String>, String> {
         if self.in_order() {
-            return self.mismatch();
+            return Ok(self.mismatch());
         }
         match subtrees.root(len) {
-            Some(root) => differs("BLAKE3", root.to_hex().as_str(), &self.expected),
-            None => Some(format!("was not hashed whole ({len} bytes in ranges)")),
+            Some(root) => Ok(differs("BLAKE3", root.to_hex().as_str(), &self.expected)),
+            None => Err(format!("{len} bytes were not all hashed in ranges")),
         }
     }
 }
@@ -164,7 +170,8 @@ impl Subtrees {
         self.done.insert(start, (len, subtree.finish()));
     }
 
-    /// The BLAKE3 of a file of `len` bytes, more than one range; `None` when a range is missing.
+    /// The BLAKE3 of a file of `len` bytes, more than one range (one alone would need the root's
+    /// finalization, not a chaining value); `None` when a range is missing.
     fn root(&self, len: u64) -> Option<blake3::Hash> {
         if len <= self.range_len {
             return None;
@@ -244,7 +251,11 @@ mod tests {
 
     /// `content` hashed as ranges of `range_len` completing last to first, as a ranged restore
     /// checks it.
-    fn check_in_ranges(file: &ManifestFile, content: &[u8], range_len: usize) -> Option<String> {
+    fn check_in_ranges(
+        file: &ManifestFile,
+        content: &[u8],
+        range_len: usize,
+    ) -> Result<Option<String>, String> {
         let mut subtrees = Subtrees::new(range_len as u64);
         let starts: Vec<usize> = (0..content.len()).step_by(range_len).collect();
         for &start in starts.iter().rev() {
@@ -275,11 +286,15 @@ mod tests {
         ] {
             let whole = &content[..len];
             let file = hashed(whole);
-            assert_eq!(check_in_ranges(&file, whole, range), None, "{len} bytes");
+            assert_eq!(
+                check_in_ranges(&file, whole, range),
+                Ok(None),
+                "{len} bytes"
+            );
             for at in [0, len / 2, len - 1] {
                 let mut changed = whole.to_vec();
                 changed[at] ^= 1;
-                let wrong = check_in_ranges(&file, &changed, range).unwrap();
+                let wrong = check_in_ranges(&file, &changed, range).unwrap().unwrap();
                 assert!(
                     wrong.starts_with("has BLAKE3 "),
                     "{len} bytes, {at}: {wrong}"
@@ -288,7 +303,7 @@ mod tests {
         }
     }
 
-    /// A missing range, or one of another length, is a mismatch, never a pass.
+    /// A missing range, or one of another length, is an error, never a pass.
     #[test]
     fn a_range_not_hashed_is_a_mismatch() {
         let content = vec![5u8; 3 * 2048];
@@ -300,15 +315,21 @@ mod tests {
             subtrees.insert(start, 2048, &s);
         }
         let check = |s: &Subtrees| Check::for_file(&file).mismatch_in_ranges(s, 3 * 2048);
-        assert!(check(&subtrees).unwrap().contains("not hashed whole"));
+        assert!(check(&subtrees).unwrap_err().contains("not all hashed"));
         let mut short = Subtree::at(2048);
         short.update(&content[..1024]);
         subtrees.insert(2048, 1024, &short);
-        assert!(check(&subtrees).unwrap().contains("not hashed whole"));
+        assert!(check(&subtrees).unwrap_err().contains("not all hashed"));
         let mut s = Subtree::at(2048);
         s.update(&content[..2048]);
         subtrees.insert(2048, 2048, &s);
-        assert_eq!(check(&subtrees), None);
+        assert_eq!(check(&subtrees), Ok(None));
+        // One range alone is never merged into a root: the fetch gives a file two at least.
+        let mut one = Subtrees::new(8192);
+        one.insert(0, 3 * 2048, &s);
+        assert!(Check::for_file(&file)
+            .mismatch_in_ranges(&one, 3 * 2048)
+            .is_err());
     }
 
     #[test]

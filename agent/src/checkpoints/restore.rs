@@ -571,7 +571,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FaultyStore::local(&dir.path().join("store"));
         let remote = store.remote();
-        let big = large(2 * RANGE_SIZE as usize + 12345);
+        let big = large(4 * RANGE_SIZE as usize + 12345);
         put_remote_files(
             &remote,
             "j",

@@ -88,14 +88,19 @@ pub(super) async fn fetch(
     let subtrees = writer.await.map_err(joined)?.map_err(local)?;
     fetched?;
     let (complete, check) = follower.await.map_err(joined)?.map_err(local)?;
-    Ok((complete, check.mismatch_in_ranges(&subtrees, complete)))
+    let mismatch = check
+        .mismatch_in_ranges(&subtrees, complete)
+        .map_err(|e| Unusable::Unreadable(format!("{name}: {e}")))?;
+    Ok((complete, mismatch))
 }
 
-/// The length of the ranges of a file of `size` bytes fetched `ranges` at once: the longest
-/// that still gives each range in flight one, from [`RANGE_SIZE`] up to [`LARGEST_RANGE`], and a
-/// power of two (each range is then a subtree of the file's BLAKE3).
+/// The length of the ranges of a file of `size` bytes (more than [`RANGE_SIZE`]) fetched
+/// `ranges` at once: the longest that still gives each range in flight one, from [`RANGE_SIZE`]
+/// up to [`LARGEST_RANGE`], and a power of two (each range is then a subtree of the file's
+/// BLAKE3). Always two ranges at least, even one at a time: the subtrees of one range alone do
+/// not make the file's hash.
 fn range_len(size: u64, ranges: usize) -> u64 {
-    let share = (size / ranges.max(1) as u64).max(1);
+    let share = (size / ranges.max(2) as u64).max(1);
     (1u64 << share.ilog2()).clamp(RANGE_SIZE, LARGEST_RANGE)
 }
 
@@ -245,7 +250,8 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    /// Every range in flight gets one, as long as it can, within 16 to 64 MiB.
+    /// Every range in flight gets one, as long as it can, within 16 to 64 MiB, and a file is
+    /// two ranges at least.
     #[test]
     fn ranges_grow_with_the_file_up_to_64_mib() {
         for (size, ranges, len) in [
@@ -254,8 +260,10 @@ mod tests {
             (300 * MIB, 8, 32),
             (1024 * MIB, 8, 64),
             (10 * 1024 * MIB, 8, 64),
-            (32 * MIB + 12345, 1, 32),
-            (100 * MIB, 0, 64),
+            (64 * MIB + 12345, 1, 32),
+            (32 * MIB, 1, 16),
+            (100 * MIB, 0, 32),
+            (1024 * MIB, 1, 64),
         ] {
             assert_eq!(
                 range_len(size, ranges),
