@@ -260,7 +260,7 @@ async fn fetch_verified(
 /// ([`ranged`]): one GET stream is bound by one connection (0.30× the best peer tool on a 1 GiB
 /// file, the throughput bench), where s5cmd and rclone fetch ranges in parallel. 16 MiB rather
 /// than 8: once the restore hashed with BLAKE3, 8 MiB ranges made 296–321 MiB/s, 16 MiB ones
-/// 318–361. 16 ranges in flight instead of 8 were no better, 32 worse.
+/// 318–361 (how many in flight: [`CONCURRENCY`]).
 const RANGE_SIZE: u64 = 16 << 20;
 
 /// The longest range a large file is fetched in, when it is large enough to give every range in

@@ -70,14 +70,14 @@ pub(super) async fn fetch(
     let reader = reader.into_std().await;
     let (tx, rx) = tokio::sync::mpsc::channel(QUEUED);
     let (complete_tx, complete_rx) = std::sync::mpsc::channel();
-    let in_ranges = !check.in_order();
+    let hash_ranges = !check.in_order();
     let len = range_len(size, ranges);
     let writer = tokio::task::spawn_blocking(move || write_ranges(&file, len, rx, &complete_tx));
     let follower = tokio::task::spawn_blocking(move || follow(&reader, &complete_rx, check));
     let fetched = futures::stream::iter((0..size).step_by(len as usize))
         .map(|start| {
             let range = start..(start + len).min(size);
-            fetch_range(store, key, name, range, in_ranges, &tx)
+            fetch_range(store, key, name, range, hash_ranges, &tx)
         })
         .buffer_unordered(ranges.max(1))
         .try_collect::<Vec<()>>()
@@ -105,13 +105,13 @@ fn range_len(size: u64, ranges: usize) -> u64 {
 }
 
 /// Fetches `range` of `key`, handing its bytes to the writer as they arrive, and hashing them
-/// as the range's subtree when `hashed`.
+/// as the range's subtree when `hash_ranges`.
 async fn fetch_range(
     store: &dyn ObjectStore,
     key: &ObjectPath,
     name: &str,
     range: Range<u64>,
-    hashed: bool,
+    hash_ranges: bool,
     writer: &tokio::sync::mpsc::Sender<Write>,
 ) -> Result<(), Unusable> {
     let failed = |e| Unusable::Unreadable(format!("{name} download failed: {e}"));
@@ -127,7 +127,7 @@ async fn fetch_range(
         .map_err(|e| read_error(name, e))?
         .into_stream();
     let len = range.end - range.start;
-    let mut subtree = hashed.then(|| Subtree::at(range.start));
+    let mut subtree = hash_ranges.then(|| Subtree::at(range.start));
     let mut received = 0;
     let mut batch = Vec::new();
     let mut batched = 0;
@@ -220,9 +220,10 @@ fn follow(
     complete: &std::sync::mpsc::Receiver<u64>,
     mut check: Check,
 ) -> std::io::Result<(u64, Check)> {
+    let in_order = check.in_order();
     let mut hashed = 0;
     let mut flushed = 0;
-    let mut buf = if check.in_order() {
+    let mut buf = if in_order {
         vec![0u8; READ_BACK]
     } else {
         Vec::new()
@@ -230,7 +231,7 @@ fn follow(
     let mut whole = 0;
     for prefix in complete {
         whole = prefix;
-        while check.in_order() && hashed < prefix {
+        while in_order && hashed < prefix {
             let n = (prefix - hashed).min(READ_BACK as u64) as usize;
             file.read_exact_at(&mut buf[..n], hashed)?;
             check.update(&buf[..n]);
